@@ -1,0 +1,1 @@
+"""The ``elmsearch`` command line (Typer): declarations and presentation only."""

@@ -1,0 +1,17 @@
+"""Option declarations shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable keys).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
+ReportsOpt = Annotated[
+    Path | None,
+    typer.Option("--reports", help="JSON-lines side file of reports: {subject, session, report}."),
+]
+WindowOpt = Annotated[float, typer.Option("--window", help="Window length in seconds (ELM: 5 or 60).")]
+DemoDirOpt = Annotated[Path, typer.Option("--dir", help="Where the demo archive and its outputs go.")]

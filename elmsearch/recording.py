@@ -1,0 +1,278 @@
+"""Read one EEG recording into ELM's representation, and cut it into windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES, map_electrodes
+from elmsearch.edf import EdfHeader, open_raw, read_edf_header
+from elmsearch.errors import (
+    CorruptFileError,
+    MissingChannelError,
+    TooShortError,
+    UnsupportedFileError,
+)
+from elmsearch.preprocessing import PreprocessingParams, preprocess
+from elmsearch.tuh import PathInfo, date_is_suspect, parse_patient_field, parse_start
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingMeta:
+    """Everything known about a recording apart from its samples.
+
+    Attributes
+    ----------
+    fname : str
+    subject, sex : str | None
+        From the EDF patient field (TUH: ``00009932 F 01-JAN-1961 00009932 Age:53``).
+    age : float | None
+        Years; fractional ages kept.
+    birthdate : datetime.date | None
+    start : datetime.datetime | None
+        Recording start from the header.
+    date_suspect : bool
+        The start date looks anonymised or bogus (1899, 1 Jan 2000, future...); kept, flagged.
+    duration : float
+        Seconds, from the header.
+    native_sfreq : float
+        Sampling rate of the montage electrodes in the file, Hz.
+    n_chans_native : int
+        Signals in the file.
+    electrode_labels : dict
+        Canonical electrode -> label in the file.
+    patient_field, recording_field : str
+        Raw header fields, for audit.
+    """
+
+    fname: str
+    subject: str | None
+    sex: str | None
+    age: float | None
+    birthdate: dt.date | None
+    start: dt.datetime | None
+    date_suspect: bool
+    duration: float
+    native_sfreq: float
+    n_chans_native: int
+    electrode_labels: dict[str, str]
+    patient_field: str
+    recording_field: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """A preprocessed recording.
+
+    Attributes
+    ----------
+    data : array of float32, shape (20, n_times)
+        TCP bipolar channels at ``sfreq``, in units of 10 uV, clipped.
+    ch_names : tuple of str
+        ``channels.TCP_CH_NAMES``.
+    sfreq : float
+        Hz (100).
+    meta : RecordingMeta
+    params : PreprocessingParams
+    """
+
+    data: np.ndarray
+    ch_names: tuple[str, ...]
+    sfreq: float
+    meta: RecordingMeta
+    params: PreprocessingParams
+
+    @property
+    def n_times(self) -> int:
+        """Number of samples."""
+        return self.data.shape[1]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of preprocessed signal."""
+        return self.n_times / self.sfreq
+
+
+def inspect_edf(fname: str | os.PathLike, params: PreprocessingParams | None = None,
+                min_duration: float = 5.0) -> tuple[EdfHeader, RecordingMeta, dict[str, int]]:
+    """Validate a file for ELM preprocessing from its header alone (no samples read).
+
+    Parameters
+    ----------
+    fname : path-like
+        EDF or BDF file.
+    params : PreprocessingParams | None
+        Defaults to ELM's recipe.
+    min_duration : float
+        Shortest usable recording, seconds.
+
+    Returns
+    -------
+    header : EdfHeader
+    meta : RecordingMeta
+    electrodes : dict
+        Canonical electrode -> signal index in the header.
+
+    Raises
+    ------
+    RecordingError
+        Any subclass, with the file name and a one-line reason.
+    """
+    params = params or PreprocessingParams()
+    header = read_edf_header(fname)
+    found, duplicates = map_electrodes(list(header.labels))
+    clashing = {e: labels for e, labels in duplicates.items() if e in TCP_ELECTRODES}
+    if clashing:
+        e, labels = next(iter(clashing.items()))
+        raise UnsupportedFileError(fname, f"electrode {e} appears more than once ({', '.join(labels)})")
+    missing = [e for e in TCP_ELECTRODES if e not in found]
+    if missing:
+        if len(missing) == len(TCP_ELECTRODES):
+            raise MissingChannelError(
+                fname, missing, "no 10-20 scalp EEG electrodes found "
+                f"(channels: {', '.join(header.labels[:6])}{'...' if len(header.labels) > 6 else ''})")
+        raise MissingChannelError(fname, missing)
+    rates = sorted({header.sfreq_of(found[e]) for e in TCP_ELECTRODES})
+    if len(rates) > 1:
+        raise UnsupportedFileError(fname, f"montage electrodes sampled at different rates {rates} Hz")
+    native = rates[0]
+    if native < params.sfreq:
+        raise UnsupportedFileError(
+            fname, f"sampled at {native:g} Hz, below the {params.sfreq:g} Hz the model needs")
+    if header.duration < min_duration:
+        raise TooShortError(fname, f"{header.duration:.1f} s long, shorter than {min_duration:g} s")
+    patient = parse_patient_field(header.patient)
+    start = parse_start(header.startdate, header.starttime, header.recording)
+    meta = RecordingMeta(
+        fname=str(fname),
+        subject=patient.code,
+        sex=patient.sex,
+        age=patient.age,
+        birthdate=patient.birthdate,
+        start=start,
+        date_suspect=date_is_suspect(start),
+        duration=header.duration,
+        native_sfreq=native,
+        n_chans_native=len(header.labels),
+        electrode_labels={e: header.labels[found[e]] for e in TCP_ELECTRODES},
+        patient_field=header.patient,
+        recording_field=header.recording,
+    )
+    return header, meta, {e: found[e] for e in TCP_ELECTRODES}
+
+
+def read_electrodes(fname: str | os.PathLike, header: EdfHeader, electrodes: dict[str, int]
+                    ) -> tuple[np.ndarray, float]:
+    """Read the montage electrodes' samples with MNE.
+
+    Returns
+    -------
+    data : array of float64, shape (17, n_times)
+        Volts, rows in ``channels.TCP_ELECTRODES`` order.
+    sfreq : float
+        Rate of ``data`` (MNE resamples slower signals up to the file's fastest rate).
+    """
+    raw = open_raw(fname, header)
+    labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
+    names = raw.ch_names
+    try:
+        picks = [names.index(label) for label in labels]
+    except ValueError:
+        # MNE strips or de-duplicates labels; fall back to position among non-annotation signals
+        signal_labels = [lab for lab in header.labels if "annotations" not in lab.lower()]
+        picks = [signal_labels.index(label) for label in labels]
+    try:
+        data = raw.get_data(picks=picks)
+    except (ValueError, OSError, RuntimeError) as err:
+        raise CorruptFileError(fname, f"cannot read samples: {str(err).splitlines()[0]}") from None
+    if not np.isfinite(data).all():
+        raise CorruptFileError(fname, "non-finite samples")
+    return data, float(raw.info["sfreq"])
+
+
+def read_recording(
+    fname: str | os.PathLike,
+    params: PreprocessingParams | None = None,
+    min_duration: float = 5.0,
+) -> Recording:
+    """Read an EDF/BDF file and apply ELM preprocessing.
+
+    Parameters
+    ----------
+    fname : path-like
+        EDF or BDF file with the 17 electrodes of the TCP montage under any
+        common spelling (``EEG FP1-REF``, ``EEG FP1-LE``, ``Fp1``, ``T7`` for ``T3``...).
+    params : PreprocessingParams | None
+        Defaults to ELM's recipe (0.1-49 Hz, x1e5, clip +-80, 100 Hz, TCP).
+    min_duration : float
+        Shortest usable recording in seconds (``TooShortError`` below).
+
+    Returns
+    -------
+    Recording
+        ``data`` has shape (20, n_times) at 100 Hz, float32.
+
+    Raises
+    ------
+    RecordingError
+        ``UnsupportedFileError``, ``CorruptFileError``, ``MissingChannelError`` or
+        ``TooShortError``; ``str(err)`` is one line naming the file and the reason.
+    """
+    params = params or PreprocessingParams()
+    header, meta, electrodes = inspect_edf(fname, params, min_duration)
+    data, sfreq = read_electrodes(fname, header, electrodes)
+    scale = float(np.median(np.std(data, axis=1)))
+    if scale > 1e-2:
+        logger.warning("%s: median channel std %.3g V looks like the wrong unit", fname, scale)
+    out = preprocess(data, sfreq, params)
+    return Recording(out, TCP_CH_NAMES, params.sfreq, meta, params)
+
+
+def make_windows(recording: Recording | np.ndarray, seconds: float, sfreq: float = 100.0
+                 ) -> np.ndarray:
+    """Cut a recording into non-overlapping windows (the remainder is dropped).
+
+    Parameters
+    ----------
+    recording : Recording | array, shape (n_chans, n_times)
+        A preprocessed recording, or its data.
+    seconds : float
+        Window length (ELM: 5 or 60).
+    sfreq : float
+        Sampling rate of an array input (a ``Recording`` brings its own).
+
+    Returns
+    -------
+    array, shape (n_windows, n_chans, seconds * sfreq)
+        A read-only view on the recording's data.
+    """
+    name = recording.meta.fname if isinstance(recording, Recording) else "<array>"
+    if isinstance(recording, Recording):
+        data, sfreq = recording.data, recording.sfreq
+    else:
+        data = np.asarray(recording)
+    n = int(round(seconds * sfreq))
+    if n <= 0:
+        raise ValueError(f"window length must be positive, got {seconds} s")
+    n_windows = data.shape[1] // n
+    if n_windows == 0:
+        raise TooShortError(name, f"{data.shape[1] / sfreq:.1f} s is shorter than one {seconds:g} s window")
+    out = data[:, : n_windows * n].reshape(data.shape[0], n_windows, n).transpose(1, 0, 2)
+    out.flags.writeable = False
+    return out
+
+
+def path_info_for(fname: str | os.PathLike, root: str | os.PathLike | None = None) -> PathInfo:
+    """Parse the recording key from a path (relative to ``root`` when given)."""
+    from elmsearch.tuh import parse_recording_path
+
+    path = Path(fname)
+    parts = path.relative_to(root).parts if root else path.parts
+    return parse_recording_path(parts)

@@ -1,0 +1,180 @@
+"""Scan an archive: read and preprocess every recording, parse every report, keep going.
+
+A bad file is reported with its reason and never stops the scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+from elmsearch.archive import ArchiveEntry, discover, load_report_text
+from elmsearch.errors import RecordingError, ReportError
+from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.recording import make_windows, read_recording
+from elmsearch.report import parse_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanItem:
+    """Outcome for one recording.
+
+    Attributes
+    ----------
+    path : str
+    key : tuple of str
+        ``(subject, session, montage, token)``.
+    ok : bool
+        The recording was read and preprocessed.
+    error : str | None
+        Why it was refused (one line), when it was.
+    duration, native_sfreq, age : float | None
+    sex : str | None
+    n_windows : int
+        Windows of the requested length.
+    report_sections : tuple of str
+        Headings found in the report (empty without a report).
+    report_error : str | None
+        One line when the report exists but could not be read.
+    seconds : float
+        Time spent on this recording.
+    """
+
+    path: str
+    key: tuple[str, str, str, str]
+    ok: bool
+    error: str | None = None
+    duration: float | None = None
+    native_sfreq: float | None = None
+    age: float | None = None
+    sex: str | None = None
+    n_windows: int = 0
+    report_sections: tuple[str, ...] = ()
+    report_error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class ScanSummary:
+    """All outcomes of a scan, in archive order."""
+
+    items: list[ScanItem]
+    seconds: float
+
+    @property
+    def ok(self) -> list[ScanItem]:
+        """Recordings that were read."""
+        return [i for i in self.items if i.ok]
+
+    @property
+    def failed(self) -> list[ScanItem]:
+        """Recordings that were refused, with their reasons."""
+        return [i for i in self.items if not i.ok]
+
+    @property
+    def hours(self) -> float:
+        """Hours of EEG read."""
+        return sum(i.duration or 0.0 for i in self.ok) / 3600
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (stable keys)."""
+        return {
+            "recordings": len(self.ok),
+            "failed": len(self.failed),
+            "reports": sum(bool(i.report_sections) for i in self.items),
+            "windows": sum(i.n_windows for i in self.ok),
+            "hours": round(self.hours, 4),
+            "seconds": round(self.seconds, 3),
+            "failures": [{"path": i.path, "reason": i.error} for i in self.failed],
+            "report_failures": [
+                {"path": i.path, "reason": i.report_error} for i in self.items if i.report_error
+            ],
+        }
+
+
+def scan_one(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float) -> ScanItem:
+    """Read, preprocess and window one recording and parse its report; never raises
+    for bad input (the reason is in the returned item)."""
+    t0 = time.perf_counter()
+    sections: tuple[str, ...] = ()
+    report_error = None
+    try:
+        text = load_report_text(entry)
+        if text is not None:
+            sections = tuple(s.heading for s in parse_report(text).sections if s.heading)
+    except ReportError as err:
+        report_error = err.reason
+    try:
+        rec = read_recording(entry.path, params, min_duration=window_seconds)
+        n_windows = len(make_windows(rec, window_seconds))
+    except RecordingError as err:
+        return ScanItem(str(entry.path), entry.key, False, error=err.reason,
+                        report_sections=sections, report_error=report_error,
+                        seconds=time.perf_counter() - t0)
+    m = rec.meta
+    return ScanItem(str(entry.path), entry.key, True, None, m.duration, m.native_sfreq, m.age,
+                    m.sex, n_windows, sections, report_error, time.perf_counter() - t0)
+
+
+def scan_archive(
+    root: str | os.PathLike,
+    reports: str | os.PathLike | None = None,
+    params: PreprocessingParams | None = None,
+    window_seconds: float = 5.0,
+    n_jobs: int = 1,
+    on_item: Callable[[ScanItem], None] | None = None,
+    entries: list[ArchiveEntry] | None = None,
+) -> ScanSummary:
+    """Scan every recording of an archive.
+
+    Parameters
+    ----------
+    root : path-like
+        Archive folder or a single file.
+    reports : path-like | None
+        JSON-lines side file of reports.
+    params : PreprocessingParams | None
+        Defaults to ELM's recipe.
+    window_seconds : float
+        Window length used to count windows (5 or 60).
+    n_jobs : int
+        Worker processes (1: in this process).
+    on_item : callable | None
+        Called with each ``ScanItem`` as it completes (progress bars, logging).
+    entries : list of ArchiveEntry | None
+        Already-discovered entries (skips discovery).
+
+    Returns
+    -------
+    ScanSummary
+    """
+    params = params or PreprocessingParams()
+    t0 = time.perf_counter()
+    entries = discover(root, reports) if entries is None else entries
+    items: list[ScanItem] = []
+
+    def done(item: ScanItem) -> None:
+        if not item.ok:
+            logger.warning("%s: %s", item.path, item.error)
+        if item.report_error:
+            logger.warning("report of %s: %s", item.path, item.report_error)
+        items.append(item)
+        if on_item:
+            on_item(item)
+
+    if n_jobs <= 1 or len(entries) <= 1:
+        for entry in entries:
+            done(scan_one(entry, params, window_seconds))
+    else:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            for item in pool.map(scan_one, entries, [params] * len(entries),
+                                 [window_seconds] * len(entries), chunksize=1):
+                done(item)
+    return ScanSummary(items, time.perf_counter() - t0)
+
