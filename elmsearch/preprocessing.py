@@ -190,11 +190,11 @@ def fft_resample(
         k = np.arange(n_out)
         d = ((a + b * k) - k * down / up) * up / down
         omega = (2j * np.pi / m) * np.arange(spec.shape[-1])
-        spec = spec * np.exp(omega * d.mean())
+        spec = spec * np.exp(omega * d.mean()).astype(spec.dtype)
         y = sfft.irfft(spec, m, axis=-1)[..., start : start + n_out]
-        dy = sfft.irfft(spec * omega, m, axis=-1)[..., start : start + n_out]
-        y += (d - d.mean()) * dy
-    y *= gain
+        dy = sfft.irfft(spec * omega.astype(spec.dtype), m, axis=-1)[..., start : start + n_out]
+        y += (d - d.mean()).astype(y.dtype) * dy
+    y *= np.asarray(gain, dtype=y.dtype)
     return y
 
 
@@ -236,7 +236,7 @@ def highpass(y: np.ndarray, sfreq: float, l_freq: float, edges: tuple | None = N
     """
     block = _HP_BLOCK
     fb = sfreq / block
-    lp = _complementary_lowpass(fb, l_freq)
+    lp = _complementary_lowpass(fb, l_freq).astype(y.dtype)
     n = y.shape[-1]
     edge = -(-(len(lp) * block) // block) * block  # filter length at sfreq, whole blocks
     yp = _odd_pad(y, edge, edge, edges)
@@ -249,7 +249,7 @@ def highpass(y: np.ndarray, sfreq: float, l_freq: float, edges: tuple | None = N
     # Linear interpolation of a < 0.15 Hz baseline sampled at 4 Hz, all channels at once.
     pos = np.interp(t, centres, np.arange(n_blocks, dtype=float))
     i0 = np.minimum(pos.astype(int), n_blocks - 2)
-    frac = pos - i0
+    frac = (pos - i0).astype(y.dtype)
     baseline = base[:, i0] * (1 - frac) + base[:, i0 + 1] * frac
     return y - baseline
 
