@@ -65,8 +65,11 @@ def iter_eeg_files(root: str | os.PathLike) -> Iterator[Path]:
 
 
 def _session_report(path: Path, info: PathInfo, root: Path) -> Path | None:
-    """A report .txt for the recording: ``SUBJECT_sNNN.txt`` in the session folder, else the
-    recording's own stem, else the only .txt in the session or recording folder."""
+    """Find a report .txt for a recording.
+
+    ``SUBJECT_sNNN.txt`` in the session folder, else one named like the recording,
+    else the only .txt in the session or recording folder.
+    """
     candidates: list[Path] = [path.with_suffix(".txt")]
     folders = [path.parent]
     if info.montage and path.parent.name == info.montage:
@@ -112,7 +115,9 @@ def discover(root: str | os.PathLike, reports: str | os.PathLike | None = None) 
     base = root if root.is_dir() else root.parent
     entries = []
     for path in iter_eeg_files(root):
-        info = parse_recording_path(path.relative_to(base).parts)
+        # a single file keeps the folders above it: they carry its session and montage
+        parts = path.relative_to(base).parts if root.is_dir() else path.resolve().parts[1:]
+        info = parse_recording_path(parts)
         text = side.get((info.subject, info.session))
         if text is None and info.session == "":
             text = side.get((info.subject, ""))

@@ -284,7 +284,8 @@ def preprocess(
     if params.h_freq < params.sfreq / 2 * 0.98:
         import mne
 
-        y = mne.filter.filter_data(y, params.sfreq, None, params.h_freq, verbose="error")
+        y = mne.filter.filter_data(y.astype(np.float64), params.sfreq, None, params.h_freq,
+                                   verbose="error").astype(np.float32)
     y = highpass(y, params.sfreq, params.l_freq, edges=(x[:, :1], x[:, -1:]))
     out = bipolar(y)
     out *= params.scale
@@ -323,7 +324,7 @@ def elm_reference(raw, params: PreprocessingParams | None = None) -> np.ndarray:
     raw.pick([raw.ch_names[found[e]] for e in TCP_ELECTRODES])
     raw.rename_channels({raw.ch_names[i]: e for i, e in enumerate(TCP_ELECTRODES)})
     raw.set_channel_types({e: "eeg" for e in TCP_ELECTRODES}, verbose="error")
-    anodes, cathodes = zip(*TCP_PAIRS)
+    anodes, cathodes = zip(*TCP_PAIRS, strict=True)
     raw = mne.set_bipolar_reference(
         raw, list(anodes), list(cathodes), drop_refs=False, copy=False, verbose="error"
     )

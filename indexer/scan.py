@@ -99,8 +99,10 @@ class ScanSummary:
 
 
 def scan_one(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float) -> ScanItem:
-    """Read, preprocess and window one recording and parse its report; never raises
-    for bad input (the reason is in the returned item)."""
+    """Read, preprocess and window one recording and parse its report.
+
+    Never raises for bad input: the reason is in the returned item.
+    """
     t0 = time.perf_counter()
     sections: tuple[str, ...] = ()
     report_error = None

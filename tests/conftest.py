@@ -1,0 +1,107 @@
+"""Shared fixtures: the integration data folder and a writer of small synthetic EDF files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edfio import Edf, EdfSignal, Recording
+
+from elmsearch.channels import STANDARD_1020, tuh_channel_name
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# TUH style: the 21 electrodes of the 10-20 system referenced to "REF", plus an EKG lead.
+TUH_LABELS: tuple[str, ...] = tuple(tuh_channel_name(e) for e in STANDARD_1020) + (
+    "EEG EKG1-REF",
+)
+TUH_PATIENT = "aaaaaaab F 01-JAN-1961 aaaaaaab Age:53"
+TUH_STARTDATE = dt.date(2015, 3, 4)
+TUH_STARTTIME = dt.time(10, 20, 30)
+PHYSICAL_RANGE_UV = (-3000.0, 3000.0)
+
+
+def synthetic_uv(
+    n_chans: int, sfreq: float, duration: float, seed: int = 0, sine_uv: float = 20.0
+) -> np.ndarray:
+    """Seeded EEG-like signals in microvolts: noise (std 10 uV) plus a 10 Hz sine.
+
+    Returns
+    -------
+    array, shape (n_chans, round(duration * sfreq))
+    """
+    rng = np.random.default_rng(seed)
+    n_times = int(round(duration * sfreq))
+    t = np.arange(n_times) / sfreq
+    noise = rng.normal(0.0, 10.0, size=(n_chans, n_times))
+    phases = rng.uniform(0, 2 * np.pi, size=(n_chans, 1))
+    return noise + sine_uv * np.sin(2 * np.pi * 10.0 * t + phases)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared integration data folder (``../shared/data`` next to the repository)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"../shared/data absent: {SHARED_DATA} does not exist (integration data)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def write_edf(tmp_path: Path) -> Callable[..., Path]:
+    """Factory writing a small synthetic EDF under ``tmp_path`` and returning its path.
+
+    Keyword arguments: ``labels`` (TUH-style 10-20 + EKG by default), ``sfreq`` (250),
+    ``duration`` in s (30), ``signals`` in uV, shape (n_labels, n_times) (seeded noise +
+    10 Hz sine by default), ``patient`` (the raw 80-character patient field, TUH style by
+    default), ``startdate`` (4 Mar 2015; None writes an anonymised EDF+ start date),
+    ``starttime``, ``seed``.
+    """
+
+    def _write(
+        name: str | Path = "rec.edf",
+        *,
+        labels: Sequence[str] = TUH_LABELS,
+        sfreq: float = 250,
+        duration: float = 30,
+        signals: np.ndarray | None = None,
+        patient: str = TUH_PATIENT,
+        startdate: dt.date | None = TUH_STARTDATE,
+        starttime: dt.time = TUH_STARTTIME,
+        seed: int = 0,
+    ) -> Path:
+        assert duration <= 60, "keep synthetic EDFs small"
+        labels = list(labels)
+        if signals is None:
+            signals = synthetic_uv(len(labels), sfreq, duration, seed=seed)
+        signals = np.asarray(signals, dtype=float)
+        assert signals.shape == (len(labels), int(round(duration * sfreq))), signals.shape
+        edf = Edf(
+            [
+                EdfSignal(
+                    row,
+                    sfreq,
+                    label=label,
+                    physical_dimension="uV",
+                    physical_range=PHYSICAL_RANGE_UV,
+                )
+                for label, row in zip(labels, signals, strict=True)
+            ],
+            recording=Recording(startdate=startdate),
+            starttime=starttime,
+        )
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        edf.write(path)
+        # The patient field is patched in raw, so tests can write any TUH-style or odd field
+        # (edfio validates EDF+ subfields and would refuse e.g. "Age:0.5" spacing variants).
+        field = patient.encode("latin-1")
+        assert len(field) <= 80
+        with open(path, "r+b") as fh:
+            fh.seek(8)
+            fh.write(field.ljust(80, b" "))
+        return path
+
+    return _write

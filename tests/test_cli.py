@@ -1,0 +1,143 @@
+"""Tests of the command line (through Typer's CliRunner) and of the package layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TUH_FILE = Path("edf/000/aaaaaaab/s001_2015_03_04/01_tcp_ar/aaaaaaab_s001_t000.edf")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI's root callback reconfigures logging onto the runner's (closed) streams."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def small_archive(tmp_path, write_edf) -> Path:
+    root = tmp_path / "archive"
+    write_edf(Path("archive") / TUH_FILE, duration=20, seed=1)
+    (root / TUH_FILE).parents[1].joinpath("aaaaaaab_s001.txt").write_text(
+        "CLINICAL HISTORY: Seizures.\nIMPRESSION: Normal EEG.\n")
+    write_edf("archive/flat/other.edf", duration=12, seed=2)
+    (root / "flat" / "broken.edf").write_text("definitely not an EDF\n")
+    return root
+
+
+def test_scan_json(runner, small_archive):
+    result = runner.invoke(app, ["--quiet", "scan", str(small_archive), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {"recordings", "failed", "reports", "windows", "failures"} <= set(doc)
+    assert doc["recordings"] == 2
+    assert doc["failed"] == 1
+    assert doc["reports"] == 1
+    assert doc["windows"] == 4 + 2  # 20 s and 12 s in 5 s windows
+    assert len(doc["failures"]) == 1
+    failure = doc["failures"][0]
+    assert set(failure) == {"path", "reason"}
+    assert failure["path"] == str(small_archive / "flat" / "broken.edf")
+    assert "not an EDF/BDF file" in failure["reason"]
+
+
+def test_scan_json_with_window_and_reports(runner, small_archive, tmp_path):
+    side = tmp_path / "reports.jsonl"
+    side.write_text(json.dumps({"subject": "other", "session": "",
+                                "report": "IMPRESSION: Abnormal EEG."}) + "\n")
+    result = runner.invoke(app, ["-q", "scan", str(small_archive), "--json", "--window", "10",
+                                 "--reports", str(side)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["recordings"], doc["failed"], doc["reports"], doc["windows"]) == (2, 1, 2, 3)
+
+
+def test_scan_table(runner, small_archive):
+    result = runner.invoke(app, ["-q", "scan", str(small_archive)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"recordings\s*│\s*2\s", result.stdout)
+    assert re.search(r"failed\s*│\s*1\s", result.stdout)
+    assert "refused recordings" in result.stdout  # long paths wrap inside the table
+
+
+def test_scan_missing_archive(runner, tmp_path):
+    missing = tmp_path / "nowhere"
+    result = runner.invoke(app, ["scan", str(missing)])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert str(missing) in lines[0]
+
+
+def test_inspect_json(runner, small_archive):
+    fname = small_archive / TUH_FILE
+    result = runner.invoke(app, ["inspect", str(fname), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["path"] == str(fname)
+    assert doc["key"] == ["aaaaaaab", "s001", "01_tcp_ar", "t000"]
+    assert doc["layout"] == "tuh"
+    assert (doc["subject"], doc["sex"], doc["age"]) == ("aaaaaaab", "F", 53.0)
+    assert doc["start"] == "2015-03-04T10:20:30"
+    assert doc["date_suspect"] is False
+    assert doc["duration_s"] == 20.0
+    assert doc["native_sfreq"] == 250.0
+    assert doc["n_chans_native"] == 22
+    assert len(doc["electrodes"]) == 17
+    assert doc["electrodes"]["Fp1"] == "EEG FP1-REF"
+    assert doc["windows_5s"] == 4
+    assert doc["windows_60s"] == 0
+
+
+def test_inspect_bad_file(runner, small_archive):
+    fname = small_archive / "flat" / "broken.edf"
+    result = runner.invoke(app, ["inspect", str(fname)])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(fname) in lines[0]
+    assert "not an EDF/BDF file" in lines[0]
+    assert result.stdout.strip() == ""
+
+
+def test_no_args_shows_help(runner):
+    result = runner.invoke(app, [])
+    assert "scan" in result.output and "inspect" in result.output
+
+
+def test_packages_import_from_this_checkout():
+    import cli
+    import db
+    import elmsearch
+    import indexer
+
+    for module in (cli, db, elmsearch, indexer):
+        path = Path(module.__file__).resolve()
+        assert path.is_relative_to(REPO_ROOT), (module.__name__, path)
+        assert path.parent.name == module.__name__
+
+
+def test_core_does_not_import_db_indexer_or_cli():
+    code = "import elmsearch, sys; print([m for m in ('db', 'indexer', 'cli') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO_ROOT, timeout=120)
+    assert out.stdout.strip() == "[]"
