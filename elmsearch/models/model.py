@@ -1,0 +1,187 @@
+"""The EEG-language model: EEG encoder, text projection, MIL pooling, temperature."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elmsearch.errors import ElmsearchError
+from elmsearch.models.eeg_resnet import EEGResNet
+from elmsearch.models.pooling import AttentionPool, mean_pool
+from elmsearch.models.text import FrozenTextEncoder, TextProjection
+
+logger = logging.getLogger(__name__)
+
+
+class NoTextModelError(ElmsearchError):
+    """The model has EEG weights only (e.g. the ELM release), so text features are unavailable."""
+
+
+class ELMModel(nn.Module):
+    """EEG and report text in one 256-d space.
+
+    Parameters
+    ----------
+    config : dict
+        A model config (see ``elmsearch/model_configs/*.json``).
+    has_text : bool
+        Whether the text projection carries trained weights. Models loaded from
+        the ELM authors' EEG-only release have ``has_text=False``.
+    """
+
+    def __init__(self, config: dict, has_text: bool = True):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        e = self.config["eeg"]
+        self.n_times = int(round(e["window_seconds"] * e["sfreq"]))
+        self.eeg = EEGResNet(e["n_chans"], self.n_times, e["sfreq"], e["conv1_params"],
+                             e["res_params"], e["pool_sizes"], e["proj_dims"])
+        t = self.config["text"]
+        self.text_dim = int(t.get("dim", 384))
+        self.text_proj = TextProjection(self.text_dim, t["proj_dims"][0], t["proj_dims"][1])
+        self.pool = AttentionPool(e["proj_dims"][-1])
+        temp = float(self.config.get("temperature", 0.3))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temp)),
+                                            requires_grad=bool(self.config.get("learn_temperature")))
+        self.has_text = has_text
+        self._text_encoder: FrozenTextEncoder | None = None
+        self.cache_dir = None
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def window_seconds(self) -> float:
+        """Window length the EEG encoder takes, seconds."""
+        return float(self.config["eeg"]["window_seconds"])
+
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature of the contrastive objective."""
+        return float(self.log_temperature.exp())
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def text_encoder(self) -> FrozenTextEncoder:
+        """The frozen language model (loaded on first use)."""
+        if self._text_encoder is None:
+            t = self.config["text"]
+            self._text_encoder = FrozenTextEncoder(t["model"], t["pooling"], t["max_length"],
+                                                   cache_dir=self.cache_dir, device=str(self.device))
+            if self._text_encoder.dim != self.text_dim:
+                raise ElmsearchError(
+                    f"text model {self._text_encoder.path} gives {self._text_encoder.dim}-d vectors, "
+                    f"the projection expects {self.text_dim}")
+        return self._text_encoder
+
+    def _require_text(self) -> None:
+        if not self.has_text:
+            raise NoTextModelError(
+                "this model has EEG weights only (the ELM release); text features need a model "
+                "trained with `elmsearch train`")
+
+    # ---- batched encoders (inference) ---------------------------------------------------
+    @torch.no_grad()
+    def encode_eeg(self, windows, normalize: bool = True, batch_size: int = 256) -> np.ndarray:
+        """Embed EEG windows.
+
+        Parameters
+        ----------
+        windows : array, shape (n_windows, 20, n_times)
+            Preprocessed windows (``make_windows``).
+        normalize : bool
+            L2-normalise the embeddings.
+        batch_size : int
+            Windows per forward pass.
+
+        Returns
+        -------
+        array of float32, shape (n_windows, 256)
+        """
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            for i in range(0, len(windows), batch_size):
+                x = torch.as_tensor(np.asarray(windows[i : i + batch_size], dtype=np.float32),
+                                    device=self.device)
+                z = self.eeg(x)
+                out.append((F.normalize(z, dim=-1) if normalize else z).cpu().numpy())
+        finally:
+            self.train(was_training)
+        return np.concatenate(out) if out else np.zeros((0, self.eeg.out_dim), np.float32)
+
+    def project_text(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Map frozen-LM features (n, text_dim) to the shared space (n, 256), not normalised."""
+        return self.text_proj(text_features)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        """Embed texts (report sentences, queries, prompts).
+
+        Returns
+        -------
+        array of float32, shape (n_texts, 256)
+
+        Raises
+        ------
+        NoTextModelError
+            The model has no trained text projection.
+        """
+        self._require_text()
+        if isinstance(texts, str):
+            texts = [texts]
+        feats = torch.as_tensor(self.text_encoder.embed(list(texts)), device=self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            z = self.project_text(feats) if len(texts) else torch.zeros(0, self.eeg.out_dim)
+        finally:
+            self.train(was_training)
+        return (F.normalize(z, dim=-1) if normalize else z).cpu().numpy()
+
+    @torch.no_grad()
+    def pool_windows(self, window_emb: np.ndarray, pooling: str = "attention",
+                     normalize: bool = True) -> np.ndarray:
+        """Recording embedding from its window embeddings.
+
+        Parameters
+        ----------
+        window_emb : array, shape (n_windows, 256)
+            Normalised window embeddings of one recording.
+        pooling : str
+            ``"attention"`` (trained MIL attention) or ``"mean"`` (ELM's probe).
+
+        Returns
+        -------
+        array of float32, shape (256,)
+        """
+        z = torch.as_tensor(np.asarray(window_emb, np.float32), device=self.device)
+        if pooling == "attention" and self.has_text:
+            was_training = self.training
+            self.eval()
+            pooled = self.pool(z)
+            self.train(was_training)
+        elif pooling in {"attention", "mean"}:
+            pooled = mean_pool(z)
+        else:
+            raise ValueError(f"pooling must be 'attention' or 'mean', got {pooling!r}")
+        return (F.normalize(pooled, dim=-1) if normalize else pooled).cpu().numpy()
+
+    def attention_weights(self, window_emb: np.ndarray) -> np.ndarray:
+        """How much each window contributes to the recording embedding, shape (n_windows,)."""
+        with torch.no_grad():
+            z = torch.as_tensor(np.asarray(window_emb, np.float32), device=self.device)
+            return self.pool.weights(z).cpu().numpy()
+
+    def encode_recording(self, windows, pooling: str = "attention") -> np.ndarray:
+        """Embed a recording's windows and pool them, shape (256,), normalised."""
+        return self.pool_windows(self.encode_eeg(windows), pooling)
