@@ -14,7 +14,16 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.options import DemoDirOpt, JsonOpt, ReportsOpt, WindowOpt, WorkersOpt
+from cli.options import (
+    DemoDirOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelDirOpt,
+    ReportsOpt,
+    SeedOpt,
+    WindowOpt,
+    WorkersOpt,
+)
 
 app = typer.Typer(help="elmsearch: search clinical EEG archives by report text and by EEG.",
                   no_args_is_help=True, add_completion=False)
@@ -159,6 +168,152 @@ def demo(
     console.print("[bold]2/2[/bold] reading and preprocessing every recording (ELM recipe)")
     summary = _run_scan(archive, None, 5.0, workers)
     _print_scan(summary, as_json=False)
+
+
+def _load_model_or_fail(model_dir: Path):
+    from elmsearch.errors import ElmsearchError
+    from elmsearch.models import load_model
+
+    try:
+        return load_model(model_dir)
+    except (ElmsearchError, OSError, RuntimeError) as err:
+        raise _fail(str(err).splitlines()[0]) from None
+
+
+@app.command()
+def train(
+    archive: Annotated[Path, typer.Argument(help="Archive with EDFs and reports.")],
+    out: Annotated[Path, typer.Option("--out", help="MODEL_DIR to write (resumed if it holds a checkpoint).")],
+    model: Annotated[str, typer.Option("--model-name", help="Registered config: elm-5s or elm-60s.")] = "elm-5s",
+    init: Annotated[Path | None, typer.Option("--init", help="Start the EEG encoder from these weights "
+                                              "(ELM release folder or MODEL_DIR).")] = None,
+    freeze_eeg: Annotated[bool, typer.Option("--freeze-eeg", help="Train only the heads.")] = False,
+    freeze_eeg_epochs: Annotated[int, typer.Option(help="Freeze the EEG encoder for the first N epochs.")] = 0,
+    reports: ReportsOpt = None,
+    text_model: Annotated[Path | None, typer.Option(help="Local Hugging Face folder (default: packaged MiniLM).")] = None,
+    text_pooling: Annotated[str | None, typer.Option(help="mean or cls (e.g. MedCPT: cls).")] = None,
+    text_max_length: Annotated[int | None, typer.Option(help="Maximum tokens per segment.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, help="Recordings per batch.")] = 16,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    max_windows: Annotated[int | None, typer.Option(help="EEG windows sampled per recording "
+                                                    "(default: config, ELM 120 / 32).")] = None,
+    max_segments: Annotated[int | None, typer.Option(help="Report segments sampled per recording "
+                                                     "(default: config, ELM 24 / 8).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of patients held out for validation.")] = 0.2,
+    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs).")] = 5,
+    learn_temperature: Annotated[bool, typer.Option(help="Learn the temperature.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt when present.")] = True,
+) -> None:
+    """Train the EEG-language model contrastively on an archive (ELM's MIL objective)."""
+    from elmsearch.errors import ElmsearchError
+    from elmsearch.training import TrainConfig, build_model, load_items
+    from elmsearch.training import train as fit
+
+    try:
+        net = build_model(model, init, text_model, text_pooling, text_max_length)
+    except ElmsearchError as err:
+        raise _fail(str(err)) from None
+    net.config["learn_temperature"] = learn_temperature
+    net.log_temperature.requires_grad_(learn_temperature)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows, max_text=max_segments,
+                      val_fraction=val_fraction, patience=patience, seed=seed, freeze_eeg=freeze_eeg,
+                      freeze_eeg_epochs=freeze_eeg_epochs, device=device)
+    console.print(f"reading {archive} ({net.window_seconds:g} s windows)")
+    items = load_items(archive, net.window_seconds, net.config["text"]["segment_mode"], reports)
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s"),
+                  TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
+        task = progress.add_task("train", total=None, epoch=0, loss=float("nan"), rate=0.0)
+
+        def tick(s: dict) -> None:
+            progress.update(task, completed=s["step"], total=s["steps"], epoch=s["epoch"], loss=s["loss"],
+                            rate=s["windows_per_s"])
+
+        try:
+            metrics = fit(net, items, out, cfg, resume=resume, on_step=tick)
+        except ElmsearchError as err:
+            raise _fail(str(err)) from None
+    val = metrics.get("val") or {}
+    t2e = val.get("text_to_eeg", {})
+    console.print(f"best epoch {metrics['best_epoch']}: validation text->EEG "
+                  + ", ".join(f"{k} {t2e[k]:.3f}" for k in ("R@1", "R@5", "R@10", "MRR") if k in t2e)
+                  + f" ({metrics['n_val']} held-out recordings); model in {out}")
+
+
+@app.command()
+def classify(
+    fname: Annotated[Path, typer.Argument(help="An EDF/BDF recording.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A class description; repeat.")],
+    model: ModelDirOpt = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Index folder: use the model it was built with.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
+    from elmsearch.embedding import embed_recording
+    from elmsearch.errors import ElmsearchError
+    from elmsearch.zeroshot import zero_shot
+
+    if model is None and db is None:
+        raise _fail("give --model MODEL_DIR or --db INDEX_DIR")
+    if model is None:
+        manifest = db / "manifest.json"
+        if not manifest.is_file():
+            raise _fail(f"{db}: no index manifest (build one with `elmsearch index`)")
+        model = Path(json.loads(manifest.read_text())["model_path"])
+    if len(prompt) < 2:
+        raise _fail("give at least two --prompt")
+    net = _load_model_or_fail(model)
+    try:
+        emb = embed_recording(net, fname)
+        probs = zero_shot(net, emb.recording_emb, prompt)
+    except ElmsearchError as err:
+        raise _fail(str(err)) from None
+    doc = {"recording": str(fname),
+           "scores": [{"prompt": p, "probability": round(float(q), 6)} for p, q in zip(prompt, probs, strict=True)]}
+    if as_json:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table("prompt", "probability", title=str(fname))
+    for s in doc["scores"]:
+        table.add_row(s["prompt"], f"{s['probability']:.3f}")
+    out.print(table)
+
+
+@app.command()
+def probe(
+    archive: Annotated[Path, typer.Argument(help="Archive with the labelled recordings.")],
+    labels: Annotated[Path, typer.Option("--labels", help="CSV: path or subject,session,montage,token + label columns.")],
+    column: Annotated[str, typer.Option("--column", help="Binary label column.")] = "abnormal",
+    model: ModelDirOpt = None,
+    fractions: Annotated[str, typer.Option(help="Label fractions, comma-separated.")] = "0.01,0.1,1",
+    seeds: Annotated[int, typer.Option(min=1, help="Splits per point.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Linear probe on frozen embeddings, with a label-efficiency curve (patient-level splits)."""
+    from elmsearch.errors import ElmsearchError, InputFileError
+    from elmsearch.probe import run_probe
+
+    if model is None:
+        raise _fail("give --model MODEL_DIR (or the ELM release folder)")
+    net = _load_model_or_fail(model)
+    try:
+        rows = run_probe(net, archive, labels, column, [float(f) for f in fractions.split(",")],
+                         tuple(range(seeds)))
+    except (ElmsearchError, InputFileError, ValueError) as err:
+        raise _fail(str(err).splitlines()[0]) from None
+    if as_json:
+        out.print_json(json.dumps({"column": column, "points": rows}))
+        return
+    table = Table("labels", "n", "balanced accuracy", "AUROC", title=f"linear probe: {column}")
+    for r in rows:
+        table.add_row(f"{r['fraction']:.0%}", f"{r['n_labels']:.0f}",
+                      f"{r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f}",
+                      f"{r['auroc']:.3f} ± {r['auroc_sd']:.3f}")
+    out.print(table)
 
 
 def main() -> None:

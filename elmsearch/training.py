@@ -1,0 +1,362 @@
+"""Contrastive training of the EEG-language model on an archive of EDFs with reports.
+
+Recipe (ELM, Gijsen & Ritter 2025): for each recording sample up to ``mil.max_eeg``
+windows and ``mil.max_text`` report segments; every window and segment of the same
+recording is a positive; symmetric multiple-instance InfoNCE at temperature 0.3.
+On top, the attention-MIL pooler is trained with a recording-level InfoNCE between
+the pooled windows and the mean of the report's segments.
+
+Validation is by patient (never the same patient in both splits); early stopping on
+validation text-to-EEG mean reciprocal rank. Runs are seeded: per-epoch sampling
+uses ``numpy.random.default_rng([seed, epoch])``, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from elmsearch.archive import discover, load_report_text
+from elmsearch.errors import ElmsearchError, RecordingError, ReportError
+from elmsearch.loss import clip_loss, mil_infonce
+from elmsearch.metrics import retrieval_metrics
+from elmsearch.models.factory import save_model
+from elmsearch.models.model import ELMModel
+from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.recording import make_windows, read_recording
+from elmsearch.report import parse_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainItem:
+    """One recording ready for training.
+
+    Attributes
+    ----------
+    key : str
+        ``subject/session/montage/token``.
+    patient : str
+        Grouping for the patient-level split.
+    windows : array of float16, shape (n_windows, 20, n_times)
+    segments : list of str
+        Report segments (heading prepended).
+    path : str
+    """
+
+    key: str
+    patient: str
+    windows: np.ndarray
+    segments: list[str]
+    path: str
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of ``train``; every field is written to the training log."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_eeg: int | None = None
+    max_text: int | None = None
+    val_fraction: float = 0.2
+    patience: int = 5
+    seed: int = 0
+    freeze_eeg: bool = False
+    freeze_eeg_epochs: int = 0
+    pool_weight: float = 0.5
+    device: str = "auto"
+    val_max_windows: int = 64
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"``: CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str,
+               reports: str | os.PathLike | None = None, params: PreprocessingParams | None = None,
+               on_item: Callable[[str, bool], None] | None = None) -> list[TrainItem]:
+    """Read the recordings that have a report, as windows + segments.
+
+    Recordings without a report, without finding segments, or that cannot be read
+    are skipped with a one-line warning.
+    """
+    items = []
+    for entry in discover(root, reports):
+        ok = False
+        try:
+            text = load_report_text(entry)
+            segments = parse_report(text).segments(segment_mode) if text else []
+            if not segments:
+                logger.warning("%s: no report segments, not used for training", entry.path)
+            else:
+                rec = read_recording(entry.path, params, min_duration=window_seconds)
+                windows = np.ascontiguousarray(make_windows(rec, window_seconds), dtype=np.float16)
+                subject = entry.info.subject or rec.meta.subject or entry.path.stem
+                items.append(TrainItem("/".join(entry.key), subject, windows, segments, str(entry.path)))
+                ok = True
+        except (RecordingError, ReportError) as err:
+            logger.warning("%s", err)
+        if on_item:
+            on_item(str(entry.path), ok)
+    return items
+
+
+def split_by_patient(items: list[TrainItem], val_fraction: float, seed: int
+                     ) -> tuple[list[TrainItem], list[TrainItem]]:
+    """Split so that no patient is in both parts (about ``val_fraction`` of patients in val)."""
+    patients = sorted({it.patient for it in items})
+    rng = np.random.default_rng(seed)
+    rng.shuffle(patients)
+    n_val = int(round(len(patients) * val_fraction)) if val_fraction > 0 else 0
+    if val_fraction > 0 and len(patients) > 1:
+        n_val = min(max(n_val, 1), len(patients) - 1)
+    val_p = set(patients[:n_val])
+    return [i for i in items if i.patient not in val_p], [i for i in items if i.patient in val_p]
+
+
+def _text_features(model: ELMModel, items: list[TrainItem]) -> list[torch.Tensor]:
+    feats = model.text_encoder.embed([s for it in items for s in it.segments])
+    out, i = [], 0
+    for it in items:
+        out.append(torch.from_numpy(feats[i : i + len(it.segments)]))
+        i += len(it.segments)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Tensor] | None = None,
+             max_windows: int = 64, seed: int = 0) -> dict:
+    """Text-to-EEG and EEG-to-text retrieval among ``items`` (one report per recording).
+
+    Returns
+    -------
+    dict
+        ``{"text_to_eeg": {...}, "eeg_to_text": {...}}`` with R@1/5/10 and MRR.
+    """
+    if not items:
+        return {}
+    model.eval()
+    text_feats = text_feats if text_feats is not None else _text_features(model, items)
+    rng = np.random.default_rng(seed)
+    rec, rep = [], []
+    for it, tf in zip(items, text_feats, strict=True):
+        idx = np.arange(len(it.windows))
+        if len(idx) > max_windows:
+            idx = np.sort(rng.choice(idx, max_windows, replace=False))
+        rec.append(model.pool_windows(model.encode_eeg(it.windows[idx].astype(np.float32))))
+        t = F.normalize(model.project_text(tf.to(model.device)), dim=-1).mean(0)
+        rep.append(F.normalize(t, dim=-1).cpu().numpy())
+    rec, rep = np.stack(rec), np.stack(rep)
+    sim = rep @ rec.T
+    return {"text_to_eeg": retrieval_metrics(sim), "eeg_to_text": retrieval_metrics(sim.T)}
+
+
+def _set_trainable(model: ELMModel, freeze_eeg: bool) -> None:
+    for p in model.eeg.parameters():
+        p.requires_grad_(not freeze_eeg)
+
+
+def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
+          cfg: TrainConfig | None = None, resume: bool = True,
+          on_step: Callable[[dict], None] | None = None) -> dict:
+    """Train ``model`` on ``items`` and write a MODEL_DIR.
+
+    Parameters
+    ----------
+    model : ELMModel
+        Freshly created or initialised from released weights.
+    items : list of TrainItem
+        From ``load_items``.
+    out_dir : path-like
+        MODEL_DIR: ``config.json`` + ``model.safetensors`` (best epoch),
+        ``checkpoint.pt`` (last epoch, for resuming), ``train_log.jsonl``,
+        ``metrics.json``, ``split.json``.
+    cfg : TrainConfig | None
+        Options.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when present.
+    on_step : callable | None
+        Called after every step with ``{"epoch", "step", "steps", "loss", "windows_per_s"}``.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+    """
+    cfg = cfg or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    model.cache_dir = model.cache_dir or out / "cache"
+    max_eeg = cfg.max_eeg or model.config["mil"]["max_eeg"]
+    max_text = cfg.max_text or model.config["mil"]["max_text"]
+    train_items, val_items = split_by_patient(items, cfg.val_fraction, cfg.seed)
+    if len(train_items) < 2:
+        raise ElmsearchError(f"need at least 2 training recordings with reports, found {len(train_items)}")
+    (out / "split.json").write_text(json.dumps({
+        "train": sorted({i.patient for i in train_items}), "val": sorted({i.patient for i in val_items}),
+        "n_train_recordings": len(train_items), "n_val_recordings": len(val_items)}, indent=1))
+    logger.info("training on %d recordings, validating on %d (%d patients), device %s",
+                len(train_items), len(val_items), len({i.patient for i in val_items}), device)
+    train_feats = _text_features(model, train_items)
+    val_feats = _text_features(model, val_items) if val_items else None
+
+    params = [p for p in model.parameters() if p.requires_grad or p is model.log_temperature]
+    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, steps_per_epoch)) *
+        0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(1, total_steps))))
+    start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+        best, best_epoch, bad_epochs = float(state["best"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        logger.info("resuming at epoch %d (best MRR %.3f at epoch %d)", start_epoch, best, best_epoch)
+    log = (out / "train_log.jsonl").open("a")
+    initial = evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed) if start_epoch == 0 else None
+    if initial:
+        log.write(json.dumps({"epoch": -1, "val": initial}) + "\n")
+    temp = model.log_temperature
+    for epoch in range(start_epoch, cfg.epochs):
+        if bad_epochs >= cfg.patience:
+            break
+        model.train()
+        _set_trainable(model, cfg.freeze_eeg or epoch < cfg.freeze_eeg_epochs)
+        if cfg.freeze_eeg or epoch < cfg.freeze_eeg_epochs:
+            model.eeg.eval()  # frozen BatchNorm statistics too
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(train_items))
+        t_epoch, n_windows_epoch, losses = time.perf_counter(), 0, []
+        for step, b0 in enumerate(range(0, len(order), cfg.batch_size)):
+            batch = order[b0 : b0 + cfg.batch_size]
+            if len(batch) < 2:
+                continue
+            t0 = time.perf_counter()
+            xs, ts, eid, tid, sizes = [], [], [], [], []
+            for j, i in enumerate(batch):
+                it = train_items[i]
+                w = rng.choice(len(it.windows), min(max_eeg, len(it.windows)), replace=False)
+                s = rng.choice(len(it.segments), min(max_text, len(it.segments)), replace=False)
+                xs.append(torch.from_numpy(it.windows[np.sort(w)].astype(np.float32)))
+                ts.append(train_feats[i][s])
+                eid += [j] * len(w)
+                tid += [j] * len(s)
+                sizes.append(len(w))
+            x = torch.cat(xs).to(device)
+            z = model.eeg(x)
+            t = model.project_text(torch.cat(ts).to(device))
+            eid_t, tid_t = torch.tensor(eid, device=device), torch.tensor(tid, device=device)
+            tau = temp.exp()
+            loss = mil_infonce(z, t, eid_t, tid_t, tau)
+            if cfg.pool_weight > 0:
+                zn = F.normalize(z, dim=-1)
+                pooled = torch.stack([model.pool(c) for c in torch.split(zn, sizes)])
+                tn = F.normalize(t, dim=-1)
+                rep = torch.stack([tn[tid_t == j].mean(0) for j in range(len(batch))])
+                loss = loss + cfg.pool_weight * clip_loss(pooled, rep, tau)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            n_windows_epoch += len(x)
+            if on_step:
+                on_step({"epoch": epoch, "step": step + 1, "steps": steps_per_epoch, "loss": float(loss),
+                         "windows_per_s": len(x) / max(time.perf_counter() - t0, 1e-9)})
+        seconds = time.perf_counter() - t_epoch
+        val = evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed)
+        score = val["text_to_eeg"]["MRR"] if val else -float(np.mean(losses))
+        improved = score > best
+        if improved:
+            best, best_epoch, bad_epochs = score, epoch, 0
+            save_model(model, out)
+        else:
+            bad_epochs += 1
+        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+                  "seconds": round(seconds, 2), "windows_per_s": round(n_windows_epoch / seconds, 1),
+                  "lr": sched.get_last_lr()[0], "temperature": float(temp.exp()), "val": val,
+                  "best": improved}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        logger.info("epoch %d: loss %.4f, %.0f windows/s, val text->EEG MRR %s%s", epoch,
+                    record["loss"] or float("nan"), record["windows_per_s"],
+                    f"{val['text_to_eeg']['MRR']:.3f}" if val else "-", " (best)" if improved else "")
+        tmp = out / ".checkpoint.pt.tmp"
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
+                    "best_epoch": best_epoch, "bad_epochs": bad_epochs}, tmp)
+        os.replace(tmp, ckpt_path)
+    log.close()
+    metrics = {"best_epoch": best_epoch, "best_val_text_to_eeg_MRR": best,
+               "n_train": len(train_items), "n_val": len(val_items),
+               "config": dataclasses.asdict(cfg), "device": str(device)}
+    if initial:
+        metrics["untrained_val"] = initial
+    if best_epoch >= 0 and (out / "train_log.jsonl").is_file():
+        for line in (out / "train_log.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("epoch") == best_epoch:
+                metrics["val"] = rec.get("val")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
+                text_model: str | os.PathLike | None = None, text_pooling: str | None = None,
+                text_max_length: int | None = None,
+                params: PreprocessingParams | None = None) -> ELMModel:
+    """A model to train: a registry config, optionally starting from released EEG weights.
+
+    Parameters
+    ----------
+    name : str
+        Registered config (``elm-5s``, ``elm-60s``).
+    init : path-like | None
+        A MODEL_DIR or the ELM release folder whose EEG encoder weights to start from.
+    text_model : path-like | None
+        Local Hugging Face folder (default: the packaged MiniLM).
+    text_pooling, text_max_length : optional
+        Override the config's pooling (``mean``/``cls``) and maximum tokens.
+    params : PreprocessingParams | None
+        Stored in the config so that users of the model preprocess the same way.
+    """
+    from elmsearch.models.factory import create_model, load_model
+
+    text_over = {k: v for k, v in (("pooling", text_pooling), ("max_length", text_max_length)) if v}
+    model = create_model(name, text_model=text_model, text=text_over) if text_over else \
+        create_model(name, text_model=text_model)
+    model.config["preprocessing"] = (params or PreprocessingParams()).to_dict()
+    if init is not None:
+        src = load_model(init)
+        if src.n_times != model.n_times:
+            raise ElmsearchError(f"{init}: its encoder takes {src.window_seconds:g} s windows, "
+                                 f"{name} takes {model.window_seconds:g} s")
+        model.eeg.load_state_dict(src.eeg.state_dict(), strict=True)
+        model.config["init"] = str(init)
+    return model
