@@ -157,7 +157,7 @@ def demo(
     """Generate the demo archive (once) and scan it; re-running reuses what exists."""
     import time
 
-    from elmsearch.demo import generate_archive
+    from elmsearch.synthetic import generate_archive
 
     archive = directory / "archive"
     console.print(f"[bold]1/2[/bold] demo archive in {archive} ({n_recordings} recordings, seed {seed})")
@@ -190,7 +190,9 @@ def train(
     freeze_eeg: Annotated[bool, typer.Option("--freeze-eeg", help="Train only the heads.")] = False,
     freeze_eeg_epochs: Annotated[int, typer.Option(help="Freeze the EEG encoder for the first N epochs.")] = 0,
     reports: ReportsOpt = None,
-    text_model: Annotated[Path | None, typer.Option(help="Local Hugging Face folder (default: packaged MiniLM).")] = None,
+    text_model: Annotated[
+        Path | None, typer.Option(help="Local Hugging Face folder (default: packaged MiniLM).")
+    ] = None,
     text_pooling: Annotated[str | None, typer.Option(help="mean or cls (e.g. MedCPT: cls).")] = None,
     text_max_length: Annotated[int | None, typer.Option(help="Maximum tokens per segment.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 20,
@@ -286,7 +288,9 @@ def classify(
 @app.command()
 def probe(
     archive: Annotated[Path, typer.Argument(help="Archive with the labelled recordings.")],
-    labels: Annotated[Path, typer.Option("--labels", help="CSV: path or subject,session,montage,token + label columns.")],
+    labels: Annotated[
+        Path, typer.Option("--labels", help="CSV: path or subject,session,montage,token + label columns.")
+    ],
     column: Annotated[str, typer.Option("--column", help="Binary label column.")] = "abnormal",
     model: ModelDirOpt = None,
     fractions: Annotated[str, typer.Option(help="Label fractions, comma-separated.")] = "0.01,0.1,1",

@@ -15,6 +15,8 @@ ReportsOpt = Annotated[
 ]
 WindowOpt = Annotated[float, typer.Option("--window", help="Window length in seconds (ELM: 5 or 60).")]
 DemoDirOpt = Annotated[Path, typer.Option("--dir", help="Where the demo archive and its outputs go.")]
-ModelDirOpt = Annotated[Path | None, typer.Option("--model", help="MODEL_DIR from `elmsearch train`, or the ELM release folder.")]
+ModelDirOpt = Annotated[
+    Path | None, typer.Option("--model", help="MODEL_DIR from `elmsearch train`, or the ELM release folder.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1...")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]

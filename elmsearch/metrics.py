@@ -27,13 +27,14 @@ def retrieval_metrics(sim: np.ndarray, targets: np.ndarray | None = None,
     n = sim.shape[0]
     targets = np.arange(n) if targets is None else np.asarray(targets)
     own = sim[np.arange(n), targets]
-    # rank = 1 + number of items strictly better than the match (ties count in its favour)
-    rank = 1 + (sim > own[:, None]).sum(axis=1)
-    out = {f"R@{k}": float((rank <= k).mean()) for k in ks}
-    out["MRR"] = float((1.0 / rank).mean())
+    # Ties (e.g. two identical reports) are broken at random: the match's rank is uniform
+    # over [better + 1, better + ties + 1]; R@k and MRR are their expectations.
+    better = (sim > own[:, None]).sum(axis=1)
+    ties = (sim == own[:, None]).sum(axis=1) - 1
+    out = {f"R@{k}": float(np.clip((k - better) / (ties + 1), 0, 1).mean()) for k in ks}
+    out["MRR"] = float(np.mean([np.mean(1.0 / np.arange(b + 1, b + t + 2)) for b, t in zip(better, ties, strict=True)]))
     out["n"] = int(n)
     return out
-
 
 def chance_recall(n_items: int, k: int) -> float:
     """Recall@k of a random ranking over ``n_items``."""

@@ -284,10 +284,10 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             n_windows_epoch += len(x)
             if on_step:
-                on_step({"epoch": epoch, "step": step + 1, "steps": steps_per_epoch, "loss": float(loss),
+                on_step({"epoch": epoch, "step": step + 1, "steps": steps_per_epoch, "loss": float(loss.detach()),
                          "windows_per_s": len(x) / max(time.perf_counter() - t0, 1e-9)})
         seconds = time.perf_counter() - t_epoch
         val = evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed)

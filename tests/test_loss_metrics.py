@@ -50,3 +50,10 @@ def test_retrieval_metrics():
     assert m["R@2"] == pytest.approx(1.0)
     assert m["MRR"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert chance_recall(20, 10) == 0.5 and chance_recall(5, 10) == 1.0
+
+
+def test_ties_are_broken_at_random():
+    sim = np.ones((4, 4))  # every item equally similar: a random ranking
+    m = retrieval_metrics(sim, ks=(1, 2))
+    assert m["R@1"] == pytest.approx(0.25) and m["R@2"] == pytest.approx(0.5)
+    assert m["MRR"] == pytest.approx(np.mean(1 / np.arange(1, 5)))

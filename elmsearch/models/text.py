@@ -1,5 +1,7 @@
-"""Text side: a frozen Hugging Face encoder from a local folder, its on-disk cache,
-and the trained projection into the shared space."""
+"""Text side: a frozen Hugging Face encoder, its on-disk cache, and the trained projection.
+
+The encoder is loaded from a local folder only; nothing is downloaded.
+"""
 
 from __future__ import annotations
 
