@@ -142,7 +142,7 @@ def _text_features(model: ELMModel, items: list[TrainItem]) -> list[torch.Tensor
 
 @torch.no_grad()
 def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Tensor] | None = None,
-             max_windows: int = 64, seed: int = 0) -> dict:
+             max_windows: int = 64, seed: int = 0, trunk_feats: list[np.ndarray] | None = None) -> dict:
     """Text-to-EEG and EEG-to-text retrieval among ``items`` (one report per recording).
 
     Returns
@@ -160,7 +160,11 @@ def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Ten
         idx = np.arange(len(it.windows))
         if len(idx) > max_windows:
             idx = np.sort(rng.choice(idx, max_windows, replace=False))
-        rec.append(model.pool_windows(model.encode_eeg(it.windows[idx].astype(np.float32))))
+        if trunk_feats is not None:  # frozen trunk: only the projection head runs
+            z = F.normalize(model.eeg.proj(torch.from_numpy(trunk_feats[len(rec)][idx]).to(model.device)), dim=-1)
+            rec.append(model.pool_windows(z.cpu().numpy()))
+        else:
+            rec.append(model.pool_windows(model.encode_eeg(it.windows[idx].astype(np.float32))))
         t = F.normalize(model.project_text(tf.to(model.device)), dim=-1).mean(0)
         rep.append(F.normalize(t, dim=-1).cpu().numpy())
     rec, rep = np.stack(rec), np.stack(rep)
@@ -169,8 +173,23 @@ def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Ten
 
 
 def _set_trainable(model: ELMModel, freeze_eeg: bool) -> None:
-    for p in model.eeg.parameters():
-        p.requires_grad_(not freeze_eeg)
+    """Freeze or unfreeze the EEG trunk (convolutions); its projection head always trains."""
+    for name, p in model.eeg.named_parameters():
+        p.requires_grad_(not freeze_eeg or name.startswith("proj."))
+
+
+@torch.no_grad()
+def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int = 256) -> list[np.ndarray]:
+    """Pre-projection EEG features of every window, shape (n_windows, 96) per item (eval mode)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for it in items:
+        chunks = [model.eeg.features(torch.from_numpy(it.windows[i : i + batch_size].astype(np.float32))
+                                     .to(model.device)).cpu().numpy() for i in range(0, len(it.windows), batch_size)]
+        out.append(np.concatenate(chunks))
+    model.train(was_training)
+    return out
 
 
 def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
@@ -219,6 +238,12 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                 len(train_items), len(val_items), len({i.patient for i in val_items}), device)
     train_feats = _text_features(model, train_items)
     val_feats = _text_features(model, val_items) if val_items else None
+    # A frozen trunk is run once: training then only touches the heads (fast on a CPU).
+    train_trunk = val_trunk = None
+    if cfg.freeze_eeg:
+        _set_trainable(model, True)
+        train_trunk = trunk_features(model, train_items)
+        val_trunk = trunk_features(model, val_items) if val_items else None
 
     params = [p for p in model.parameters() if p.requires_grad or p is model.log_temperature]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
@@ -239,7 +264,8 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         best, best_epoch, bad_epochs = float(state["best"]), int(state["best_epoch"]), int(state["bad_epochs"])
         logger.info("resuming at epoch %d (best MRR %.3f at epoch %d)", start_epoch, best, best_epoch)
     log = (out / "train_log.jsonl").open("a")
-    initial = evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed) if start_epoch == 0 else None
+    initial = (evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed, val_trunk)
+               if start_epoch == 0 else None)
     if initial:
         log.write(json.dumps({"epoch": -1, "val": initial}) + "\n")
     temp = model.log_temperature
@@ -249,7 +275,8 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         model.train()
         _set_trainable(model, cfg.freeze_eeg or epoch < cfg.freeze_eeg_epochs)
         if cfg.freeze_eeg or epoch < cfg.freeze_eeg_epochs:
-            model.eeg.eval()  # frozen BatchNorm statistics too
+            model.eeg.eval()  # frozen trunk BatchNorm statistics too
+            model.eeg.proj.train()
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(len(train_items))
         t_epoch, n_windows_epoch, losses = time.perf_counter(), 0, []
@@ -263,13 +290,16 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                 it = train_items[i]
                 w = rng.choice(len(it.windows), min(max_eeg, len(it.windows)), replace=False)
                 s = rng.choice(len(it.segments), min(max_text, len(it.segments)), replace=False)
-                xs.append(torch.from_numpy(it.windows[np.sort(w)].astype(np.float32)))
+                if train_trunk is not None:
+                    xs.append(torch.from_numpy(train_trunk[i][np.sort(w)]))
+                else:
+                    xs.append(torch.from_numpy(it.windows[np.sort(w)].astype(np.float32)))
                 ts.append(train_feats[i][s])
                 eid += [j] * len(w)
                 tid += [j] * len(s)
                 sizes.append(len(w))
             x = torch.cat(xs).to(device)
-            z = model.eeg(x)
+            z = model.eeg.proj(x) if train_trunk is not None else model.eeg(x)
             t = model.project_text(torch.cat(ts).to(device))
             eid_t, tid_t = torch.tensor(eid, device=device), torch.tensor(tid, device=device)
             tau = temp.exp()
@@ -290,7 +320,7 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                 on_step({"epoch": epoch, "step": step + 1, "steps": steps_per_epoch, "loss": float(loss.detach()),
                          "windows_per_s": len(x) / max(time.perf_counter() - t0, 1e-9)})
         seconds = time.perf_counter() - t_epoch
-        val = evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed)
+        val = evaluate(model, val_items, val_feats, cfg.val_max_windows, cfg.seed, val_trunk)
         score = val["text_to_eeg"]["MRR"] if val else -float(np.mean(losses))
         improved = score > best
         if improved:

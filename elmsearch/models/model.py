@@ -111,7 +111,7 @@ class ELMModel(nn.Module):
         out = []
         try:
             for i in range(0, len(windows), batch_size):
-                x = torch.as_tensor(np.asarray(windows[i : i + batch_size], dtype=np.float32),
+                x = torch.as_tensor(np.array(windows[i : i + batch_size], dtype=np.float32),
                                     device=self.device)
                 z = self.eeg(x)
                 out.append((F.normalize(z, dim=-1) if normalize else z).cpu().numpy())

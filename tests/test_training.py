@@ -1,0 +1,191 @@
+"""Training loop, MODEL_DIR, resume, patient split, zero-shot, probes, and their commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.app import app
+from elmsearch.models import load_model
+from elmsearch.probe import ProbeData, label_efficiency, patient_split
+from elmsearch.synthetic import generate_archive
+from elmsearch.training import TrainConfig, build_model, load_items, split_by_patient, train
+from elmsearch.zeroshot import zero_shot
+
+TINY = TrainConfig(epochs=2, batch_size=4, max_eeg=2, max_text=3, val_fraction=0.3, seed=0, val_max_windows=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory):
+    return generate_archive(tmp_path_factory.mktemp("tiny"), n_recordings=10, seed=5,
+                            min_minutes=0.25, max_minutes=0.4)
+
+
+@pytest.fixture(scope="module")
+def tiny_items(tiny_archive):
+    return load_items(tiny_archive.root, 5.0, "sentence")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tiny_items, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    train(build_model("elm-5s"), tiny_items, out, TINY, resume=False)
+    return out
+
+
+def test_load_items_reads_windows_and_segments(tiny_items, tiny_archive):
+    assert len(tiny_items) == tiny_archive.n_recordings
+    it = tiny_items[0]
+    assert it.windows.shape[1:] == (20, 500) and it.windows.dtype == np.float16
+    assert it.segments and all(":" in s for s in it.segments)  # heading prepended
+    assert not any(s.startswith(("CLINICAL HISTORY", "MEDICATIONS")) for it in tiny_items for s in it.segments)
+
+
+def test_load_items_skips_unusable_recordings(tiny_archive, tmp_path, caplog):
+    import shutil
+
+    root = tmp_path / "a"
+    shutil.copytree(tiny_archive.root, root)
+    edfs = sorted(root.rglob("*.edf"))
+    edfs[0].write_bytes(edfs[0].read_bytes()[:3000])  # truncated
+    for txt in edfs[1].parent.parent.glob("*.txt"):
+        txt.unlink()  # no report
+    items = load_items(root, 5.0, "sentence")
+    paths = {i.path for i in items}
+    assert str(edfs[0]) not in paths and str(edfs[1]) not in paths
+    assert len(items) >= len(edfs) - 3  # a two-montage session may share the removed report
+    assert "truncated" in caplog.text
+
+
+def test_split_by_patient_never_shares_a_patient(tiny_items):
+    for seed in range(5):
+        tr, va = split_by_patient(tiny_items, 0.3, seed)
+        assert tr and va
+        assert not {i.patient for i in tr} & {i.patient for i in va}
+        assert len(tr) + len(va) == len(tiny_items)
+
+
+def test_model_dir_holds_everything(tiny_model_dir):
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "checkpoint.pt", "train_log.jsonl", "metrics.json",
+            "split.json"} <= names
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    assert cfg["preprocessing"]["sfreq"] == 100.0 and cfg["eeg"]["window_seconds"] == 5.0
+    assert cfg["text"]["pooling"] == "mean" and cfg["text"]["model"]
+    log = [json.loads(line) for line in (tiny_model_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [-1, 0, 1]
+    assert all(r["loss"] > 0 and r["windows_per_s"] > 0 for r in log[1:])
+    metrics = json.loads((tiny_model_dir / "metrics.json").read_text())
+    assert {"text_to_eeg", "eeg_to_text"} <= set(metrics["val"])
+    model = load_model(tiny_model_dir)
+    assert model.has_text and model.encode_text(["normal EEG"]).shape == (1, 256)
+
+
+def test_training_is_reproducible_and_resumable(tiny_items, tmp_path):
+    cfg3 = TrainConfig(**{**TINY.__dict__, "epochs": 3, "patience": 100})
+    torch.manual_seed(0)
+    straight = tmp_path / "straight"
+    train(build_model("elm-5s"), tiny_items, straight, cfg3, resume=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(step):
+        if step["epoch"] == 2:
+            raise Killed
+
+    torch.manual_seed(0)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Killed):
+        train(build_model("elm-5s"), tiny_items, resumed, cfg3, resume=False, on_step=kill_in_epoch_2)
+    torch.manual_seed(123)  # a different init: resuming must overwrite it
+    train(build_model("elm-5s"), tiny_items, resumed, cfg3, resume=True)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    epochs = [json.loads(x)["epoch"] for x in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert epochs == [-1, 0, 1, 2]
+
+
+def test_init_from_release_weights(tiny_items, tmp_path):
+    from pathlib import Path
+
+    release = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "elm_pretrained" / "5s"
+    if not release.is_dir():
+        pytest.skip("../shared/data/elm_pretrained absent: ELM release checkpoints not available")
+    model = build_model("elm-5s", init=release)
+    ref = load_model(release)
+    x = np.random.default_rng(0).standard_normal((2, 20, 500)).astype(np.float32)
+    np.testing.assert_allclose(model.encode_eeg(x), ref.encode_eeg(x), atol=1e-6)
+    with pytest.raises(Exception, match="60 s windows"):
+        build_model("elm-5s", init=release.parent / "60s")
+    frozen = TrainConfig(**{**TINY.__dict__, "epochs": 1, "freeze_eeg": True})
+    before = {k: v.clone() for k, v in model.eeg.state_dict().items()}
+    train(model, tiny_items, tmp_path / "frozen", frozen, resume=False)
+    after = model.eeg.state_dict()
+    trunk = [k for k in before if not k.startswith("proj.")]
+    head = [k for k in before if k.startswith("proj.") and before[k].is_floating_point()]
+    assert trunk and head
+    assert all(torch.equal(before[k], after[k].cpu()) for k in trunk), "frozen trunk must not change"
+    assert any(not torch.equal(before[k], after[k].cpu()) for k in head), "the projection head must train"
+
+
+def test_zero_shot_probabilities(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    prompts = ["normal EEG", "generalized 3 Hz spike and wave", "focal slowing"]
+    target = model.encode_text(["generalized 3 Hz spike and wave"])[0]
+    p = zero_shot(model, target, prompts, templates=("{}",))
+    assert p.shape == (3,) and p.sum() == pytest.approx(1.0, abs=1e-6)
+    assert p.argmax() == 1
+    both = zero_shot(model, np.stack([target, target]), prompts[::-1], templates=("{}",))
+    np.testing.assert_allclose(both[0], p[::-1], atol=1e-6)
+    with pytest.raises(ValueError):
+        zero_shot(model, target, ["only one"])
+
+
+def test_label_efficiency_curve_on_separable_embeddings():
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = np.arange(n) % 2
+    patients = np.array([f"p{i // 2}" for i in range(n)])  # two recordings per patient
+    embs = [rng.normal(0, 1, (5, 8)) + 2.0 * y for y in labels]
+    rows = label_efficiency(ProbeData(embs, labels, patients), fractions=(0.05, 0.3, 1.0), seeds=(0, 1))
+    assert [r["fraction"] for r in rows] == [0.05, 0.3, 1.0]
+    assert rows[0]["n_labels"] < rows[1]["n_labels"] < rows[2]["n_labels"]
+    assert rows[-1]["auroc"] > 0.95 and rows[-1]["balanced_accuracy"] > 0.9
+    shuffled = label_efficiency(ProbeData(embs, rng.permutation(labels), patients), fractions=(1.0,), seeds=(0, 1))
+    assert shuffled[0]["auroc"] < 0.8
+    tr, te = patient_split(patients, labels, 0.3, 0)
+    assert not set(patients[tr]) & set(patients[te])
+
+
+def test_train_classify_probe_commands(tiny_archive, tiny_model_dir, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "m"
+    res = runner.invoke(app, ["train", str(tiny_archive.root), "--out", str(out), "--epochs", "1",
+                              "--batch-size", "4", "--max-windows", "2", "--max-segments", "3"])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.safetensors").is_file()
+    edf = next(tiny_archive.root.rglob("*.edf"))
+    prompts = ["normal EEG", "abnormal EEG with focal slowing"]
+    res = runner.invoke(app, ["classify", str(edf), "--prompt", prompts[0], "--prompt", prompts[1],
+                              "--model", str(tiny_model_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["recording"] == str(edf)
+    assert [s["prompt"] for s in doc["scores"]] == prompts
+    assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1.0, abs=1e-4)
+    res = runner.invoke(app, ["classify", str(edf), "-p", "a", "-p", "b", "--model", str(tmp_path / "none")])
+    assert res.exit_code == 1 and "not a model folder" in res.output
+    res = runner.invoke(app, ["probe", str(tiny_archive.root), "--labels", str(tiny_archive.labels_path),
+                              "--column", "abnormal", "--model", str(tiny_model_dir), "--fractions", "1",
+                              "--seeds", "1", "--json"])
+    if res.exit_code == 0:
+        doc = json.loads(res.stdout)
+        assert doc["column"] == "abnormal" and len(doc["points"]) == 1
+    else:  # both classes are needed among recordings; say so clearly
+        assert "both classes" in res.output
