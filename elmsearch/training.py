@@ -82,6 +82,16 @@ class TrainConfig:
     val_max_windows: int = 64
 
 
+def demo_config(seed: int = 0, device: str = "auto") -> TrainConfig:
+    """Options that train a model on the demo archive in a minute or two on 2 CPU cores.
+
+    The randomly initialised EEG trunk stays frozen and is run once; the EEG and text
+    projections, the attention pooler (and the temperature, if learnable) train.
+    """
+    return TrainConfig(epochs=40, batch_size=8, max_eeg=16, lr=2e-3, val_fraction=0.2, patience=10,
+                       seed=seed, freeze_eeg=True, device=device)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"``: CUDA when present, else CPU."""
     if device == "auto":

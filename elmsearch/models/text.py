@@ -96,7 +96,9 @@ class FrozenTextEncoder:
         if self._model is not None:
             return
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # the weights load from disk in a second; no bar for that
         logger.info("loading text encoder %s", self.path)
         self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         self._model = AutoModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
