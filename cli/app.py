@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.options import (
+    DbOpt,
+    DbUrlOpt,
     DemoDirOpt,
     DeviceOpt,
     JsonOpt,
@@ -318,6 +320,132 @@ def probe(
                       f"{r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f}",
                       f"{r['auroc']:.3f} ± {r['auroc_sd']:.3f}")
     out.print(table)
+
+
+def _run_index(archive: Path, db: Path, model: Path, reports: Path | None, workers: int, prune: bool,
+               db_url: str | None, precision: str = "auto"):
+    from indexer.pipeline import index_archive
+
+    columns = (TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console,
+                  disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
+        task = progress.add_task("index", total=None, rate="")
+        hours = [0.0, 0]
+
+        def plan(n_todo: int, n_same: int) -> None:
+            progress.update(task, total=n_todo)
+            if n_same:
+                console.print(f"{n_same} recordings unchanged since the last run")
+
+        def tick(_path: str, _outcome: str, h: float) -> None:
+            hours[0] += h
+            hours[1] += 1
+            dt_ = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, advance=1, rate=f"{hours[1] / dt_:.1f} rec/s, {hours[0] / dt_:.2f} h EEG/s")
+
+        return index_archive(archive, db, model, reports, n_jobs=workers, prune=prune, db_url=db_url,
+                             precision=precision, on_item=tick, on_plan=plan)
+
+
+def _print_index(summary) -> None:
+    d = summary.to_dict()
+    table = Table(title="index run", show_header=False)
+    for k in ("added", "updated", "skipped", "failed", "removed"):
+        table.add_row(k, str(d[k]))
+    table.add_row("hours of EEG embedded", f"{d['hours']:.2f}")
+    for k, v in d["timings"].items():
+        table.add_row(k.replace("_s", " (s)"), f"{v:.2f}")
+    for k, v in d["counts"].items():
+        table.add_row(f"vectors: {k}", str(v))
+    wall = d["timings"].get("wall_s") or 0
+    if wall:
+        table.add_row("throughput", f"{d['hours'] / wall:.3f} h EEG/s")
+    out.print(table)
+    if summary.failures:
+        fails = Table("path", "reason", title="refused recordings")
+        for f in summary.failures:
+            fails.add_row(f["path"], f["reason"])
+        out.print(fails)
+
+
+@app.command()
+def index(
+    archive: Annotated[Path, typer.Argument(help="Archive folder (or one EDF/BDF file).")],
+    db: DbOpt = Path("elmsearch-index"),
+    model: ModelDirOpt = None,
+    reports: ReportsOpt = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Preprocessing processes.")] = 1,
+    prune: Annotated[bool, typer.Option("--prune", help="Remove recordings whose files are gone.")] = False,
+    db_url: DbUrlOpt = None,
+    precision: Annotated[str, typer.Option(help="EEG encoder precision: auto (bf16 where the CPU has "
+                                           "bf16 units), fp32 or bf16.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Index an archive: preprocess, embed, store in SQL + FAISS. Incremental and resumable."""
+    from elmsearch.errors import ElmsearchError
+
+    if not archive.exists():
+        raise _fail(f"{archive}: no such file or folder")
+    if model is None:
+        manifest = db / "manifest.json"
+        if not manifest.is_file():
+            raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from")
+        model = Path(json.loads(manifest.read_text())["model_path"])
+    try:
+        summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision)
+    except (ElmsearchError, OSError) as err:
+        raise _fail(str(err).splitlines()[0]) from None
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict()))
+    else:
+        _print_index(summary)
+
+
+def _open_store(db: Path, db_url: str | None):
+    from indexer.store import IndexStateError, IndexStore
+
+    try:
+        return IndexStore.open(db, db_url)
+    except IndexStateError as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def stats(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Counts, failures with reasons, model, index types and sizes."""
+    doc = _open_store(db, db_url).stats()
+    if as_json:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(title=f"index {db}", show_header=False)
+    for k in ("recordings", "failed", "reports", "segments", "windows", "patients", "hours"):
+        table.add_row(k, str(doc[k]))
+    table.add_row("model", f"{doc['model']['hash']} ({doc['model']['path']})")
+    table.add_row("database", doc["db"])
+    for name, info in doc["indices"].items():
+        extra = f", nlist {info['nlist']}, nprobe {info['nprobe']}" if info.get("nlist") else ""
+        table.add_row(f"index {name}", f"{info['kind']}, {info['n']} vectors, {info['bytes'] / 1e6:.1f} MB{extra}")
+    out.print(table)
+    if doc["failures"]:
+        fails = Table("path", "reason", title="failed recordings")
+        for f in doc["failures"]:
+            fails.add_row(f["path"], f["reason"])
+        out.print(fails)
+
+
+@app.command()
+def export(
+    db: DbOpt = Path("elmsearch-index"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Parquet files.")] = Path("elmsearch-export"),
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Export embeddings and metadata as Parquet (recordings, windows, reports, segments)."""
+    from indexer.export import export_parquet
+
+    written = export_parquet(_open_store(db, db_url), out_dir)
+    for name, n in written.items():
+        out.print(f"{out_dir / (name + '.parquet')}: {n} rows")
 
 
 def main() -> None:

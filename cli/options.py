@@ -20,3 +20,8 @@ ModelDirOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1...")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+DbOpt = Annotated[Path, typer.Option("--db", help="Index folder (FAISS files, manifest, SQLite).")]
+DbUrlOpt = Annotated[
+    str | None, typer.Option("--db-url", help="SQLAlchemy URL for the metadata (default: SQLite in --db).")
+]
+KOpt = Annotated[int, typer.Option("-k", min=1, help="Number of hits.")]

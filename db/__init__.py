@@ -2,3 +2,21 @@
 
 Imports ``elmsearch`` never; ``indexer`` and ``cli`` import it.
 """
+
+from db.engine import DB_FILE, make_engine, make_sessionmaker, sqlite_url
+from db.models import (
+    Base,
+    IndexRun,
+    Patient,
+    Recording,
+    Report,
+    Segment,
+    Session,
+    Status,
+    Window,
+    from_blob,
+    to_blob,
+)
+
+__all__ = ["DB_FILE", "Base", "IndexRun", "Patient", "Recording", "Report", "Segment", "Session", "Status",
+           "Window", "from_blob", "make_engine", "make_sessionmaker", "sqlite_url", "to_blob"]

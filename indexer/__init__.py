@@ -1,4 +1,4 @@
-"""Turn an archive into something searchable: scan, preprocess, embed, store."""
+"""Turn an archive into something searchable: scan, preprocess, embed, store, query."""
 
 from indexer.scan import ScanItem, ScanSummary, scan_archive
 

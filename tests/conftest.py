@@ -105,3 +105,27 @@ def write_edf(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory):
+    """A small demo archive (12 recordings of 15-25 s, seeded), shared by the index and query tests."""
+    from elmsearch.synthetic import generate_archive
+
+    return generate_archive(tmp_path_factory.mktemp("demo") / "archive", n_recordings=12, seed=7,
+                            min_minutes=0.25, max_minutes=0.4)
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(demo_archive, tmp_path_factory):
+    """A model trained for two epochs on ``demo_archive`` (frozen trunk: seconds on a CPU)."""
+    import torch
+
+    from elmsearch.training import TrainConfig, build_model, load_items, train
+
+    out = tmp_path_factory.mktemp("demo_model")
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=2, batch_size=4, max_eeg=4, max_text=4, val_fraction=0.25, seed=0,
+                      freeze_eeg=True, val_max_windows=4, device="cpu")
+    train(build_model("elm-5s"), load_items(demo_archive.root, 5.0, "sentence"), out, cfg, resume=False)
+    return out

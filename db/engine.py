@@ -1,0 +1,49 @@
+"""Engines and sessions: SQLite by default (WAL, foreign keys on), any SQLAlchemy URL otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import sessionmaker
+
+from db.models import Base
+
+DB_FILE = "elmsearch.sqlite"
+
+
+def sqlite_url(folder: str | os.PathLike) -> str:
+    """URL of the default SQLite file inside an index folder."""
+    return f"sqlite:///{Path(folder).resolve() / DB_FILE}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str, create: bool = True) -> Engine:
+    """An engine for ``url``; on SQLite every connection gets WAL and foreign keys.
+
+    Parameters
+    ----------
+    url : str
+        ``sqlite:///path`` or e.g. ``postgresql+psycopg://user@host/db``.
+    create : bool
+        Create missing tables.
+    """
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if create:
+        Base.metadata.create_all(engine)
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    """Sessions that keep loaded objects usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,385 @@
+"""Index an archive: discover → read + preprocess (worker processes) → embed → SQL rows → FAISS.
+
+The database is the source of truth: each recording is written in one transaction with
+its windows, report, sentences and embeddings, so a run killed at any moment leaves
+only whole recordings behind and the next run carries on. The FAISS indices are derived
+from the database at the end of a run and written atomically, the manifest last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, insert, select, update
+
+from db import IndexRun, Patient, Recording, Report, Segment, Session, Status, Window, to_blob
+from db.models import utcnow
+from elmsearch.archive import ArchiveEntry, discover, load_report_text
+from elmsearch.errors import RecordingError, ReportError
+from elmsearch.models.factory import config_hash, load_model
+from elmsearch.models.model import ELMModel, cpu_has_bf16
+from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.recording import make_windows, read_recording
+from elmsearch.report import FINDING_HEADINGS, parse_report
+from indexer.store import IndexStore
+
+logger = logging.getLogger(__name__)
+
+HASH_CHUNK = 1 << 20
+
+
+def file_hash(fname: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(fname, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a worker hands back for one recording."""
+
+    entry: ArchiveEntry
+    size: int
+    mtime: float
+    content_hash: str | None
+    windows: np.ndarray | None = None
+    meta: object | None = None
+    report_text: str | None = None
+    error: str | None = None
+    report_error: str | None = None
+    seconds: float = 0.0
+
+
+def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
+            known_hash: str | None = None) -> Prepared:
+    """Hash, read, preprocess and window one recording; read its report. Never raises for bad input.
+
+    When the content hash equals ``known_hash`` the signal is not read (the caller only
+    refreshes size and mtime).
+    """
+    t0 = time.perf_counter()
+    try:
+        st = entry.path.stat()
+        digest = file_hash(entry.path)
+    except OSError as err:
+        return Prepared(entry, 0, 0.0, None, error=f"cannot read ({err.strerror or err})")
+    out = Prepared(entry, st.st_size, st.st_mtime, digest)
+    if known_hash is not None and digest == known_hash:
+        out.seconds = time.perf_counter() - t0
+        return out
+    try:
+        out.report_text = load_report_text(entry)
+    except ReportError as err:
+        out.report_error = err.reason
+    try:
+        rec = read_recording(entry.path, params, min_duration=window_seconds)
+        out.windows = np.ascontiguousarray(make_windows(rec, window_seconds))
+        out.meta = rec.meta
+    except RecordingError as err:
+        out.error = err.reason
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+@dataclasses.dataclass
+class IndexSummary:
+    """What a run did."""
+
+    added: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    removed: int = 0
+    hours: float = 0.0
+    timings: dict = dataclasses.field(default_factory=dict)
+    failures: list = dataclasses.field(default_factory=list)
+    counts: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable."""
+        return dataclasses.asdict(self)
+
+
+def _versions() -> dict:
+    import faiss
+    import mne
+    import sqlalchemy
+    import torch
+
+    import elmsearch
+
+    return {"elmsearch": elmsearch.__version__, "torch": torch.__version__, "faiss": faiss.__version__,
+            "mne": mne.__version__, "sqlalchemy": sqlalchemy.__version__, "numpy": np.__version__}
+
+
+def _sentence_text(section: str, text: str) -> str:
+    return f"{section}: {text}" if section else text
+
+
+class Indexer:
+    """Index archives into an ``IndexStore`` with one model.
+
+    Parameters
+    ----------
+    store : IndexStore
+        Database + FAISS folder.
+    model : ELMModel
+        Loaded model.
+    model_path : path-like
+        Where the model was loaded from (recorded in the manifest).
+    precision : {"fp32", "bf16", "auto"}
+        EEG encoder precision (see ``ELMModel.encode_eeg``).
+    """
+
+    def __init__(self, store: IndexStore, model: ELMModel, model_path: str | os.PathLike,
+                 precision: str = "fp32"):
+        self.store = store
+        if precision == "auto":
+            precision = "bf16" if model.device.type == "cpu" and cpu_has_bf16() else "fp32"
+        self.precision = precision
+        self.model = model
+        self.model_path = str(Path(model_path).resolve())
+        self.model_hash = config_hash(model)
+        self.params = PreprocessingParams.from_dict(model.config.get("preprocessing", {}))
+        self.window_seconds = model.window_seconds
+        self.pooling = "attention" if model.has_text else "mean"
+        model.cache_dir = store.folder / "cache"
+        self.timings = {"read_preprocess_s": 0.0, "embed_eeg_s": 0.0, "embed_text_s": 0.0, "db_s": 0.0,
+                        "faiss_s": 0.0}
+
+    # ---- per-recording writes -----------------------------------------------------------
+    def _patient_session(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Session | None]:
+        key = entry.info.subject or (meta.subject if meta else None) or entry.path.stem
+        patient = s.scalar(select(Patient).where(Patient.key == key))
+        if patient is None:
+            patient = Patient(key=key, sex=meta.sex if meta else None)
+            s.add(patient)
+            s.flush()
+        session = None
+        if entry.info.session:
+            session = s.scalar(select(Session).where(Session.patient_id == patient.id,
+                                                     Session.key == entry.info.session))
+            if session is None:
+                session = Session(patient_id=patient.id, key=entry.info.session, date=entry.info.session_date)
+                s.add(session)
+                s.flush()
+        return patient, session
+
+    def _report(self, s, entry: ArchiveEntry, text: str | None) -> Report | None:
+        if not text:
+            return None
+        source = str(entry.report_path.resolve()) if entry.report_path else \
+            "reports:" + "/".join(entry.key[:2])
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        report = s.scalar(select(Report).where(Report.source == source))
+        if report is not None and report.text_hash == digest and (
+                report.model_hash == self.model_hash or not self.model.has_text):
+            return report
+        parsed = parse_report(text)
+        if report is None:
+            report = Report(source=source, text_hash=digest, text=text)
+            s.add(report)
+        report.text, report.text_hash, report.impression = text, digest, parsed.impression
+        report.segments.clear()
+        s.flush()
+        wanted = {h.upper() for h in FINDING_HEADINGS}
+        sentences = list(parsed.sentences)
+        texts = [_sentence_text(x.section, x.text) for x in sentences]
+        seg_emb = rep_emb = None
+        if self.model.has_text and texts:
+            t0 = time.perf_counter()
+            seg_emb = self.model.encode_text(texts)
+            units = parsed.segments("sentence") or texts
+            rep = self.model.encode_text(units).mean(0)
+            rep_emb = rep / max(float(np.linalg.norm(rep)), 1e-12)
+            self.timings["embed_text_s"] += time.perf_counter() - t0
+        for i, x in enumerate(sentences):
+            report.segments.append(Segment(
+                ordinal=i, section=x.section, start=x.start, end=x.end, text=x.text,
+                finding=x.section.upper() in wanted,
+                emb=to_blob(seg_emb[i]) if seg_emb is not None else None))
+        report.emb = to_blob(rep_emb) if rep_emb is not None else None
+        report.model_hash = self.model_hash if rep_emb is not None else None
+        s.flush()
+        return report
+
+    def _write(self, p: Prepared, existing: Recording | None) -> tuple[str, float]:
+        """Write one prepared recording; returns its outcome and hours of EEG."""
+        path = str(p.entry.path.resolve())
+        with self.store.session() as s, s.begin():
+            rec = s.get(Recording, existing.id) if existing is not None else None
+            if rec is not None and p.error is None and p.windows is None:  # same bytes, new mtime
+                rec.size, rec.mtime = p.size, p.mtime
+                return "skipped", 0.0
+            meta = p.meta
+            patient, session = self._patient_session(s, p.entry, meta)
+            if rec is None:
+                rec = Recording(path=path, key="/".join(p.entry.key), layout=p.entry.info.layout,
+                                size=p.size, mtime=p.mtime, status=Status.FAILED)
+                s.add(rec)
+            else:
+                s.execute(delete(Window).where(Window.recording_id == rec.id))
+            rec.patient_id, rec.session_id = patient.id, session.id if session else None
+            rec.montage = p.entry.info.montage
+            rec.size, rec.mtime, rec.content_hash = p.size, p.mtime, p.content_hash
+            rec.model_hash, rec.indexed_at = self.model_hash, utcnow()
+            if p.error is not None:
+                rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error, 0, None
+                rec.report_id = None
+                return "failed", 0.0
+            rec.status, rec.error = Status.INDEXED, None
+            rec.duration, rec.native_sfreq = meta.duration, meta.native_sfreq
+            rec.age, rec.sex = meta.age, meta.sex
+            rec.date = meta.start or (dt.datetime.combine(p.entry.info.session_date, dt.time())
+                                      if p.entry.info.session_date else None)
+            rec.date_suspect = meta.date_suspect
+            report = self._report(s, p.entry, p.report_text)
+            rec.report_id = report.id if report else None
+            t0 = time.perf_counter()
+            window_emb = self.model.encode_eeg(p.windows, precision=self.precision)
+            rec.emb = to_blob(self.model.pool_windows(window_emb, self.pooling))
+            self.timings["embed_eeg_s"] += time.perf_counter() - t0
+            rec.n_windows = len(window_emb)
+            s.flush()
+            w = self.window_seconds
+            s.execute(insert(Window), [
+                {"recording_id": rec.id, "ordinal": i, "start_s": i * w, "end_s": (i + 1) * w, "emb": to_blob(e)}
+                for i, e in enumerate(window_emb)])
+            return ("updated" if existing is not None else "added"), meta.duration / 3600
+
+    # ---- the run ------------------------------------------------------------------------
+    def run(self, root: str | os.PathLike, reports: str | os.PathLike | None = None, n_jobs: int = 1,
+            prune: bool = False, on_item: Callable[[str, str, float], None] | None = None,
+            on_plan: Callable[[int, int], None] | None = None) -> IndexSummary:
+        """Index (or update the index of) an archive.
+
+        Parameters
+        ----------
+        root : path-like
+            Archive folder or one file.
+        reports : path-like | None
+            JSON-lines reports side file.
+        n_jobs : int
+            Worker processes for reading and preprocessing (0 or 1: in this process).
+        prune : bool
+            Remove recordings under ``root`` whose files are gone.
+        on_item : callable | None
+            Called per processed recording with ``(path, outcome, hours)``; outcome is
+            ``added``, ``updated``, ``skipped`` or ``failed``.
+        on_plan : callable | None
+            Called once with ``(n_to_process, n_unchanged)`` before the work starts.
+        """
+        t_run = time.perf_counter()
+        summary = IndexSummary()
+        entries = discover(root, reports)
+        with self.store.session() as s, s.begin():
+            run_row = IndexRun(archive=str(Path(root).resolve()), model_hash=self.model_hash,
+                               model_path=self.model_path, preprocessing=self.params.to_dict(),
+                               precision=self.precision, versions=_versions())
+            s.add(run_row)
+            s.flush()
+            run_id = run_row.id
+            known = {r.path: r for r in s.scalars(select(Recording))}
+        todo: list[tuple[ArchiveEntry, Recording | None]] = []
+        for entry in entries:
+            ex = known.get(str(entry.path.resolve()))
+            try:
+                st = entry.path.stat()
+            except OSError:
+                st = None
+            if (ex is not None and st is not None and ex.size == st.st_size and ex.mtime == st.st_mtime
+                    and ex.model_hash == self.model_hash):
+                summary.skipped += 1
+                continue
+            todo.append((entry, ex))
+        if prune:
+            summary.removed = self._prune(root, {str(e.path.resolve()) for e in entries})
+        if on_plan:
+            on_plan(len(todo), summary.skipped)
+        logger.info("%d recordings to index, %d unchanged", len(todo), summary.skipped)
+
+        def done(p: Prepared, ex: Recording | None) -> None:
+            self.timings["read_preprocess_s"] += p.seconds
+            t0 = time.perf_counter()
+            embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"]
+            outcome, hours = self._write(p, ex)
+            embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"] - embedding
+            self.timings["db_s"] += time.perf_counter() - t0 - embedding
+            setattr(summary, outcome, getattr(summary, outcome) + 1)
+            summary.hours += hours
+            if p.error:
+                logger.warning("%s: %s", p.entry.path, p.error)
+                summary.failures.append({"path": str(p.entry.path), "reason": p.error})
+            if p.report_error:
+                logger.warning("report of %s: %s", p.entry.path, p.report_error)
+            if on_item:
+                on_item(str(p.entry.path), outcome, hours)
+
+        def known_hash(ex: Recording | None) -> str | None:
+            return ex.content_hash if ex is not None and ex.model_hash == self.model_hash else None
+
+        if n_jobs <= 1:
+            for entry, ex in todo:
+                done(prepare(entry, self.params, self.window_seconds, known_hash(ex)), ex)
+        else:
+            # bounded in-flight work: preprocessing in workers overlaps embedding here
+            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                pending: dict[Future, Recording | None] = {}
+                queue = iter(todo)
+                while True:
+                    while len(pending) < 2 * n_jobs and (nxt := next(queue, None)) is not None:
+                        entry, ex = nxt
+                        pending[pool.submit(prepare, entry, self.params, self.window_seconds,
+                                            known_hash(ex))] = ex
+                    if not pending:
+                        break
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        done(fut.result(), pending.pop(fut))
+        t0 = time.perf_counter()
+        changed = summary.added + summary.updated + summary.removed + summary.failed > 0
+        summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
+                                            force=changed)
+        self.timings["faiss_s"] = time.perf_counter() - t0
+        self.timings["wall_s"] = time.perf_counter() - t_run
+        summary.timings = {k: round(v, 3) for k, v in self.timings.items()}
+        with self.store.session() as s, s.begin():
+            s.execute(update(IndexRun).where(IndexRun.id == run_id).values(
+                finished=utcnow(), n_added=summary.added, n_updated=summary.updated, n_skipped=summary.skipped,
+                n_failed=summary.failed, n_removed=summary.removed, timings=summary.timings))
+        return summary
+
+    def _prune(self, root: str | os.PathLike, present: set[str]) -> int:
+        base = str(Path(root).resolve())
+        with self.store.session() as s, s.begin():
+            gone = [r.id for r in s.execute(select(Recording.id, Recording.path))
+                    if (r.path == base or r.path.startswith(base.rstrip(os.sep) + os.sep))
+                    and r.path not in present and not os.path.exists(r.path)]
+            for i in range(0, len(gone), 500):
+                s.execute(delete(Recording).where(Recording.id.in_(gone[i : i + 500])))
+            self.store.delete_orphans(s)
+        if gone:
+            logger.info("pruned %d recordings whose files are gone", len(gone))
+        return len(gone)
+
+
+def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path: str | os.PathLike,
+                  reports: str | os.PathLike | None = None, n_jobs: int = 1, prune: bool = False,
+                  db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None) -> IndexSummary:
+    """Load a model and index an archive into ``db_dir`` (see ``Indexer.run``)."""
+    model = load_model(model_path)
+    store = IndexStore.create(db_dir, db_url)
+    store.check_model(config_hash(model))
+    return Indexer(store, model, model_path, precision).run(root, reports, n_jobs, prune, on_item, on_plan)

@@ -1,0 +1,252 @@
+"""An index folder: SQL metadata (SQLite inside it, or any URL) + four FAISS indices + a manifest.
+
+```
+DIR/elmsearch.sqlite      metadata and embeddings (unless --db-url points elsewhere)
+DIR/faiss/*.faiss         eeg_recording, eeg_window, report, segment (ids = row ids)
+DIR/manifest.json         model, index types, counts; written last, atomically
+DIR/cache/                frozen text-encoder embeddings
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, exists, func, select
+
+from db import Patient, Recording, Report, Segment, Session, Status, Window, make_engine, make_sessionmaker, sqlite_url
+from elmsearch.errors import ElmsearchError
+from indexer import vectors
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+INDEX_NAMES = ("eeg_recording", "eeg_window", "report", "segment")
+CHUNK = 50_000
+
+
+class IndexStateError(ElmsearchError):
+    """The index folder is missing, inconsistent, or was built with another model."""
+
+
+def _atomic_write_text(fname: Path, text: str) -> None:
+    tmp = fname.with_name(f".{fname.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, fname)
+
+
+class IndexStore:
+    """Database and FAISS files of one index.
+
+    Use ``IndexStore.create`` to make or extend one and ``IndexStore.open`` to query one.
+    """
+
+    def __init__(self, folder: str | os.PathLike, db_url: str | None = None, create: bool = False):
+        self.folder = Path(folder)
+        manifest = self.read_manifest()
+        self.db_url = db_url or (manifest or {}).get("db_url") or sqlite_url(self.folder)
+        self.engine = make_engine(self.db_url, create=create)
+        self._sessions = make_sessionmaker(self.engine)
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike, db_url: str | None = None) -> IndexStore:
+        """Open for writing, creating the folder and tables when needed."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "faiss").mkdir(exist_ok=True)
+        return cls(folder, db_url, create=True)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, db_url: str | None = None) -> IndexStore:
+        """Open an existing index for reading (raises ``IndexStateError`` when there is none)."""
+        if not (Path(folder) / MANIFEST).is_file():
+            raise IndexStateError(f"{folder}: no elmsearch index here (build one with `elmsearch index`)")
+        return cls(folder, db_url, create=False)
+
+    @contextmanager
+    def session(self) -> Iterator:
+        """A SQLAlchemy session (use ``with store.session() as s, s.begin():`` to write)."""
+        with self._sessions() as s:
+            yield s
+
+    # ---- manifest -------------------------------------------------------------------------
+    def read_manifest(self) -> dict | None:
+        """The manifest, or None before the first run finished."""
+        f = self.folder / MANIFEST
+        return json.loads(f.read_text()) if f.is_file() else None
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest (raises when there is none)."""
+        m = self.read_manifest()
+        if m is None:
+            raise IndexStateError(f"{self.folder}: no manifest (the first `elmsearch index` did not finish)")
+        return m
+
+    def check_model(self, model_hash: str) -> None:
+        """Log when the index was built with another model (a run then re-embeds everything)."""
+        m = self.read_manifest()
+        if m and m.get("model_hash") != model_hash:
+            logger.warning("%s was built with model %s; re-embedding everything with %s", self.folder,
+                           m.get("model_hash"), model_hash)
+
+    # ---- maintenance ----------------------------------------------------------------------
+    def delete_orphans(self, s) -> None:
+        """Remove reports, sessions and patients no recording refers to."""
+        s.execute(delete(Report).where(~exists().where(Recording.report_id == Report.id)))
+        s.execute(delete(Session).where(~exists().where(Recording.session_id == Session.id)))
+        s.execute(delete(Patient).where(~exists().where(Recording.patient_id == Patient.id)))
+
+    def _vectors(self, s, name: str, model_hash: str) -> tuple[np.ndarray, np.ndarray]:
+        ok = (Recording.status == Status.INDEXED) & (Recording.model_hash == model_hash)
+        if name == "eeg_recording":
+            q = select(Recording.id, Recording.emb).where(ok, Recording.emb.is_not(None))
+        elif name == "eeg_window":
+            q = select(Window.id, Window.emb).join(Recording, Window.recording_id == Recording.id).where(ok)
+        elif name == "report":
+            q = select(Report.id, Report.emb).where(
+                Report.emb.is_not(None), Report.model_hash == model_hash,
+                exists().where(Recording.report_id == Report.id, ok))
+        else:
+            q = select(Segment.id, Segment.emb).join(Report, Segment.report_id == Report.id).where(
+                Segment.emb.is_not(None), Report.model_hash == model_hash,
+                exists().where(Recording.report_id == Report.id, ok))
+        ids, embs = [], []
+        for rows in s.execute(q.order_by(q.selected_columns[0])).partitions(CHUNK):
+            ids.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            embs.append(np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1))
+        if not ids:
+            return np.zeros((0, 256), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(embs), np.concatenate(ids)
+
+    def db_counts(self, model_hash: str | None = None) -> dict:
+        """Row counts that the FAISS indices must match."""
+        with self.session() as s:
+            mh = model_hash or (self.read_manifest() or {}).get("model_hash")
+            ok = (Recording.status == Status.INDEXED) & (Recording.model_hash == mh)
+            used = exists().where(Recording.report_id == Report.id, ok)
+            return {
+                "eeg_recording": s.scalar(select(func.count()).select_from(Recording).where(
+                    ok, Recording.emb.is_not(None))),
+                "eeg_window": s.scalar(select(func.count()).select_from(Window).join(Recording).where(ok)),
+                "report": s.scalar(select(func.count()).select_from(Report).where(
+                    Report.emb.is_not(None), Report.model_hash == mh, used)),
+                "segment": s.scalar(select(func.count()).select_from(Segment).join(Report).where(
+                    Segment.emb.is_not(None), Report.model_hash == mh, used)),
+            }
+
+    def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True) -> dict:
+        """Build the FAISS indices from the database and write the manifest (atomically, manifest last).
+
+        With ``force=False`` and a manifest that already agrees with the database, nothing is
+        rewritten. Returns the vector counts.
+        """
+        if not force:
+            try:
+                self.verify(model_hash)
+                return self.manifest["counts"]
+            except IndexStateError:
+                pass
+        infos, counts = {}, {}
+        with self.session() as s:
+            for name in INDEX_NAMES:
+                vecs, ids = self._vectors(s, name, model_hash)
+                counts[name] = len(ids)
+                fname = self.folder / "faiss" / f"{name}.faiss"
+                if len(ids) == 0:
+                    fname.unlink(missing_ok=True)
+                    continue
+                index, info = vectors.build_index(vecs, ids)
+                vectors.write_index(index, fname)
+                infos[name] = {**info.to_dict(), "bytes": fname.stat().st_size}
+                logger.info("%s: %d vectors, %s", name, len(ids), info.kind)
+        manifest = {
+            "format": 1, "model_hash": model_hash, "model_path": model_path,
+            "window_seconds": model_config["eeg"]["window_seconds"],
+            "preprocessing": model_config.get("preprocessing", {}),
+            "has_text": counts["report"] > 0 or counts["segment"] > 0,
+            "db_url": None if self.db_url == sqlite_url(self.folder) else self.db_url,
+            "counts": counts, "indices": infos, "updated": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
+        return counts
+
+    def verify(self, model_hash: str | None = None) -> dict:
+        """Check the FAISS files and the manifest against the database.
+
+        Raises
+        ------
+        IndexStateError
+            One line saying what disagrees (and how to fix it).
+        """
+        m = self.manifest
+        if model_hash is not None and m["model_hash"] != model_hash:
+            raise IndexStateError(f"{self.folder}: built with model {m['model_hash']}, not {model_hash}; "
+                                  "re-run `elmsearch index` with this model")
+        counts = self.db_counts(m["model_hash"])
+        for name in INDEX_NAMES:
+            want, have = counts[name], m["counts"].get(name, 0)
+            if want != have:
+                raise IndexStateError(f"{self.folder}: the {name} index holds {have} vectors but the database "
+                                      f"has {want}; run `elmsearch index` again to bring it up to date")
+            fname = self.folder / "faiss" / f"{name}.faiss"
+            if want and not fname.is_file():
+                raise IndexStateError(f"{fname}: missing; run `elmsearch index` again to rebuild it")
+        return counts
+
+    def load_index(self, name: str):
+        """A FAISS index of this store (None when it has no vectors)."""
+        fname = self.folder / "faiss" / f"{name}.faiss"
+        if not fname.is_file():
+            return None
+        index = vectors.read_index(fname)
+        want = self.manifest["counts"].get(name, 0)
+        if index.ntotal != want:
+            raise IndexStateError(f"{fname}: holds {index.ntotal} vectors, the manifest says {want}; "
+                                  "run `elmsearch index` again")
+        return index
+
+    # ---- reporting ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Counts, failures with reasons, model, index types and sizes (stable keys)."""
+        from db import IndexRun
+
+        m = self.read_manifest() or {}
+        with self.session() as s:
+            n = {st: s.scalar(select(func.count()).select_from(Recording).where(Recording.status == st))
+                 for st in Status}
+            failures = [{"path": p, "reason": r} for p, r in s.execute(
+                select(Recording.path, Recording.error).where(Recording.status == Status.FAILED)
+                .order_by(Recording.path))]
+            hours = s.scalar(select(func.sum(Recording.duration)).where(Recording.status == Status.INDEXED)) or 0
+            last = s.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1))
+            doc = {
+                "recordings": n[Status.INDEXED], "failed": n[Status.FAILED],
+                "reports": s.scalar(select(func.count()).select_from(Report)),
+                "segments": s.scalar(select(func.count()).select_from(Segment)),
+                "windows": s.scalar(select(func.count()).select_from(Window)),
+                "patients": s.scalar(select(func.count()).select_from(Patient)),
+                "hours": round(hours / 3600, 3),
+                "failures": failures,
+                "model": {"hash": m.get("model_hash"), "path": m.get("model_path"),
+                          "window_seconds": m.get("window_seconds"), "has_text": m.get("has_text")},
+                "indices": m.get("indices", {}),
+                "db": self.engine.url.render_as_string(hide_password=True),
+                "db_bytes": (self.folder / "elmsearch.sqlite").stat().st_size
+                if (self.folder / "elmsearch.sqlite").is_file() else None,
+                "last_run": None if last is None else {
+                    "started": last.started.isoformat() if last.started else None,
+                    "finished": last.finished.isoformat() if last.finished else None,
+                    "added": last.n_added, "updated": last.n_updated, "skipped": last.n_skipped,
+                    "failed": last.n_failed, "removed": last.n_removed, "timings": last.timings},
+            }
+        return doc
