@@ -15,14 +15,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.options import (
+    AfterOpt,
+    AgeMaxOpt,
+    AgeMinOpt,
+    BeforeOpt,
     DbOpt,
     DbUrlOpt,
     DemoDirOpt,
     DeviceOpt,
     JsonOpt,
+    KOpt,
+    MinDurationOpt,
     ModelDirOpt,
+    MontageOpt,
+    RecordingIdOpt,
     ReportsOpt,
     SeedOpt,
+    SexOpt,
     WindowOpt,
     WorkersOpt,
 )
@@ -46,7 +55,7 @@ def _root(
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logging.basicConfig(level=level, force=True, handlers=[handler])
-    for noisy in ("mne", "matplotlib", "urllib3"):
+    for noisy in ("mne", "matplotlib", "urllib3", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -152,24 +161,49 @@ def inspect(
 @app.command()
 def demo(
     directory: DemoDirOpt = Path("elmsearch-demo"),
-    n_recordings: Annotated[int, typer.Option("--n-recordings", min=1, help="Recordings.")] = 100,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    n_recordings: Annotated[int, typer.Option("--n-recordings", min=8, help="Recordings.")] = 100,
+    seed: Annotated[int, typer.Option(help="Generator and training seed.")] = 0,
     workers: WorkersOpt = 2,
 ) -> None:
-    """Generate the demo archive (once) and scan it; re-running reuses what exists."""
+    """Generate a demo archive, train a model on it, index it, run one query of each kind.
+
+    Re-running reuses the archive, the model and the index.
+    """
     import time
 
-    from elmsearch.synthetic import generate_archive
+    from indexer.demo import TEXT_QUERY, demo_archive, demo_model, demo_query_recording
 
-    archive = directory / "archive"
-    console.print(f"[bold]1/2[/bold] demo archive in {archive} ({n_recordings} recordings, seed {seed})")
     t0 = time.perf_counter()
-    made = generate_archive(archive, n_recordings=n_recordings, seed=seed)
-    console.print(f"     {made.n_recordings} recordings, {made.hours:.1f} h of EEG, "
-                  f"labels in {made.labels_path} ({time.perf_counter() - t0:.1f} s)")
-    console.print("[bold]2/2[/bold] reading and preprocessing every recording (ELM recipe)")
-    summary = _run_scan(archive, None, 5.0, workers)
-    _print_scan(summary, as_json=False)
+    console.print(f"[bold]1/4 demo archive[/bold] in {directory / 'archive'} ({n_recordings} recordings, seed {seed})")
+    made = demo_archive(directory, n_recordings, seed)
+    console.print(f"     {made.n_recordings} recordings, {made.hours:.1f} h of EEG with TUH-style reports; "
+                  f"ground truth in {made.labels_path}")
+    model_dir, db = directory / "model", directory / "index"
+    console.print(f"[bold]2/4 training[/bold] the EEG-language model into {model_dir} (CPU: heads on a frozen trunk)")
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), console=console,
+                  disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
+        task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
+        metrics = demo_model(made, model_dir, seed, on_step=lambda s: progress.update(
+            task, completed=s["step"], total=s["steps"], epoch=s["epoch"], loss=s["loss"]))
+    after, before = metrics["val"]["text_to_eeg"], metrics["untrained_val"]["text_to_eeg"]
+    console.print(f"     held-out patients ({metrics['n_val']} recordings): text→EEG R@10 {after['R@10']:.2f} "
+                  f"(untrained {before['R@10']:.2f}), MRR {after['MRR']:.2f} (untrained {before['MRR']:.2f})")
+    console.print(f"[bold]3/4 indexing[/bold] into {db}")
+    summary = _run_index(made.root, db, model_dir, None, workers, False, None)
+    console.print(f"     added {summary.added}, unchanged {summary.skipped}, failed {summary.failed}; "
+                  f"{summary.counts.get('eeg_window', 0)} windows, {summary.counts.get('segment', 0)} report sentences")
+    console.print("[bold]4/4 queries[/bold]")
+    index = _open_index(db)
+    _print_hits(TEXT_QUERY, _query(lambda: index.search_text(TEXT_QUERY, k=5)), False,
+                f'text → EEG: elmsearch search "{TEXT_QUERY}" --db {db}')
+    query = demo_query_recording(made, model_dir)
+    rel = query.relative_to(made.root)
+    _print_hits(str(rel), _query(lambda: index.search_reports(query, k=3)), False,
+                f"EEG → report: elmsearch reports {rel} --db {db}")
+    _print_hits(str(rel), _query(lambda: index.similar(query, k=5)), False,
+                f"prior cases (other patients): elmsearch similar {rel} --db {db}")
+    console.print(f"done in {time.perf_counter() - t0:.0f} s. Try: elmsearch search \"focal slowing\" --db {db}")
 
 
 def _load_model_or_fail(model_dir: Path):
@@ -253,7 +287,8 @@ def classify(
     fname: Annotated[Path, typer.Argument(help="An EDF/BDF recording.")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A class description; repeat.")],
     model: ModelDirOpt = None,
-    db: Annotated[Path | None, typer.Option("--db", help="Index folder: use the model it was built with.")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Index folder: use the model it was built with "
+                                            "(default ./elmsearch-index when no --model).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
@@ -262,7 +297,7 @@ def classify(
     from elmsearch.zeroshot import zero_shot
 
     if model is None and db is None:
-        raise _fail("give --model MODEL_DIR or --db INDEX_DIR")
+        db = Path("elmsearch-index")
     if model is None:
         manifest = db / "manifest.json"
         if not manifest.is_file():
@@ -446,6 +481,136 @@ def export(
     written = export_parquet(_open_store(db, db_url), out_dir)
     for name, n in written.items():
         out.print(f"{out_dir / (name + '.parquet')}: {n} rows")
+
+
+DEFAULT_DB = Path("elmsearch-index")
+
+
+def _open_index(db: Path, db_url: str | None = None):
+    from indexer.search import Index
+    from indexer.store import IndexStateError
+
+    try:
+        return Index.open(db, db_url)
+    except IndexStateError as err:
+        raise _fail(str(err)) from None
+
+
+def _filters(sex, age_min, age_max, after, before, montage, min_duration):
+    from indexer.search import Filters
+
+    return Filters(sex=sex, age_min=age_min, age_max=age_max, after=after.date() if after else None,
+                   before=before.date() if before else None, montage=montage, min_duration=min_duration)
+
+
+def _query(run):
+    """Run a query; library errors become one line on stderr and exit code 1."""
+    from elmsearch.errors import ElmsearchError
+
+    try:
+        return run()
+    except (ElmsearchError, ValueError) as err:
+        raise _fail(str(err).splitlines()[0]) from None
+
+
+def _print_hits(query: str, hits, as_json: bool, title: str) -> None:
+    if as_json:
+        out.print_json(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}))
+        return
+    table = Table(title=title)
+    for name in ("#", "score", "id", "patient", "date", "age/sex", "window (s)"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("best sentence / impression" if any(h.sentence for h in hits) else "impression", ratio=1)
+    for h in hits:
+        window = f"{h.start_s:g}–{h.end_s:g}" if h.start_s is not None else ""
+        first = " ".join((h.impression or "").split())
+        text = f"[bold]{h.sentence}[/bold] — {first}" if h.sentence else first
+        age = "" if h.age is None else f"{h.age:g}"
+        table.add_row(str(h.rank), f"{h.score:.3f}", str(h.recording_id), h.patient or "", (h.date or "")[:10],
+                      f"{age} {h.sex or ''}".strip(), window, text)
+    out.print(table)
+    if hits:
+        out.print("paths: " + ", ".join(f"{h.rank}={h.path}" for h in hits[:3]) + (" ..." if len(hits) > 3 else ""),
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help='A description, e.g. "generalized 3 Hz spike and wave".')],
+    db: DbOpt = DEFAULT_DB,
+    k: KOpt = 10,
+    level: Annotated[str, typer.Option(help="recording, or window (rank windows).")] = "recording",
+    sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
+    before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
+    index = _open_index(db)
+    f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
+    hits = _query(lambda: index.search_text(text, k, level, f))
+    _print_hits(text, hits, as_json, f"text → EEG: {text}")
+
+
+@app.command()
+def reports(
+    fname: Annotated[Path | None, typer.Argument(help="An EDF/BDF file (indexed or new).")] = None,
+    recording: RecordingIdOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    k: KOpt = 5,
+    sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
+    before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """EEG → report: the reports that best describe a recording, best sentence first."""
+    index = _open_index(db)
+    f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
+    hits = _query(lambda: index.search_reports(fname, recording, k, f))
+    label = str(fname) if fname is not None else f"recording {recording}"
+    _print_hits(label, hits, as_json, f"EEG → report: {label}")
+
+
+@app.command()
+def similar(
+    fname: Annotated[Path | None, typer.Argument(help="An EDF/BDF file (indexed or new).")] = None,
+    recording: RecordingIdOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    k: KOpt = 10,
+    include_same_patient: Annotated[bool, typer.Option(help="Allow the query's own patient.")] = False,
+    all_per_patient: Annotated[bool, typer.Option("--all-per-patient", help="Several hits per patient.")] = False,
+    sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
+    before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prior cases: the most similar recordings of other patients (one per patient)."""
+    index = _open_index(db)
+    f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
+    hits = _query(lambda: index.similar(fname, recording, k, include_same_patient, not all_per_patient, f))
+    label = str(fname) if fname is not None else f"recording {recording}"
+    _print_hits(label, hits, as_json, f"prior cases like {label}")
+
+
+@app.command()
+def show(
+    recording_id: Annotated[int, typer.Argument(help="Recording id (from search, similar, stats).")],
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Everything stored about a recording: metadata, report by section, windows."""
+    index = _open_index(db, None)
+    doc = _query(lambda: index.show(recording_id))
+    if as_json:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(show_header=False, title=f"recording {recording_id}")
+    for key, v in doc.items():
+        if key not in {"report", "windows"}:
+            table.add_row(key, "" if v is None else str(v))
+    w = doc["windows"]
+    table.add_row("windows", f"{len(w)} × {w[0]['end_s'] - w[0]['start_s']:g} s" if w else "0")
+    out.print(table)
+    if doc["report"]:
+        for sec in doc["report"]["sections"]:
+            out.print(f"[bold]{sec['heading'] or '(preamble)'}[/bold]\n{sec['text']}\n", highlight=False)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -25,3 +26,11 @@ DbUrlOpt = Annotated[
     str | None, typer.Option("--db-url", help="SQLAlchemy URL for the metadata (default: SQLite in --db).")
 ]
 KOpt = Annotated[int, typer.Option("-k", min=1, help="Number of hits.")]
+SexOpt = Annotated[str | None, typer.Option("--sex", help="F or M.")]
+AgeMinOpt = Annotated[float | None, typer.Option("--age-min", help="Youngest age (years).")]
+AgeMaxOpt = Annotated[float | None, typer.Option("--age-max", help="Oldest age (years).")]
+AfterOpt = Annotated[dt.datetime | None, typer.Option("--after", formats=["%Y-%m-%d"], help="Recorded on/after.")]
+BeforeOpt = Annotated[dt.datetime | None, typer.Option("--before", formats=["%Y-%m-%d"], help="Recorded before.")]
+MontageOpt = Annotated[str | None, typer.Option("--montage", help="Montage folder, e.g. 01_tcp_ar.")]
+MinDurationOpt = Annotated[float | None, typer.Option("--min-duration", help="Shortest recording (s).")]
+RecordingIdOpt = Annotated[int | None, typer.Option("--recording", help="An indexed recording id instead of a file.")]

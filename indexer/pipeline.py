@@ -178,6 +178,8 @@ class Indexer:
         return patient, session
 
     def _report(self, s, entry: ArchiveEntry, text: str | None) -> Report | None:
+        # PostgreSQL text cannot hold NUL (SQLite can); drop them before hashing and parsing (offsets)
+        text = text.replace("\x00", "") if text else text
         if not text:
             return None
         source = str(entry.report_path.resolve()) if entry.report_path else \
@@ -236,7 +238,7 @@ class Indexer:
             rec.size, rec.mtime, rec.content_hash = p.size, p.mtime, p.content_hash
             rec.model_hash, rec.indexed_at = self.model_hash, utcnow()
             if p.error is not None:
-                rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error, 0, None
+                rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error.replace("\x00", ""), 0, None
                 rec.report_id = None
                 return "failed", 0.0
             rec.status, rec.error = Status.INDEXED, None

@@ -1,0 +1,404 @@
+"""Query an index: text → EEG, EEG → report, prior cases, zero-shot; typed results.
+
+```python
+index = Index.open("elmsearch-index")
+hits = index.search_text("generalized 3 Hz spike and wave", k=10)
+hits = index.search_reports(fname="new.edf")          # or recording_id=...
+hits = index.similar(recording_id=42, before=dt.date(2020, 1, 1))
+```
+
+Filters run in SQL first. When few recordings survive they are scored exactly from
+their stored embeddings; otherwise the FAISS index is searched with an ID selector
+restricted to the survivors (over-fetching where hits are collapsed per patient).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Select, select
+
+from db import Patient, Recording, Report, Segment, Session, Status, Window, from_blob
+from elmsearch.errors import ElmsearchError
+from elmsearch.models.factory import config_hash, load_model
+from elmsearch.models.model import ELMModel, NoTextModelError
+from elmsearch.recording import path_info_for
+from elmsearch.report import parse_report
+from indexer import vectors
+from indexer.pipeline import file_hash
+from indexer.store import IndexStateError, IndexStore
+
+logger = logging.getLogger(__name__)
+
+EXACT_BELOW = 20_000  # filtered candidates scored exactly from SQL below this many
+CHUNK = 900  # bound parameters per IN (...) clause
+
+
+class QueryError(ElmsearchError):
+    """A query that cannot be answered (unknown id, unreadable file...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """Restrictions on the recordings a query may return (all optional)."""
+
+    sex: str | None = None
+    age_min: float | None = None
+    age_max: float | None = None
+    after: dt.date | None = None
+    before: dt.date | None = None
+    montage: str | None = None
+    min_duration: float | None = None
+
+    def apply(self, q: Select) -> Select:
+        """Add the WHERE clauses to a select over ``Recording``."""
+        if self.sex:
+            q = q.where(Recording.sex == self.sex.upper()[:1])
+        if self.age_min is not None:
+            q = q.where(Recording.age >= self.age_min)
+        if self.age_max is not None:
+            q = q.where(Recording.age <= self.age_max)
+        if self.after is not None:
+            q = q.where(Recording.date >= dt.datetime.combine(self.after, dt.time()))
+        if self.before is not None:
+            q = q.where(Recording.date < dt.datetime.combine(self.before, dt.time()))
+        if self.montage:
+            q = q.where(Recording.montage.contains(self.montage))
+        if self.min_duration is not None:
+            q = q.where(Recording.duration >= self.min_duration)
+        return q
+
+    @property
+    def active(self) -> bool:
+        """Whether any filter is set."""
+        return any(v is not None and v != "" for v in dataclasses.astuple(self))
+
+
+@dataclasses.dataclass
+class Hit:
+    """One result. ``start_s``/``end_s``: the best-matching window; ``sentence``: report hits only."""
+
+    rank: int
+    score: float
+    recording_id: int
+    patient: str | None
+    session: str | None
+    date: str | None
+    age: float | None
+    sex: str | None
+    montage: str
+    path: str
+    start_s: float | None
+    end_s: float | None
+    impression: str | None
+    report_id: int | None = None
+    sentence: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with the documented keys (``sentence`` only on report hits)."""
+        d = dataclasses.asdict(self)
+        d["score"] = round(float(self.score), 6)
+        if self.sentence is None:
+            d.pop("sentence")
+        return d
+
+
+@dataclasses.dataclass
+class Query:
+    """What a recording query resolved to."""
+
+    emb: np.ndarray
+    recording_id: int | None
+    patient: str | None
+    path: str | None
+    window_emb: np.ndarray | None = None
+
+
+def _chunks(ids, n: int = CHUNK):
+    ids = list(ids)
+    for i in range(0, len(ids), n):
+        yield ids[i : i + n]
+
+
+class Index:
+    """A searchable index: metadata, FAISS indices and the model that built them.
+
+    Use ``Index.open``.
+    """
+
+    def __init__(self, store: IndexStore, model: ELMModel | None = None):
+        self.store = store
+        self.manifest = store.manifest
+        self._model = model
+        self._faiss: dict[str, object] = {}
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, db_url: str | None = None, model: ELMModel | None = None,
+             verify: bool = True) -> Index:
+        """Open an index folder; with ``verify`` check the FAISS files against the database.
+
+        Raises
+        ------
+        IndexStateError
+            No index, or the index and database disagree (the message says how).
+        """
+        store = IndexStore.open(folder, db_url)
+        if verify:
+            store.verify()
+        return cls(store, model)
+
+    # ---- lazily loaded parts --------------------------------------------------------------
+    @property
+    def model(self) -> ELMModel:
+        """The model the index was built with (loaded and checked on first use)."""
+        if self._model is None:
+            path = self.manifest["model_path"]
+            if not Path(path).exists():
+                raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
+            self._model = load_model(path)
+            self._model.cache_dir = self.store.folder / "cache"
+        if config_hash(self._model) != self.manifest["model_hash"]:
+            raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
+                                  f"but {self.manifest['model_path']} is now {config_hash(self._model)}; "
+                                  "re-run `elmsearch index`")
+        return self._model
+
+    def faiss(self, name: str):
+        """A FAISS index of this store, read once."""
+        if name not in self._faiss:
+            self._faiss[name] = self.store.load_index(name)
+        return self._faiss[name]
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _text_query(self, text: str) -> np.ndarray:
+        if not self.manifest.get("has_text"):
+            raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model "
+                                   f"({self.manifest['model_path']}); text queries need a model trained "
+                                   "with `elmsearch train`")
+        return self.model.encode_text([text])[0]
+
+    def _allowed_recordings(self, s, filters: Filters) -> np.ndarray | None:
+        if not filters.active:
+            return None
+        q = filters.apply(select(Recording.id).where(Recording.status == Status.INDEXED))
+        return np.fromiter(s.scalars(q), np.int64)
+
+    def _rank(self, s, name: str, q: np.ndarray, k: int, allowed: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) of index ``name``; ``allowed`` restricts the ids."""
+        index = self.faiss(name)
+        if index is None:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        if allowed is not None and len(allowed) <= EXACT_BELOW:
+            table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
+            ids, embs = [], []
+            for chunk in _chunks(allowed.tolist()):
+                for i, e in s.execute(select(table.id, table.emb).where(table.id.in_(chunk), table.emb.is_not(None))):
+                    ids.append(i)
+                    embs.append(from_blob(e))
+            if not ids:
+                return np.zeros(0, np.float32), np.zeros(0, np.int64)
+            scores, found = vectors.exact_scores(np.stack(embs), np.array(ids, np.int64), q, k)
+        else:
+            scores, found = vectors.search(index, q, k, allowed_ids=allowed)
+        keep = found[0] >= 0
+        return scores[0][keep], found[0][keep]
+
+    def _hits(self, s, rec_ids: list[int], scores: list[float], q: np.ndarray | None,
+              windows: dict[int, tuple[float, float]] | None = None) -> list[Hit]:
+        """Hits with metadata, in the given order; best window by ``q`` unless given."""
+        rows = {}
+        for chunk in _chunks(rec_ids):
+            stmt = (select(Recording, Patient.key, Session.key, Report.impression)
+                    .outerjoin(Patient, Recording.patient_id == Patient.id)
+                    .outerjoin(Session, Recording.session_id == Session.id)
+                    .outerjoin(Report, Recording.report_id == Report.id).where(Recording.id.in_(chunk)))
+            rows.update((r.id, (r, p, ss, imp)) for r, p, ss, imp in s.execute(stmt))
+        if windows is None and q is not None:
+            windows = self._best_windows(s, rec_ids, q)
+        hits = []
+        for rank, (rid, score) in enumerate(zip(rec_ids, scores, strict=True), 1):
+            r, patient, session, impression = rows[rid]
+            start, end = (windows or {}).get(rid, (None, None))
+            hits.append(Hit(rank, float(score), rid, patient, session, r.date.isoformat() if r.date else None,
+                            r.age, r.sex, r.montage, r.path, start, end, impression, r.report_id))
+        return hits
+
+    def _best_windows(self, s, rec_ids: list[int], q: np.ndarray) -> dict[int, tuple[float, float]]:
+        best: dict[int, tuple[float, float, float]] = {}
+        for chunk in _chunks(rec_ids):
+            for rid, start, end, emb in s.execute(select(Window.recording_id, Window.start_s, Window.end_s,
+                                                         Window.emb).where(Window.recording_id.in_(chunk))):
+                score = float(from_blob(emb) @ q)
+                if rid not in best or score > best[rid][0]:
+                    best[rid] = (score, start, end)
+        return {rid: (b[1], b[2]) for rid, b in best.items()}
+
+    # ---- queries --------------------------------------------------------------------------
+    def search_text(self, text: str, k: int = 10, level: str = "recording",
+                    filters: Filters | None = None) -> list[Hit]:
+        """Text → EEG: recordings (or windows, ``level="window"``) that match a description."""
+        if level not in {"recording", "window"}:
+            raise ValueError(f"level must be 'recording' or 'window', got {level!r}")
+        q = self._text_query(text)
+        filters = filters or Filters()
+        with self.store.session() as s:
+            allowed = self._allowed_recordings(s, filters)
+            if level == "recording":
+                scores, ids = self._rank(s, "eeg_recording", q, k, allowed)
+                return self._hits(s, ids.tolist(), scores.tolist(), q)
+            allowed_w = None
+            if allowed is not None:
+                allowed_w = np.array([w for chunk in _chunks(allowed.tolist()) for w in s.scalars(
+                    select(Window.id).where(Window.recording_id.in_(chunk)))], np.int64)
+            scores, wids = self._rank(s, "eeg_window", q, k, allowed_w)
+            win = {}
+            for chunk in _chunks(wids.tolist()):
+                win.update((w.id, w) for w in s.scalars(select(Window).where(Window.id.in_(chunk))))
+            hits = []
+            for wid, score in zip(wids.tolist(), scores.tolist(), strict=True):
+                w = win[wid]
+                hits += self._hits(s, [w.recording_id], [score], None, {w.recording_id: (w.start_s, w.end_s)})
+            for i, h in enumerate(hits, 1):
+                h.rank = i
+            return hits
+
+    def resolve(self, fname: str | os.PathLike | None = None, recording_id: int | None = None) -> Query:
+        """The embedding of a query recording: from the index when it is there, else computed now."""
+        with self.store.session() as s:
+            if recording_id is not None:
+                r = s.get(Recording, int(recording_id))
+                if r is None or r.status != Status.INDEXED:
+                    raise QueryError(f"recording {recording_id}: not in the index"
+                                     + (f" ({r.error})" if r is not None and r.error else ""))
+                patient = s.get(Patient, r.patient_id).key if r.patient_id else None
+                return Query(from_blob(r.emb), r.id, patient, r.path)
+            if fname is None:
+                raise QueryError("give a file or a recording id")
+            path = Path(fname)
+            if not path.is_file():
+                raise QueryError(f"{fname}: no such file")
+            r = s.scalar(select(Recording).where(Recording.path == str(path.resolve())))
+            if r is not None and r.status == Status.INDEXED and r.model_hash == self.manifest["model_hash"]:
+                st = path.stat()
+                if (r.size, r.mtime) == (st.st_size, st.st_mtime) or r.content_hash == file_hash(path):
+                    patient = s.get(Patient, r.patient_id).key if r.patient_id else None
+                    return Query(from_blob(r.emb), r.id, patient, r.path)
+        from elmsearch.embedding import embed_recording
+
+        emb = embed_recording(self.model, path, pooling="attention" if self.model.has_text else "mean")
+        patient = path_info_for(path).subject or emb.recording.meta.subject
+        return Query(emb.recording_emb, None, patient, str(path.resolve()), emb.window_emb)
+
+    def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
+                include_same_patient: bool = False, one_per_patient: bool = True,
+                filters: Filters | None = None) -> list[Hit]:
+        """Prior cases: the recordings nearest to a recording, never the recording itself.
+
+        One hit per patient by default; the query's own patient is excluded unless
+        ``include_same_patient``.
+        """
+        query = self.resolve(fname, recording_id)
+        filters = filters or Filters()
+        with self.store.session() as s:
+            allowed = self._allowed_recordings(s, filters)
+            n_total = self.manifest["counts"]["eeg_recording"]
+            fetch = min(n_total, max(4 * k, k + 16))
+            while True:
+                scores, ids = self._rank(s, "eeg_recording", query.emb, fetch, allowed)
+                info = {}
+                for chunk in _chunks(ids.tolist()):
+                    info.update((rid, (p, path)) for rid, p, path in s.execute(
+                        select(Recording.id, Patient.key, Recording.path)
+                        .outerjoin(Patient, Recording.patient_id == Patient.id).where(Recording.id.in_(chunk))))
+                keep_ids, keep_scores, seen = [], [], set()
+                for rid, score in zip(ids.tolist(), scores.tolist(), strict=True):
+                    p, path = info[rid]
+                    if rid == query.recording_id or path == query.path:  # never the query itself
+                        continue
+                    if not include_same_patient and p is not None and p == query.patient:
+                        continue
+                    if one_per_patient and p is not None:
+                        if p in seen:
+                            continue
+                        seen.add(p)
+                    keep_ids.append(rid)
+                    keep_scores.append(score)
+                    if len(keep_ids) == k:
+                        break
+                if len(keep_ids) == k or fetch >= n_total or len(ids) < fetch:
+                    break
+                fetch = min(n_total, fetch * 4)
+            return self._hits(s, keep_ids, keep_scores, None, self._best_windows(s, keep_ids, query.emb))
+
+    def search_reports(self, fname: str | os.PathLike | None = None, recording_id: int | None = None,
+                       k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """EEG → report: the reports that best describe a recording, each with its best sentence."""
+        if not self.manifest.get("has_text"):
+            raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model; reports need a model "
+                                   "trained with `elmsearch train`")
+        query = self.resolve(fname, recording_id)
+        filters = filters or Filters()
+        with self.store.session() as s:
+            allowed_reports = None
+            allowed = self._allowed_recordings(s, filters)
+            if allowed is not None:
+                allowed_reports = np.array(sorted({rid for chunk in _chunks(allowed.tolist()) for rid in s.scalars(
+                    select(Recording.report_id).where(Recording.id.in_(chunk), Recording.report_id.is_not(None)))}),
+                    np.int64)
+            scores, rep_ids = self._rank(s, "report", query.emb, k, allowed_reports)
+            hits = []
+            for rep_id, score in zip(rep_ids.tolist(), scores.tolist(), strict=True):
+                rec_q = select(Recording.id).where(Recording.report_id == rep_id, Recording.status == Status.INDEXED)
+                rec_id = s.scalar(filters.apply(rec_q).order_by(Recording.id).limit(1))
+                best, best_score = None, -np.inf
+                for text, section, emb in s.execute(select(Segment.text, Segment.section, Segment.emb)
+                                                    .where(Segment.report_id == rep_id)):
+                    sc = float(from_blob(emb) @ query.emb) if emb is not None else -np.inf
+                    if sc > best_score:
+                        best, best_score = (f"{section}: {text}" if section else text), sc
+                hit = self._hits(s, [rec_id], [score], query.emb)[0]
+                hit.sentence = best
+                hits.append(hit)
+            for i, h in enumerate(hits, 1):
+                h.rank = i
+            return hits
+
+    def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
+                 recording_id: int | None = None) -> np.ndarray:
+        """Zero-shot probabilities of each prompt for a recording (prompt order)."""
+        from elmsearch.zeroshot import zero_shot
+
+        return zero_shot(self.model, self.resolve(fname, recording_id).emb, prompts)
+
+    def show(self, recording_id: int) -> dict:
+        """Everything stored about a recording: metadata, report by section, windows."""
+        with self.store.session() as s:
+            r = s.get(Recording, int(recording_id))
+            if r is None:
+                raise QueryError(f"recording {recording_id}: no such id in {self.store.folder}")
+            patient = s.get(Patient, r.patient_id).key if r.patient_id else None
+            session = s.get(Session, r.session_id) if r.session_id else None
+            report = s.get(Report, r.report_id) if r.report_id else None
+            windows = s.execute(select(Window.ordinal, Window.start_s, Window.end_s)
+                                .where(Window.recording_id == r.id).order_by(Window.ordinal)).all()
+            sections = []
+            if report is not None:
+                sections = [{"heading": sec.heading, "text": sec.text} for sec in parse_report(report.text).sections]
+            return {
+                "recording_id": r.id, "path": r.path, "key": r.key, "status": str(r.status), "error": r.error,
+                "patient": patient, "session": session.key if session else None,
+                "session_date": session.date.isoformat() if session and session.date else None,
+                "date": r.date.isoformat() if r.date else None, "date_suspect": r.date_suspect,
+                "age": r.age, "sex": r.sex, "montage": r.montage, "layout": r.layout,
+                "duration_s": r.duration, "native_sfreq": r.native_sfreq, "size": r.size,
+                "content_hash": r.content_hash, "n_windows": r.n_windows,
+                "report": None if report is None else {"report_id": report.id, "source": report.source,
+                                                       "impression": report.impression, "sections": sections},
+                "windows": [{"ordinal": o, "start_s": a, "end_s": b} for o, a, b in windows],
+            }

@@ -1,0 +1,178 @@
+"""Queries: text→EEG, EEG→report, prior cases, filters, show, errors, and their commands."""
+
+import datetime as dt
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from cli.app import app
+from db import Patient, Recording, Segment
+from elmsearch.models.model import NoTextModelError
+from indexer import search as search_mod
+from indexer.pipeline import index_archive
+from indexer.search import Filters, Index, QueryError
+
+HIT_KEYS = {"rank", "score", "recording_id", "patient", "session", "date", "age", "sex", "montage", "path",
+            "start_s", "end_s", "impression"}
+
+
+@pytest.fixture(scope="module")
+def built(demo_archive, demo_model_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("search") / "idx"
+    index_archive(demo_archive.root, db, demo_model_dir)
+    return db
+
+
+@pytest.fixture(scope="module")
+def index(built):
+    return Index.open(built)
+
+
+def _recordings(index):
+    with index.store.session() as s:
+        return {r.id: (r, s.get(Patient, r.patient_id).key) for r in s.scalars(select(Recording))}
+
+
+def test_search_text_hits_are_ranked_with_metadata_and_best_window(index):
+    hits = index.search_text("generalized 3 Hz spike and wave", k=5)
+    assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    recs = _recordings(index)
+    q = index.model.encode_text(["generalized 3 Hz spike and wave"])[0]
+    for h in hits:
+        r, patient = recs[h.recording_id]
+        assert h.patient == patient and h.path == r.path and set(h.to_dict()) == HIT_KEYS | {"report_id"}
+        assert 0 <= h.start_s < h.end_s <= r.duration + 1e-6 and h.end_s - h.start_s == 5.0
+        assert h.score == pytest.approx(float(np.frombuffer(r.emb, np.float32) @ q), abs=1e-5)
+    # exhaustive check: no recording outside the hits scores higher than the last hit
+    all_scores = sorted((float(np.frombuffer(r.emb, np.float32) @ q) for r, _ in recs.values() if r.emb), reverse=True)
+    assert scores == pytest.approx(all_scores[:5], abs=1e-5)
+
+
+def test_window_level_ranks_windows(index):
+    hits = index.search_text("eye blink artifacts", k=8, level="window")
+    assert len(hits) == 8 and all(h.start_s is not None for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert len({(h.recording_id, h.start_s) for h in hits}) == 8
+
+
+def test_filters_in_sql_exact_and_faiss_selector_agree(index, monkeypatch):
+    recs = _recordings(index)
+    dates = sorted(r.date for r, _ in recs.values() if r.date)
+    cut = dates[len(dates) // 2].date()
+    f = Filters(sex="F", before=cut, min_duration=10)
+    exact = index.search_text("focal slowing", k=4, filters=f)
+    for h in exact:
+        r, _ = recs[h.recording_id]
+        assert r.sex == "F" and r.date.date() < cut and r.duration >= 10
+    monkeypatch.setattr(search_mod, "EXACT_BELOW", 0)  # now through the FAISS ID selector
+    via_faiss = index.search_text("focal slowing", k=4, filters=f)
+    assert [h.recording_id for h in via_faiss] == [h.recording_id for h in exact]
+    ages = [r.age for r, _ in recs.values()]
+    lo = sorted(ages)[len(ages) // 2]
+    assert all(recs[h.recording_id][0].age >= lo for h in index.search_text("normal EEG", k=20,
+                                                                              filters=Filters(age_min=lo)))
+    assert index.search_text("normal", k=3, filters=Filters(montage="no_such_montage")) == []
+
+
+def test_similar_never_returns_itself_or_its_patient_and_one_per_patient(index):
+    recs = _recordings(index)
+    rid, (rec, patient) = next((i, v) for i, v in recs.items() if sum(p == v[1] for _, p in recs.values()) > 1)
+    hits = index.similar(recording_id=rid, k=5)
+    assert hits and all(h.recording_id != rid and h.patient != patient for h in hits)
+    assert len({h.patient for h in hits}) == len(hits)
+    same = index.similar(recording_id=rid, k=20, include_same_patient=True, one_per_patient=False)
+    assert rid not in [h.recording_id for h in same]
+    assert any(h.patient == patient for h in same)
+    # the query by file is the same as the query by id (it is looked up, not re-embedded)
+    by_file = index.similar(rec.path, k=5)
+    assert [h.recording_id for h in by_file] == [h.recording_id for h in hits]
+    first = min(r.date for r, _ in recs.values() if r.date).date() + dt.timedelta(days=1)
+    early = index.similar(recording_id=rid, k=5, filters=Filters(before=first))
+    assert all(recs[h.recording_id][0].date.date() < first for h in early)
+
+
+def test_a_new_file_is_embedded_on_the_fly(index, tmp_path):
+    recs = _recordings(index)
+    rid, (rec, patient) = next(iter(recs.items()))
+    new = tmp_path / "new_visit.edf"
+    shutil.copy(rec.path, new)
+    hits = index.similar(new, k=3, include_same_patient=True)
+    assert hits[0].recording_id == rid and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    reports = index.search_reports(new, k=2)
+    assert len(reports) == 2 and reports[0].sentence
+
+
+def test_reports_hits_carry_their_best_sentence(index):
+    recs = _recordings(index)
+    rid = next(iter(recs))
+    hits = index.search_reports(recording_id=rid, k=3)
+    assert len(hits) == 3
+    q = np.frombuffer(recs[rid][0].emb, np.float32)
+    with index.store.session() as s:
+        for h in hits:
+            segs = s.execute(select(Segment.section, Segment.text, Segment.emb).where(
+                Segment.report_id == h.report_id)).all()
+            best = max(segs, key=lambda g: float(np.frombuffer(g.emb, np.float32) @ q))
+            assert h.sentence == f"{best.section}: {best.text}" if best.section else best.text
+            assert recs[h.recording_id][0].report_id == h.report_id
+
+
+def test_show_and_errors(index, built):
+    recs = _recordings(index)
+    rid, (rec, _) = next(iter(recs.items()))
+    doc = index.show(rid)
+    assert doc["path"] == rec.path and len(doc["windows"]) == rec.n_windows
+    assert doc["report"] and any(sec["heading"] == "IMPRESSION" for sec in doc["report"]["sections"])
+    with pytest.raises(QueryError, match="no such id"):
+        index.show(10**9)
+    with pytest.raises(QueryError, match="not in the index"):
+        index.similar(recording_id=10**9)
+    with pytest.raises(QueryError, match="no such file"):
+        index.similar(built / "missing.edf")
+
+
+def test_text_query_against_an_eeg_only_index(demo_archive, shared_data, tmp_path):
+    release = shared_data / "elm_pretrained" / "5s"
+    files = sorted(demo_archive.root.rglob("*.edf"))[:3]
+    arch = tmp_path / "a"
+    for f in files:
+        dest = arch / f.relative_to(demo_archive.root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dest)
+    index_archive(arch, tmp_path / "idx", release)
+    idx = Index.open(tmp_path / "idx")
+    with pytest.raises(NoTextModelError, match="EEG-only"):
+        idx.search_text("spike and wave")
+    query = arch / files[0].relative_to(demo_archive.root)
+    assert len(idx.similar(query, k=2, include_same_patient=True, one_per_patient=False)) == 2
+    res = CliRunner().invoke(app, ["search", "spike", "--db", str(tmp_path / "idx")])
+    assert res.exit_code == 1 and "EEG-only" in res.output
+
+
+def test_query_commands_json(built, demo_archive):
+    runner = CliRunner()
+    res = runner.invoke(app, ["search", "normal EEG", "--db", str(built), "-k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["query"] == "normal EEG" and len(doc["hits"]) == 3 and HIT_KEYS <= set(doc["hits"][0])
+    f = sorted(demo_archive.root.rglob("*.edf"))[0]
+    res = runner.invoke(app, ["reports", str(f), "--db", str(built), "-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "sentence" in json.loads(res.stdout)["hits"][0]
+    res = runner.invoke(app, ["similar", "--recording", "1", "--db", str(built), "--json", "--before", "2100-01-01"])
+    assert res.exit_code == 0 and all(h["recording_id"] != 1 for h in json.loads(res.stdout)["hits"])
+    res = runner.invoke(app, ["classify", str(f), "-p", "normal EEG", "-p", "abnormal EEG", "--db", str(built),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    probs = [s["probability"] for s in json.loads(res.stdout)["scores"]]
+    assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+    res = runner.invoke(app, ["show", "999999", "--db", str(built)])
+    assert res.exit_code == 1 and "no such id" in res.output
+    res = runner.invoke(app, ["search", "x", "--db", str(built / "nope")])
+    assert res.exit_code == 1 and "no elmsearch index" in res.output
