@@ -613,6 +613,62 @@ def show(
             out.print(f"[bold]{sec['heading'] or '(preamble)'}[/bold]\n{sec['text']}\n", highlight=False)
 
 
+@app.command(name="eval")
+def evaluate(
+    labels: Annotated[Path, typer.Option("--labels", help="CSV: path or subject,session,montage,token + 0/1 columns.")],
+    db: DbOpt = DEFAULT_DB,
+    root: Annotated[Path | None, typer.Option("--root", help="Archive root that relative label paths refer to "
+                                              "(default: the labels file's folder).")] = None,
+    columns: Annotated[str | None, typer.Option(help="Label columns, comma-separated (default: all with "
+                                                "prompts).")] = None,
+    prompts: Annotated[Path | None, typer.Option(help='JSON {"column": ["negative prompt", "positive prompt"]}.')
+                       ] = None,
+    elm_weights: Annotated[Path | None, typer.Option(help="ELM release folder: the untrained-weights baseline.")
+                           ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Patient splits per probe point.")] = 3,
+    n_per_class: Annotated[int | None, typer.Option(help="Probe with N labels per class instead of "
+                                                    "1%/10%/100%.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where eval.json and plots go (default DB/eval).")
+                       ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrieval, zero-shot and probe quality of an index against labels, with baselines."""
+    from indexer.evaluate import evaluate_index, write_report
+
+    index = _open_index(db)
+    extra = json.loads(prompts.read_text()) if prompts else None
+    result = _query(lambda: evaluate_index(
+        index, labels, root or labels.parent, columns.split(",") if columns else None, extra,
+        seeds=tuple(range(seeds)), n_per_class=n_per_class, elm_weights=elm_weights))
+    written = write_report(result, out_dir or db / "eval")
+    if as_json:
+        out.print_json(json.dumps(result, default=float))
+        return
+    if "retrieval" in result:
+        t = Table("direction", "R@1", "R@5", "R@10", "MRR", "n", title="retrieval (own report ↔ own recording)")
+        for k, m in result["retrieval"].items():
+            if isinstance(m, dict):
+                t.add_row(k, *(f"{m[x]:.3f}" for x in ("R@1", "R@5", "R@10", "MRR")), str(m["n"]))
+        out.print(t)
+    t = Table("features", "R@5", "chance", "n", title="same-patient prior case")
+    for k, m in result["same_patient"].items():
+        t.add_row(k, f"{m['R@5']:.3f}", f"{m['chance']:.3f}", str(m["n"]))
+    out.print(t)
+    if result.get("zero_shot"):
+        t = Table("column", "AUROC", "balanced acc.", "n", title="zero-shot")
+        for c, m in result["zero_shot"].items():
+            t.add_row(c, f"{m['auroc']:.3f}", f"{m['balanced_accuracy']:.3f}", str(m["n"]))
+        out.print(t)
+    t = Table("column", "features", "labels", "AUROC", "balanced acc.", title="linear probe (held-out patients)")
+    for c, curves in result["probe"].items():
+        for name, rows in curves.items():
+            for r in rows:
+                t.add_row(c, name, f"{r['n_labels']:.0f}", f"{r['auroc']:.3f} ± {r['auroc_sd']:.3f}",
+                          f"{r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f}")
+    out.print(t)
+    out.print("written: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

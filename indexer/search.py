@@ -68,7 +68,7 @@ class Filters:
         if self.before is not None:
             q = q.where(Recording.date < dt.datetime.combine(self.before, dt.time()))
         if self.montage:
-            q = q.where(Recording.montage.contains(self.montage))
+            q = q.where(Recording.montage.icontains(self.montage))
         if self.min_duration is not None:
             q = q.where(Recording.duration >= self.min_duration)
         return q

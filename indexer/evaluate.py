@@ -1,0 +1,200 @@
+"""Evaluate an index against a labels file: retrieval, zero-shot, probes, against baselines.
+
+Measured on the labelled, indexed recordings:
+
+- text→EEG and EEG→report Recall@1/5/10 and MRR (a report's own recording is its match);
+- same-patient prior-case Recall@5 (another recording of the same patient among the 5 nearest);
+- zero-shot AUROC and balanced accuracy per label column from a (negative, positive) prompt pair;
+- the linear probe's label-efficiency curve (patient-level splits, several seeds) on our
+  embeddings and, in the same run, on two baselines: log band power (delta/theta/alpha/beta per
+  channel) and the ELM authors' released EEG weights without our training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from db import Patient, Recording, Report, Status, Window, from_blob
+from elmsearch.bandpower import band_power
+from elmsearch.errors import RecordingError
+from elmsearch.labels import label_key, parse_binary
+from elmsearch.metrics import chance_recall, retrieval_metrics
+from elmsearch.models.factory import load_model
+from elmsearch.probe import ProbeData, label_efficiency, score_binary
+from elmsearch.recording import make_windows, read_recording
+from elmsearch.zeroshot import zero_shot
+from indexer.search import Index
+
+logger = logging.getLogger(__name__)
+
+# (negative, positive) prompt per label column; a --prompts JSON file adds or overrides.
+DEFAULT_PROMPTS: dict[str, tuple[str, str]] = {
+    "abnormal": ("normal EEG", "abnormal EEG"),
+    "spike_wave": ("no epileptiform discharges", "generalized 3 Hz spike and wave discharges"),
+    "focal_slowing": ("no focal slowing", "focal slowing"),
+    "diffuse_slowing": ("normal background frequencies", "diffuse slowing of the background"),
+    "focal_sharp": ("no epileptiform discharges", "focal sharp waves"),
+    "sleep": ("awake throughout the recording", "drowsiness and sleep with spindles and vertex waves"),
+    "arithmetic": ("resting wakeful EEG with eyes closed", "EEG during mental arithmetic, serial subtraction"),
+}
+
+
+def read_label_table(fname: str | os.PathLike, root: str | os.PathLike | None) -> tuple[dict[str, dict], list[str]]:
+    """Label rows keyed like ``elmsearch.labels`` (path or subject/session/montage/token) + column names."""
+    with open(fname, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    return {label_key(r, root): r for r in rows}, list(rows[0]) if rows else []
+
+
+def _same_patient_recall(emb: np.ndarray, patients: np.ndarray, k: int = 5) -> dict:
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    hits, n = 0, 0
+    for i in range(len(emb)):
+        others = (patients == patients[i]) & (np.arange(len(emb)) != i)
+        if not others.any():
+            continue
+        top = np.argsort(-sim[i])[:k]
+        hits += bool(others[top].any())
+        n += 1
+    chance = float(np.mean([1 - np.prod([(len(emb) - 1 - (patients == p).sum() + 1 - j) / (len(emb) - 1 - j)
+                                         for j in range(k)]) for p in patients])) if n else float("nan")
+    return {f"R@{k}": hits / n if n else float("nan"), "n": n, "chance": chance}
+
+
+def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.PathLike | None = None,
+                   columns: list[str] | None = None, prompts: dict | None = None,
+                   fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), n_per_class: int | None = None,
+                   elm_weights: str | os.PathLike | None = None, baselines: bool = True) -> dict:
+    """Evaluate the recordings of ``index`` that have a row in ``labels_csv``.
+
+    Parameters
+    ----------
+    index : Index
+    labels_csv : path-like
+        ``path`` (relative to ``root``) or ``subject,session,montage,token`` + 0/1 label columns.
+    root : path-like | None
+        Archive root that relative label paths refer to.
+    columns : list of str | None
+        Label columns (default: those with prompts that the file has).
+    prompts : dict | None
+        ``{column: [negative, positive]}``, added to ``DEFAULT_PROMPTS``.
+    fractions, seeds : tuple
+        Label-efficiency points and splits.
+    n_per_class : int | None
+        Probe with exactly this many labels per class (e.g. 4) instead of ``fractions``.
+    elm_weights : path-like | None
+        ELM release folder for the untrained-weights baseline (skipped when None).
+    baselines : bool
+        Compute the band-power and ELM-weights baselines (reads the EDFs again).
+    """
+    table, names = read_label_table(labels_csv, root)
+    prompts = {**DEFAULT_PROMPTS, **{k: tuple(v) for k, v in (prompts or {}).items()}}
+    columns = columns or [c for c in names if c in prompts]
+    with index.store.session() as s:
+        q = (select(Recording, Patient.key, Report.emb).outerjoin(Patient, Recording.patient_id == Patient.id)
+             .outerjoin(Report, Recording.report_id == Report.id)
+             .where(Recording.status == Status.INDEXED).order_by(Recording.id))
+        recs = []
+        for r, patient, rep_emb in s.execute(q):
+            row = table.get(r.path) or table.get(r.key)
+            if row is not None:
+                recs.append((r.id, r.path, patient or r.path, from_blob(r.emb), rep_emb, r.report_id, row))
+        if not recs:
+            raise ValueError(f"{labels_csv}: no row matches an indexed recording (check --root)")
+        windows = {rid: [] for rid, *_ in recs}
+        for rid, emb in s.execute(select(Window.recording_id, Window.emb).where(
+                Window.recording_id.in_(list(windows))).order_by(Window.recording_id, Window.ordinal)):
+            windows[rid].append(from_blob(emb))
+    emb = np.stack([x[3] for x in recs])
+    patients = np.array([x[2] for x in recs])
+    result: dict = {"n_recordings": len(recs), "n_patients": len(set(patients)), "columns": columns,
+                    "model": index.manifest["model_path"]}
+
+    with_report = [i for i, x in enumerate(recs) if x[4] is not None]
+    if with_report:
+        R = emb[with_report]
+        T = np.stack([from_blob(recs[i][4]) for i in with_report])
+        result["retrieval"] = {"text_to_eeg": retrieval_metrics(T @ R.T), "eeg_to_report": retrieval_metrics(R @ T.T),
+                               "chance_R@10": chance_recall(len(with_report), 10)}
+    result["same_patient"] = {"ours": _same_patient_recall(emb, patients)}
+
+    labels = {c: np.array([parse_binary(x[6].get(c, "")) if x[6].get(c, "") != "" else -1 for x in recs])
+              for c in columns}
+    labels = {c: y for c, y in labels.items() if set(y[y >= 0]) == {0, 1}}
+    if index.manifest.get("has_text"):
+        result["zero_shot"] = {}
+        for c, y in labels.items():
+            ok = y >= 0
+            p = zero_shot(index.model, emb[ok], list(prompts[c]))[:, 1]
+            result["zero_shot"][c] = {**score_binary(y[ok], p), "prompts": list(prompts[c]), "n": int(ok.sum())}
+
+    feats = {"ours": [np.stack(windows[x[0]]) for x in recs]}
+    if baselines:
+        params = index.model.config.get("preprocessing")
+        from elmsearch.preprocessing import PreprocessingParams
+
+        pp = PreprocessingParams.from_dict(params or {})
+        release = load_model(elm_weights) if elm_weights else None
+        bp, rel = [], []
+        for x in recs:
+            try:
+                rec = read_recording(x[1], pp, min_duration=index.model.window_seconds)
+            except RecordingError as err:
+                raise ValueError(f"baseline features: {err}") from None
+            w = make_windows(rec, index.model.window_seconds)
+            bp.append(band_power(w, rec.sfreq))
+            if release is not None:
+                rel.append(release.encode_eeg(w, precision="fp32"))
+        feats["band_power"] = bp
+        if release is not None:
+            feats["elm_weights"] = rel
+            rel_rec = np.stack([e.mean(0) / np.linalg.norm(e.mean(0)) for e in rel])
+            result["same_patient"]["elm_weights"] = _same_patient_recall(rel_rec, patients)
+    result["probe"] = {}
+    for c, y in labels.items():
+        ok = np.flatnonzero(y >= 0)
+        result["probe"][c] = {
+            name: label_efficiency(ProbeData([f[i] for i in ok], y[ok], patients[ok]), fractions, seeds,
+                                   n_per_class=n_per_class)
+            for name, f in feats.items()}
+    return result
+
+
+def write_report(result: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``eval.json`` and one label-efficiency PNG per column (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "eval.json"]
+    written[0].write_text(json.dumps(result, indent=1, default=float))
+    for column, curves in result.get("probe", {}).items():
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, rows in curves.items():
+            x = [r["n_labels"] for r in rows]
+            y = [r["auroc"] for r in rows]
+            ax.errorbar(x, y, yerr=[r["auroc_sd"] for r in rows], marker="o", capsize=3, label=name)
+        if column in result.get("zero_shot", {}):
+            ax.axhline(result["zero_shot"][column]["auroc"], ls="--", c="gray", label="zero-shot")
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training recordings")
+        ax.set_ylabel("AUROC (held-out patients)")
+        ax.set_title(f"linear probe: {column}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fname = out / f"probe_{column}.png"
+        fig.savefig(fname, dpi=100)
+        plt.close(fig)
+        written.append(fname)
+    return written
