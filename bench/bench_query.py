@@ -14,9 +14,9 @@ Measured (the model, a quick one trained on a small demo archive unless ``--mode
 
 - warm: ``Index.open`` once, 5 warm-up queries, then ``search_text(q, k=10)`` on 200 distinct
   generated query strings (text-embedding cache misses), the same 200 again (cache hits), with the
-  split text encoding (``model.encode_text``, timed inside the same calls) / the rest
-  (``Index.model``'s weight-hash check, FAISS, SQL), and each part also timed on its own; a filtered
-  query (``Filters(sex="F", age_min=40)``);
+  split text encoding (``model.encode_text``, timed inside the same calls) / the rest (the
+  ``Index.model`` property, FAISS, SQL), and each part also timed on its own; a filtered query
+  (``Filters(sex="F", age_min=40)``); the language model alone with torch's default threads and 1;
 - cold: ``elmsearch -q search TEXT --db FOLDER --json -k 10`` as a subprocess on the largest index,
   median wall time of 5 runs after one warm-up run (OS page cache warm), with the same query (text
   cache hit: the language model is never loaded) and with new queries (cache miss); plus the stages
@@ -109,7 +109,7 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
     # 1000 sub-clusters around the report embeddings: recordings of report r lie near it.
     n_clusters = 1000
     centres = _unit(report_emb[np.arange(n_clusters) % N_REPORTS] + rng.standard_normal((n_clusters, 256)) / 16)
-    n_patients = max(1, n // 3)
+    n_patients = (n + 2) // 3
     p_sex = rng.choice(np.array(["F", "M"]), n_patients)
     p_age = rng.uniform(1, 90, n_patients)
     p_year = rng.integers(2002, 2022, n_patients)
@@ -122,9 +122,9 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
         for a in range(0, n_patients, CHUNK):
             s.execute(insert(Patient), [{"id": p + 1, "key": f"aaa{p:05d}", "sex": str(p_sex[p])}
                                         for p in range(a, min(n_patients, a + CHUNK))])
-    # recording i: patient i // 3 (the last patient takes the remainder), session 0 for the first
-    # two recordings of a patient and 1 for the third; session id = 2 * patient + session number.
-    patient = np.minimum(np.arange(n) // 3, n_patients - 1)
+    # recording i: patient i // 3, session 0 for the first two recordings of a patient and 1 for
+    # the third; session id = 2 * patient + session number.
+    patient = np.arange(n) // 3
     sess_no = np.where(np.arange(n) % 3 == 2, 1, 0)
     used_sessions = np.unique(2 * patient + sess_no)
     with store.session() as s, s.begin():
@@ -243,7 +243,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
     hit_total, hit_enc = run(miss_texts)
     filters = Filters(**FILTER)
     filt_total, filt_enc = run(filt_texts, filters=filters)
-    model.encode_text = encode
+    del model.encode_text
 
     # the parts on their own, with the (cached) query vectors of the miss run
     qvecs = model.encode_text(miss_texts)
@@ -252,7 +252,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
     with index.store.session() as s:
         for q in qvecs:
             t = time.perf_counter()
-            _ = index.model  # the property re-checks the weights' hash on every access
+            _ = index.model  # the property (it re-hashed every weight on each access before the fix)
             t_model.append(time.perf_counter() - t)
             t = time.perf_counter()
             scores, ids = vectors.search(faiss_index, q, 10)
@@ -270,7 +270,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
         "miss": {**_ms(miss_total), "n": len(miss_total)},
         "hit": {**_ms(hit_total), "n": len(hit_total)},
         "miss_encode": _ms(miss_enc), "hit_encode": _ms(hit_enc), "miss_rest": _ms(rest),
-        "parts": {"model_hash_check": _ms(t_model), "faiss": _ms(t_faiss), "sql_hits": _ms(t_sql)},
+        "parts": {"model_property": _ms(t_model), "faiss": _ms(t_faiss), "sql_hits": _ms(t_sql)},
         "filtered": {**_ms(filt_total), "n": len(filt_total), "filters": FILTER, "n_allowed": n_allowed,
                      "allowed_sql_s": round(t_allowed, 3),
                      "path": "exact from SQL" if n_allowed <= 20_000 else "FAISS + IDSelectorBatch",
@@ -299,6 +299,31 @@ def best_window_cost(folder: Path, n_queries: int, seed: int) -> dict:
             bw.append(time.perf_counter() - t)
     index.store.engine.dispose()
     return {"search_text": _ms(total), "best_windows": _ms(bw), "n": len(total)}
+
+
+def encoder_threads(model, n_queries: int, seed: int) -> dict:
+    """The language model alone (no cache), torch's default intra-op threads vs 1, on novel queries."""
+    import torch
+
+    enc = model.text_encoder
+    texts = query_texts(2 * n_queries + 5, seed + 555)
+    default = torch.get_num_threads()
+    out = {}
+    try:
+        for i, threads in enumerate((default, 1)):
+            torch.set_num_threads(threads)
+            for q in texts[:5]:
+                enc._encode([q])
+            times = []
+            for q in texts[5 + i * n_queries : 5 + (i + 1) * n_queries]:
+                t = time.perf_counter()
+                enc._encode([q])
+                times.append(time.perf_counter() - t)
+            out["default_threads_encode" if i == 0 else "one_thread_encode"] = _ms(times)
+    finally:
+        torch.set_num_threads(default)
+    out["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    return {"default_threads": default, **out}
 
 
 def cold_probe(folder: str, query: str) -> dict:
@@ -383,14 +408,14 @@ def train_quick_model(out: Path, seed: int) -> Path:
 
 def _table(res: dict) -> str:
     cols = ("n", "kind", "nprobe", "insert_s", "build_s", "db_mb", "faiss_mb", "open_s",
-            "miss p50/p95", "hit p50/p95", "enc miss", "enc hit", "hash", "faiss", "sql", "filt p50")
+            "miss p50/p95", "hit p50/p95", "enc miss", "enc hit", "model", "faiss", "sql", "filt p50")
     lines = [" | ".join(cols)]
     for r in res["results"]:
         w = r["warm"]
         lines.append(" | ".join(str(x) for x in (
             r["n"], r["kind"], r["nprobe"], r["insert_s"], r["build_s"], r["db_mb"], r["faiss_mb"], w["open_s"],
             f"{w['miss']['p50_ms']}/{w['miss']['p95_ms']}", f"{w['hit']['p50_ms']}/{w['hit']['p95_ms']}",
-            w["miss_encode"]["p50_ms"], w["hit_encode"]["p50_ms"], w["parts"]["model_hash_check"]["p50_ms"],
+            w["miss_encode"]["p50_ms"], w["hit_encode"]["p50_ms"], w["parts"]["model_property"]["p50_ms"],
             w["parts"]["faiss"]["p50_ms"], w["parts"]["sql_hits"]["p50_ms"], w["filtered"]["p50_ms"])))
     c = res.get("cold_cli")
     if c:
@@ -439,6 +464,7 @@ def main() -> None:
         model = load_model(model_dir)
         model_hash = config_hash(model)
         res["model"]["hash"] = model_hash
+        res["text_encoder_threads"] = encoder_threads(model, 50, args.seed)
         res["results"] = []
         for n in sizes:
             folder = tmp / f"index-{n}"

@@ -182,12 +182,16 @@ def write_report(result: dict, out_dir: str | os.PathLike) -> list[Path]:
     for column, curves in result.get("probe", {}).items():
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for name, rows in curves.items():
+            rows = [r for r in rows if r["n_labels"] > 0 and np.isfinite(r["auroc"])]
+            if not rows:
+                continue
             x = [r["n_labels"] for r in rows]
             y = [r["auroc"] for r in rows]
             ax.errorbar(x, y, yerr=[r["auroc_sd"] for r in rows], marker="o", capsize=3, label=name)
         if column in result.get("zero_shot", {}):
             ax.axhline(result["zero_shot"][column]["auroc"], ls="--", c="gray", label="zero-shot")
-        ax.set_xscale("log")
+        if ax.lines:
+            ax.set_xscale("log")
         ax.set_xlabel("labelled training recordings")
         ax.set_ylabel("AUROC (held-out patients)")
         ax.set_title(f"linear probe: {column}")

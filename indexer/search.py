@@ -135,6 +135,7 @@ class Index:
         self.store = store
         self.manifest = store.manifest
         self._model = model
+        self._model_checked = False  # config_hash hashes every weight (~5 ms): once per Index
         self._faiss: dict[str, object] = {}
 
     @classmethod
@@ -162,10 +163,12 @@ class Index:
                 raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
             self._model = load_model(path)
             self._model.cache_dir = self.store.folder / "cache"
-        if config_hash(self._model) != self.manifest["model_hash"]:
-            raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
-                                  f"but {self.manifest['model_path']} is now {config_hash(self._model)}; "
-                                  "re-run `elmsearch index`")
+        if not self._model_checked:
+            if config_hash(self._model) != self.manifest["model_hash"]:
+                raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
+                                      f"but {self.manifest['model_path']} is now {config_hash(self._model)}; "
+                                      "re-run `elmsearch index`")
+            self._model_checked = True
         return self._model
 
     def faiss(self, name: str):

@@ -1,0 +1,88 @@
+"""Real EEG: train on 24 EEGMAT subjects, evaluate on the other 12 (rest vs mental arithmetic).
+
+Run: ``python bench/eval_eegmat.py [--src ../shared/data/eegmat] [--work DIR] [--out FILE.json]``.
+
+Lays EEGMAT out as a TUH-style archive (``bench/eegmat_archive.py``: symlinks, never copies),
+trains the EEG-language model on the train subjects' recordings (EEG encoder initialised from
+the ELM release and frozen; heads trained; patient-level validation), indexes all 72
+recordings and runs ``indexer.evaluate.evaluate_index`` on the 12 test subjects only: zero-shot
+rest-vs-arithmetic AUROC, linear probe with 4 labels per class (10 seeds) against log band power
+and the ELM released weights, and same-subject prior-case Recall@5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from eegmat_archive import build_eegmat_archive  # noqa: E402
+
+from elmsearch.training import TrainConfig, build_model, load_items, train  # noqa: E402
+from indexer.evaluate import evaluate_index  # noqa: E402
+from indexer.pipeline import index_archive  # noqa: E402
+from indexer.search import Index  # noqa: E402
+
+SHARED = HERE.parents[1] / "shared" / "data"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, default=SHARED / "eegmat")
+    ap.add_argument("--elm", type=Path, default=SHARED / "elm_pretrained" / "5s")
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_eegmat.json")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-eegmat-"))
+    t0 = time.perf_counter()
+    summary = build_eegmat_archive(args.src, work / "archive", seed=args.seed)
+    root = Path(summary["root"])
+    splits = json.loads((root / "splits.json").read_text())
+    train_subjects, test_subjects = set(splits["train"]), set(splits["test"])
+    items = [it for it in load_items(root, 5.0, "sentence") if it.patient in train_subjects]
+    torch.manual_seed(args.seed)
+    model = build_model("elm-5s", init=args.elm)
+    cfg = TrainConfig(epochs=40, batch_size=8, max_eeg=16, lr=2e-3, val_fraction=0.25, patience=10,
+                      seed=args.seed, freeze_eeg=True, device="cpu")
+    metrics = train(model, items, work / "model", cfg, resume=False)
+    index_archive(root, work / "index", work / "model", n_jobs=2)
+    with (root / "labels.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["subject"] in test_subjects]
+    test_labels = work / "labels_test.csv"
+    with test_labels.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    result = evaluate_index(Index.open(work / "index"), test_labels, root, columns=["arithmetic"],
+                            seeds=tuple(range(10)), n_per_class=4, elm_weights=args.elm)
+    res = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "train_subjects": len(train_subjects), "test_subjects": len(test_subjects),
+           "n_train_recordings": metrics["n_train"], "n_val_recordings": metrics["n_val"],
+           "seconds": round(time.perf_counter() - t0, 1), "eval": result}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1, default=float))
+    zs = result["zero_shot"]["arithmetic"]
+    print(f"zero-shot rest vs arithmetic: AUROC {zs['auroc']:.3f}, balanced accuracy {zs['balanced_accuracy']:.3f}")
+    for name, rows_ in result["probe"]["arithmetic"].items():
+        r = rows_[0]
+        print(f"probe, 4 labels/class, {name}: AUROC {r['auroc']:.3f} ± {r['auroc_sd']:.3f}, "
+              f"balanced accuracy {r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f}")
+    for name, m in result["same_patient"].items():
+        print(f"same-subject prior case R@5, {name}: {m['R@5']:.3f} (chance {m['chance']:.3f}, n {m['n']})")
+
+
+if __name__ == "__main__":
+    main()
