@@ -9,7 +9,8 @@ All in one run and one process, on the demo archive (generated into a temporary 
    not matter for speed, only the architecture). A tiny warm-up index (a separate
    2-recording archive) loads the text encoder once so that its files are in the page cache.
 1. elmsearch, end to end: ``index_archive(archive, fresh_db, model, n_jobs=J, precision=P)``
-   for (J, P) in (1, fp32) and (2, auto), each into its own fresh database folder: discovery,
+   for (J, P) in (1, fp32), (2, auto) and (1, auto) (``--runs``), each into its own fresh
+   database folder: discovery,
    hashing, reading + preprocessing (worker processes when J > 1), EEG embedding, report
    parsing + sentence embedding (MiniLM through the text projection, which includes loading
    the text model), SQL writes and the FAISS build. Wall time is measured around the whole
@@ -27,8 +28,9 @@ All in one run and one process, on the demo archive (generated into a temporary 
    hits both alike; their wall time is the sum of their per-recording times. Also checks
    how close the two paths' window embeddings are (cosine; fp32 MNE vs bf16 fast path).
 
-The load average before/after each phase is recorded: on a shared machine, compare
-numbers only from quiet runs.
+The load average before/after each phase and the CPU cores this process (and its workers)
+used per phase are recorded: with 2 torch threads, ~2 cores used means the run had the
+machine to itself; on a shared machine compare numbers only from such quiet runs.
 
 Ratios: end-to-end index (with DB and text) vs the ELM EEG-only path, and EEG-only vs
 EEG-only. Targets (from the issue): >= 0.3 h EEG/s end to end and >= 5x the ELM path.
@@ -44,6 +46,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -65,18 +68,24 @@ from indexer.pipeline import index_archive
 HERE = Path(__file__).resolve().parent
 TARGET_HPS = 0.3
 TARGET_RATIO = 5.0
-INDEX_RUNS = ((1, "fp32"), (2, "auto"))
+DEFAULT_RUNS = "1:fp32,2:auto,1:auto"
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (worker processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _index(archive: Path, db_dir: Path, model_dir: Path, n_jobs: int, precision: str) -> dict:
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_s(), time.perf_counter()
     s = index_archive(archive, db_dir, model_dir, n_jobs=n_jobs, precision=precision)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     if s.failed:
         raise SystemExit(f"indexing failed for {s.failed} recordings: {s.failures[:3]}")
     return {"n_jobs": n_jobs, "precision": precision, "n_recordings": s.added, "hours": s.hours,
             "wall_s": wall, "run_wall_s": s.timings["wall_s"], "h_per_s": s.hours / wall,
-            "stages": dict(s.timings)}
+            "cpu_s": cpu, "cores_used": cpu / wall, "stages": dict(s.timings)}
 
 
 def _elm_one(f: Path, model) -> tuple[dict, float, np.ndarray]:
@@ -142,6 +151,8 @@ def main() -> None:
     ap.add_argument("--n-recordings", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="MODEL_DIR to use instead of training one")
+    ap.add_argument("--runs", default=DEFAULT_RUNS,
+                    help=f"index runs as n_jobs:precision,... (default {DEFAULT_RUNS})")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "index.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -170,7 +181,8 @@ def main() -> None:
               f"(embed_text_s {warm_res['stages']['embed_text_s']:.1f})", flush=True)
 
         runs, load = {}, {}
-        for n_jobs, precision in INDEX_RUNS:
+        for spec in args.runs.split(","):
+            n_jobs, precision = int(spec.split(":")[0]), spec.split(":")[1]
             name = f"index_j{n_jobs}_{precision}"
             load[f"{name}_before"] = os.getloadavg()
             runs[name] = _index(made.root, tmp / f"idx-{name}", model_dir, n_jobs, precision)
@@ -185,7 +197,9 @@ def main() -> None:
         # warm up both encode paths (first-call allocations, oneDNN kernels)
         _eeg_only(files[:2], model, params)
         load["eeg_only_before"] = os.getloadavg()
+        c0, t0 = _cpu_s(), time.perf_counter()
         elm, ours, cos = _eeg_only(files, model, params)
+        eeg_only_cores = (_cpu_s() - c0) / (time.perf_counter() - t0)
         load["eeg_only_after"] = os.getloadavg()
         print(f"ELM path: {elm['wall_s']:.1f} s, {elm['h_per_s']:.3f} h/s, {_r(elm['stages'])}", flush=True)
         print(f"elmsearch EEG only: {ours['wall_s']:.1f} s, {ours['h_per_s']:.3f} h/s, {_r(ours['stages'])}",
@@ -208,32 +222,35 @@ def main() -> None:
            "model": "given" if args.model is not None else "trained 2 epochs (demo_config)",
            "model_s": t_model, "warmup_index": warm_res, "index": runs, "elm_eeg_only": elm,
            "elmsearch_eeg_only": ours, "ratios": ratios,
-           "window_cosine_elm_vs_elmsearch": {"min": float(cos.min()), "median": float(np.median(cos))},
+           "eeg_only_cores_used": eeg_only_cores,
            "loadavg_1_5_15min": {k: [round(x, 2) for x in v] for k, v in load.items()},
            "targets": {"h_per_s": TARGET_HPS, "ratio": TARGET_RATIO,
                        "h_per_s_met": bool(best["h_per_s"] >= TARGET_HPS),
                        "ratio_met": bool(best["h_per_s"] / elm["h_per_s"] >= TARGET_RATIO)}}
     res = _r(res)
+    res["window_cosine_elm_vs_elmsearch"] = {"min": round(float(cos.min()), 5),
+                                             "median": round(float(np.median(cos)), 5)}
 
     def row(name: str, r: dict, read: float | None, pre: float, emb: float, text: float | None,
-            db: float | None) -> str:
+            db: float | None, cores: float) -> str:
         def f(v):
             return "-" if v is None else f"{v:.1f}"
         return (f"| {name} | {r['wall_s']:.1f} | {r['h_per_s']:.3f} | {r['h_per_s'] / elm['h_per_s']:.1f}x | "
-                f"{f(read)} | {f(pre)} | {f(emb)} | {f(text)} | {f(db)} |")
+                f"{f(read)} | {f(pre)} | {f(emb)} | {f(text)} | {f(db)} | {cores:.2f} |")
 
     lines = ["| path | wall (s) | h EEG/s | vs ELM | read (s) | (read +) preprocess (s) | embed EEG (s) "
-             "| embed text (s) | DB + FAISS (s) |", "|" + "---|" * 9]
+             "| embed text (s) | DB + FAISS (s) | CPU cores used |", "|" + "---|" * 10]
     for r in runs.values():
         s = r["stages"]
         lines.append(row(f"elmsearch index, n_jobs={r['n_jobs']}, {r['precision']}", r, None,
-                         s["read_preprocess_s"], s["embed_eeg_s"], s["embed_text_s"], s["db_s"] + s["faiss_s"]))
+                         s["read_preprocess_s"], s["embed_eeg_s"], s["embed_text_s"], s["db_s"] + s["faiss_s"],
+                         r["cores_used"]))
     s = ours["stages"]
     lines.append(row("elmsearch EEG only (no DB/text), auto, batch 32", ours, None,
-                     s["read_preprocess_s"] + s["window_s"], s["embed_eeg_s"], None, None))
+                     s["read_preprocess_s"] + s["window_s"], s["embed_eeg_s"], None, None, eeg_only_cores))
     s = elm["stages"]
     lines.append(row("ELM path EEG only (MNE, fp32, 1 batch/recording)", elm, s["read_s"],
-                     s["preprocess_s"] + s["window_s"], s["embed_eeg_s"], None, None))
+                     s["preprocess_s"] + s["window_s"], s["embed_eeg_s"], None, None, eeg_only_cores))
     table = "\n".join(lines)
     res["table"] = table
     args.out.parent.mkdir(parents=True, exist_ok=True)
