@@ -98,7 +98,7 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
     import numpy as np
     from sqlalchemy import insert
 
-    from db import Patient, Recording, Report, Session, Window, to_blob
+    from db import IndexRun, Patient, Recording, Report, Session, Window, to_blob
     from indexer.store import IndexStore
 
     rng = np.random.default_rng(seed)
@@ -115,6 +115,11 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
     p_year = rng.integers(2002, 2022, n_patients)
     base = dt.datetime(2000, 1, 1)
     with store.session() as s, s.begin():
+        run = IndexRun(archive="/archive/tuh_eeg", model_hash=model_hash, model_path=str(model_dir),
+                       preprocessing=model.config.get("preprocessing", {}), versions={"bench": "bench_query"})
+        s.add(run)
+        s.flush()
+        run_id = run.id
         s.execute(insert(Report), [
             {"id": i + 1, "source": f"/archive/reports/report_{i:03d}.txt", "text_hash": f"{i:064x}",
              "text": text, "impression": imp, "emb": to_blob(report_emb[i]), "model_hash": model_hash}
@@ -177,7 +182,7 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
                 n_windows += m * w
     t_insert = time.perf_counter() - t0
     t1 = time.perf_counter()
-    counts = store.rebuild(model_hash, str(model_dir), model.config, force=True)
+    counts = store.rebuild(model_hash, str(model_dir), model.config, force=True, run_id=run_id)
     t_build = time.perf_counter() - t1
     with store.engine.connect() as con:  # fold the WAL into the database file before measuring it
         con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

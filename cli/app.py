@@ -458,6 +458,7 @@ def stats(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json:
         table.add_row(k, str(doc[k]))
     table.add_row("model", f"{doc['model']['hash']} ({doc['model']['path']})")
     table.add_row("database", doc["db"])
+    table.add_row("consistency", doc["consistency"] if doc["consistency"] == "ok" else f"[red]{doc['consistency']}")
     for name, info in doc["indices"].items():
         extra = f", nlist {info['nlist']}, nprobe {info['nprobe']}" if info.get("nlist") else ""
         table.add_row(f"index {name}", f"{info['kind']}, {info['n']} vectors, {info['bytes'] / 1e6:.1f} MB{extra}")

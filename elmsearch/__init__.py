@@ -5,48 +5,21 @@ discovering archives, and the demo archive generator. It imports nothing from
 ``db``, ``indexer`` or ``cli``.
 """
 
-from elmsearch.archive import ArchiveEntry, discover
-from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES, normalize_channel_name
-from elmsearch.errors import (
-    CorruptFileError,
-    ElmsearchError,
-    InputFileError,
-    MissingChannelError,
-    RecordingError,
-    ReportError,
-    TooShortError,
-    UnsupportedFileError,
-)
-from elmsearch.preprocessing import PreprocessingParams, elm_reference, preprocess
-from elmsearch.recording import Recording, RecordingMeta, make_windows, read_recording
-from elmsearch.report import Report, Section, Sentence, parse_report, read_report
+from elmsearch._lazy import lazy_exports
+
+_MODULES = {
+    "elmsearch.archive": ("ArchiveEntry", "discover"),
+    "elmsearch.channels": ("TCP_CH_NAMES", "TCP_ELECTRODES", "normalize_channel_name"),
+    "elmsearch.errors": ("CorruptFileError", "ElmsearchError", "InputFileError", "MissingChannelError",
+                         "RecordingError", "ReportError", "TooShortError", "UnsupportedFileError"),
+    "elmsearch.preprocessing": ("PreprocessingParams", "elm_reference", "preprocess"),
+    "elmsearch.recording": ("Recording", "RecordingMeta", "make_windows", "read_recording"),
+    "elmsearch.report": ("Report", "Section", "Sentence", "parse_report", "read_report"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ArchiveEntry",
-    "CorruptFileError",
-    "ElmsearchError",
-    "InputFileError",
-    "MissingChannelError",
-    "PreprocessingParams",
-    "Recording",
-    "RecordingError",
-    "RecordingMeta",
-    "Report",
-    "ReportError",
-    "Section",
-    "Sentence",
-    "TCP_CH_NAMES",
-    "TCP_ELECTRODES",
-    "TooShortError",
-    "UnsupportedFileError",
-    "discover",
-    "elm_reference",
-    "make_windows",
-    "normalize_channel_name",
-    "parse_report",
-    "preprocess",
-    "read_recording",
-    "read_report",
-]
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,5 +1,9 @@
 """Turn an archive into something searchable: scan, preprocess, embed, store, query."""
 
-from indexer.scan import ScanItem, ScanSummary, scan_archive
+from elmsearch._lazy import lazy_exports
 
-__all__ = ["ScanItem", "ScanSummary", "scan_archive"]
+_EXPORTS = {"ScanItem": "indexer.scan", "ScanSummary": "indexer.scan", "scan_archive": "indexer.scan"}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

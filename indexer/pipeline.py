@@ -353,7 +353,7 @@ class Indexer:
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
-                                            force=changed)
+                                            force=changed, run_id=run_id)
         self.timings["faiss_s"] = time.perf_counter() - t0
         self.timings["wall_s"] = time.perf_counter() - t_run
         summary.timings = {k: round(v, 3) for k, v in self.timings.items()}

@@ -27,10 +27,8 @@ from db import Patient, Recording, Report, Segment, Session, Status, Window, fro
 from elmsearch.errors import ElmsearchError
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, NoTextModelError
-from elmsearch.recording import path_info_for
 from elmsearch.report import parse_report
 from indexer import vectors
-from indexer.pipeline import file_hash
 from indexer.store import IndexStateError, IndexStore
 
 logger = logging.getLogger(__name__)
@@ -141,7 +139,9 @@ class Index:
     @classmethod
     def open(cls, folder: str | os.PathLike, db_url: str | None = None, model: ELMModel | None = None,
              verify: bool = True) -> Index:
-        """Open an index folder; with ``verify`` check the FAISS files against the database.
+        """Open an index folder; with ``verify`` check that the FAISS files match the database.
+
+        The check is the quick one (``IndexStore.verify(full=False)``): milliseconds at any size.
 
         Raises
         ------
@@ -150,7 +150,7 @@ class Index:
         """
         store = IndexStore.open(folder, db_url)
         if verify:
-            store.verify()
+            store.verify(full=False)
         return cls(store, model)
 
     # ---- lazily loaded parts --------------------------------------------------------------
@@ -283,6 +283,7 @@ class Index:
                 return Query(from_blob(r.emb), r.id, patient, r.path)
             if fname is None:
                 raise QueryError("give a file or a recording id")
+            from indexer.pipeline import file_hash  # reading EEG needs scipy/MNE: only for files
             path = Path(fname)
             if not path.is_file():
                 raise QueryError(f"{fname}: no such file")
@@ -293,6 +294,7 @@ class Index:
                     patient = s.get(Patient, r.patient_id).key if r.patient_id else None
                     return Query(from_blob(r.emb), r.id, patient, r.path)
         from elmsearch.embedding import embed_recording
+        from elmsearch.recording import path_info_for
 
         emb = embed_recording(self.model, path, pooling="attention" if self.model.has_text else "mean")
         patient = path_info_for(path).subject or emb.recording.meta.subject

@@ -21,7 +21,19 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import delete, exists, func, select
 
-from db import Patient, Recording, Report, Segment, Session, Status, Window, make_engine, make_sessionmaker, sqlite_url
+from db import (
+    IndexRun,
+    Patient,
+    Recording,
+    Report,
+    Segment,
+    Session,
+    Status,
+    Window,
+    make_engine,
+    make_sessionmaker,
+    sqlite_url,
+)
 from elmsearch.errors import ElmsearchError
 from indexer import vectors
 
@@ -144,16 +156,22 @@ class IndexStore:
                     Segment.emb.is_not(None), Report.model_hash == mh, used)),
             }
 
-    def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True) -> dict:
+    def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True,
+                run_id: int | None = None) -> dict:
         """Build the FAISS indices from the database and write the manifest (atomically, manifest last).
 
-        With ``force=False`` and a manifest that already agrees with the database, nothing is
-        rewritten. Returns the vector counts.
+        With ``force=False`` and a manifest that already agrees with the database, no FAISS file
+        is rewritten. ``run_id``, the ``IndexRun`` that made this state, goes into the manifest:
+        ``verify(full=False)`` compares it with the newest run in the database. Returns the
+        vector counts.
         """
         if not force:
             try:
                 self.verify(model_hash)
-                return self.manifest["counts"]
+                manifest = self.manifest
+                if manifest.get("run_id") != run_id:
+                    _atomic_write_text(self.folder / MANIFEST, json.dumps({**manifest, "run_id": run_id}, indent=1))
+                return manifest["counts"]
             except IndexStateError:
                 pass
         infos, counts = {}, {}
@@ -176,12 +194,29 @@ class IndexStore:
             "has_text": counts["report"] > 0 or counts["segment"] > 0,
             "db_url": None if self.db_url == sqlite_url(self.folder) else self.db_url,
             "counts": counts, "indices": infos, "updated": dt.datetime.now(dt.UTC).isoformat(),
+            "run_id": run_id,
         }
         _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
         return counts
 
-    def verify(self, model_hash: str | None = None) -> dict:
+    def verify(self, model_hash: str | None = None, full: bool = True) -> dict:
         """Check the FAISS files and the manifest against the database.
+
+        Parameters
+        ----------
+        model_hash : str | None
+            The model the index must have been built with.
+        full : bool
+            Count the database rows behind every FAISS index (seconds on millions of rows).
+            Otherwise (the check on every query) compare the manifest's run with the newest
+            ``IndexRun``: only the indexer writes, and it rewrites the manifest last, so a
+            newer run means one is in progress or was interrupted. Indices written before
+            runs were recorded in the manifest always get the full check.
+
+        Returns
+        -------
+        dict
+            The vector counts (the manifest's after a quick check).
 
         Raises
         ------
@@ -192,16 +227,31 @@ class IndexStore:
         if model_hash is not None and m["model_hash"] != model_hash:
             raise IndexStateError(f"{self.folder}: built with model {m['model_hash']}, not {model_hash}; "
                                   "re-run `elmsearch index` with this model")
+        if not full and m.get("run_id") is not None:
+            with self.session() as s:
+                last = s.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1))
+            if last is None or last.id != m["run_id"]:
+                started = f" (started {last.started:%Y-%m-%d %H:%M} UTC)" if last is not None and last.started else ""
+                raise IndexStateError(f"{self.folder}: index run {last.id if last else '?'}{started} has not "
+                                      "finished: it is still running or was interrupted; wait for it or run "
+                                      "`elmsearch index` again")
+            counts = dict(m["counts"])
+            self._check_files(counts)
+            return counts
         counts = self.db_counts(m["model_hash"])
         for name in INDEX_NAMES:
             want, have = counts[name], m["counts"].get(name, 0)
             if want != have:
                 raise IndexStateError(f"{self.folder}: the {name} index holds {have} vectors but the database "
                                       f"has {want}; run `elmsearch index` again to bring it up to date")
-            fname = self.folder / "faiss" / f"{name}.faiss"
-            if want and not fname.is_file():
-                raise IndexStateError(f"{fname}: missing; run `elmsearch index` again to rebuild it")
+        self._check_files(counts)
         return counts
+
+    def _check_files(self, counts: dict) -> None:
+        for name in INDEX_NAMES:
+            fname = self.folder / "faiss" / f"{name}.faiss"
+            if counts[name] and not fname.is_file():
+                raise IndexStateError(f"{fname}: missing; run `elmsearch index` again to rebuild it")
 
     def load_index(self, name: str):
         """A FAISS index of this store (None when it has no vectors)."""
@@ -218,9 +268,12 @@ class IndexStore:
     # ---- reporting ------------------------------------------------------------------------
     def stats(self) -> dict:
         """Counts, failures with reasons, model, index types and sizes (stable keys)."""
-        from db import IndexRun
-
         m = self.read_manifest() or {}
+        try:
+            self.verify(full=True)
+            consistency = "ok"
+        except IndexStateError as err:
+            consistency = str(err)
         with self.session() as s:
             n = {st: s.scalar(select(func.count()).select_from(Recording).where(Recording.status == st))
                  for st in Status}
@@ -236,6 +289,7 @@ class IndexStore:
                 "windows": s.scalar(select(func.count()).select_from(Window)),
                 "patients": s.scalar(select(func.count()).select_from(Patient)),
                 "hours": round(hours / 3600, 3),
+                "consistency": consistency,
                 "failures": failures,
                 "model": {"hash": m.get("model_hash"), "path": m.get("model_path"),
                           "window_seconds": m.get("window_seconds"), "has_text": m.get("has_text")},

@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from cli.app import app
-from db import Recording, Report, Segment, Status, Window, from_blob
+from db import IndexRun, Recording, Report, Segment, Status, Window, from_blob
 from indexer import vectors
 from indexer.pipeline import index_archive
+from indexer.search import Index
 from indexer.store import INDEX_NAMES, IndexStateError, IndexStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,8 +209,29 @@ def test_verify_names_what_is_inconsistent(archive, demo_model_dir, tmp_path):
     (db / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexStateError, match="eeg_window index holds .* database has"):
         store.verify()
+    assert "eeg_window index holds" in store.stats()["consistency"]
     with pytest.raises(IndexStateError, match="no elmsearch index"):
         IndexStore.open(tmp_path / "nothing")
+
+
+def test_quick_check_catches_an_unfinished_run(archive, demo_model_dir, tmp_path):
+    """Queries check the manifest's run against the newest run: O(1) instead of counting rows."""
+    db = tmp_path / "idx"
+    index_archive(archive, db, demo_model_dir)
+    index_archive(archive, db, demo_model_dir)  # nothing changed: no rebuild, but the manifest moves on
+    store = IndexStore.open(db)
+    with store.session() as s:
+        newest = s.scalar(select(func.max(IndexRun.id)))
+    assert store.manifest["run_id"] == newest == 2
+    assert store.verify(full=False) == store.verify(full=True)
+    Index.open(db)
+    with store.session() as s, s.begin():  # what a run killed before its end leaves behind
+        s.add(IndexRun(archive=str(archive), model_hash="x", model_path="x", preprocessing={}, versions={}))
+    with pytest.raises(IndexStateError, match="index run 3 .* has not finished"):
+        Index.open(db)
+    store.verify(full=True)  # the rows still agree: only the quick check can tell
+    index_archive(archive, db, demo_model_dir)
+    Index.open(db)
 
 
 def test_export_parquet(archive, demo_model_dir, tmp_path):
@@ -239,7 +261,7 @@ def test_index_and_stats_commands(archive, demo_model_dir, tmp_path):
     doc = json.loads(res.stdout)
     assert {"recordings", "failed", "reports", "windows", "failures"} <= set(doc)
     assert doc["recordings"] == len(_edfs(archive)) and doc["failed"] == 0 and doc["windows"] > 0
-    assert doc["indices"]["eeg_window"]["kind"] == "flat_ip"
+    assert doc["indices"]["eeg_window"]["kind"] == "flat_ip" and doc["consistency"] == "ok"
     # second run without --model takes the index's model
     res = runner.invoke(app, ["index", str(archive), "--db", str(db), "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["skipped"] == len(_edfs(archive))
