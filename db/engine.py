@@ -34,13 +34,17 @@ def make_engine(url: str, create: bool = True) -> Engine:
     url : str
         ``sqlite:///path`` or e.g. ``postgresql+psycopg://user@host/db``.
     create : bool
-        Create missing tables.
+        Create missing tables, and missing indexes of existing tables (an index folder made
+        by an older version gets them on its next ``elmsearch index`` run).
     """
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if create:
         Base.metadata.create_all(engine)
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(engine, checkfirst=True)
     return engine
 
 

@@ -129,8 +129,13 @@ class Recording(Base):
     __tablename__ = "recordings"
     __table_args__ = (
         Index("ix_recordings_status", "status"),
-        Index("ix_recordings_date", "date"),
         Index("ix_recordings_patient", "patient_id"),
+        # query filters: covering indexes (SQLite keeps the row id in each), so listing the
+        # recordings that pass a filter reads an index, not the embedding-carrying rows
+        Index("ix_recordings_status_date", "status", "date"),
+        Index("ix_recordings_status_sex_age", "status", "sex", "age"),
+        Index("ix_recordings_status_age", "status", "age"),
+        Index("ix_recordings_status_duration", "status", "duration"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     path: Mapped[str] = mapped_column(String(2048), unique=True)

@@ -7,9 +7,11 @@ hits = index.search_reports(fname="new.edf")          # or recording_id=...
 hits = index.similar(recording_id=42, before=dt.date(2020, 1, 1))
 ```
 
-Filters run in SQL first. When few recordings survive they are scored exactly from
-their stored embeddings; otherwise the FAISS index is searched with an ID selector
-restricted to the survivors (over-fetching where hits are collapsed per patient).
+Filters run in SQL. The unfiltered best few hundred hits are checked against them first
+(milliseconds; enough whenever the filter keeps a good share of the archive). Otherwise
+SQL lists every surviving row: when few survive they are scored exactly from their stored
+embeddings, else the FAISS index is searched with an ID selector restricted to them
+(over-fetching where hits are collapsed per patient).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from indexer.store import IndexStateError, IndexStore
 logger = logging.getLogger(__name__)
 
 EXACT_BELOW = 20_000  # filtered candidates scored exactly from SQL below this many
+POSTFILTER_FETCH = 256  # unfiltered hits checked against the filters before listing every survivor (0: never)
 CHUNK = 900  # bound parameters per IN (...) clause
 
 
@@ -163,6 +166,8 @@ class Index:
                 raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
             self._model = load_model(path)
             self._model.cache_dir = self.store.folder / "cache"
+            if self._model.has_text:
+                self._model.text_encoder.fast = True  # the traced encoder the indexer left, if any
         if not self._model_checked:
             if config_hash(self._model) != self.manifest["model_hash"]:
                 raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
@@ -185,28 +190,60 @@ class Index:
                                    "with `elmsearch train`")
         return self.model.encode_text([text])[0]
 
-    def _allowed_recordings(self, s, filters: Filters) -> np.ndarray | None:
-        if not filters.active:
-            return None
-        q = filters.apply(select(Recording.id).where(Recording.status == Status.INDEXED))
-        return np.fromiter(s.scalars(q), np.int64)
+    def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
+        """Ids of index ``name`` whose recording passes ``filters`` (only those in ``among`` if given)."""
+        if name == "eeg_recording":
+            col, q = Recording.id, select(Recording.id)
+        elif name == "eeg_window":
+            col, q = Window.id, select(Window.id).join(Recording, Window.recording_id == Recording.id)
+        elif name == "report":
+            col, q = Recording.report_id, select(Recording.report_id).distinct()
+        else:
+            col = Segment.id
+            q = select(Segment.id).join(Recording, Recording.report_id == Segment.report_id).distinct()
+        q = filters.apply(q.where(Recording.status == Status.INDEXED, col.is_not(None)))
+        if among is None:
+            return np.fromiter(s.scalars(q), np.int64)
+        return np.fromiter((i for chunk in _chunks(among.tolist()) for i in s.scalars(q.where(col.in_(chunk)))),
+                           np.int64)
 
-    def _rank(self, s, name: str, q: np.ndarray, k: int, allowed: np.ndarray | None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) of index ``name``; ``allowed`` restricts the ids."""
+    def _rank(self, s, name: str, q: np.ndarray, k: int, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) of index ``name`` among the rows whose recording passes ``filters``.
+
+        With filters: first the unfiltered top ``max(POSTFILTER_FETCH, 8k)`` are checked in SQL
+        (milliseconds; enough when the filter keeps many recordings). When fewer than ``k``
+        pass, SQL lists every passing row: up to ``EXACT_BELOW`` are scored exactly from
+        their stored embeddings, more are searched in FAISS with an ID selector.
+        """
         index = self.faiss(name)
+        empty = np.zeros(0, np.float32), np.zeros(0, np.int64)
         if index is None:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if allowed is not None and len(allowed) <= EXACT_BELOW:
+            return empty
+        if not filters.active:
+            scores, found = vectors.search(index, q, min(k, index.ntotal))
+            keep = found[0] >= 0
+            return scores[0][keep], found[0][keep]
+        if POSTFILTER_FETCH:
+            fetch = min(index.ntotal, max(POSTFILTER_FETCH, 8 * k))
+            scores, found = vectors.search(index, q, fetch)
+            scores, found = scores[0][found[0] >= 0], found[0][found[0] >= 0]
+            passing = np.isin(found, self._filtered_ids(s, name, filters, found))
+            if passing.sum() >= k or len(found) == index.ntotal:  # every vector seen: nothing more can pass
+                return scores[passing][:k], found[passing][:k]
+        allowed = self._filtered_ids(s, name, filters)
+        if len(allowed) == 0:
+            return empty
+        if len(allowed) <= EXACT_BELOW:
             table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
-            ids, embs = [], []
+            ids, blobs = [], []
             for chunk in _chunks(allowed.tolist()):
                 for i, e in s.execute(select(table.id, table.emb).where(table.id.in_(chunk), table.emb.is_not(None))):
                     ids.append(i)
-                    embs.append(from_blob(e))
+                    blobs.append(e)
             if not ids:
-                return np.zeros(0, np.float32), np.zeros(0, np.int64)
-            scores, found = vectors.exact_scores(np.stack(embs), np.array(ids, np.int64), q, k)
+                return empty
+            embs = np.frombuffer(b"".join(blobs), np.float32).reshape(len(ids), -1)
+            scores, found = vectors.exact_scores(embs, np.array(ids, np.int64), q, k)
         else:
             scores, found = vectors.search(index, q, k, allowed_ids=allowed)
         keep = found[0] >= 0
@@ -233,14 +270,22 @@ class Index:
         return hits
 
     def _best_windows(self, s, rec_ids: list[int], q: np.ndarray) -> dict[int, tuple[float, float]]:
-        best: dict[int, tuple[float, float, float]] = {}
+        """(start_s, end_s) of each recording's window nearest to ``q`` (one matrix product)."""
+        rids, spans, blobs = [], [], []
         for chunk in _chunks(rec_ids):
             for rid, start, end, emb in s.execute(select(Window.recording_id, Window.start_s, Window.end_s,
                                                          Window.emb).where(Window.recording_id.in_(chunk))):
-                score = float(from_blob(emb) @ q)
-                if rid not in best or score > best[rid][0]:
-                    best[rid] = (score, start, end)
-        return {rid: (b[1], b[2]) for rid, b in best.items()}
+                rids.append(rid)
+                spans.append((start, end))
+                blobs.append(emb)
+        if not rids:
+            return {}
+        scores = np.frombuffer(b"".join(blobs), np.float32).reshape(len(rids), -1) @ q
+        rids_a = np.array(rids)
+        order = np.lexsort((-scores, rids_a))  # by recording, best window first
+        first = np.ones(len(order), bool)
+        first[1:] = rids_a[order][1:] != rids_a[order][:-1]
+        return {rids[i]: spans[i] for i in order[first].tolist()}
 
     # ---- queries --------------------------------------------------------------------------
     def search_text(self, text: str, k: int = 10, level: str = "recording",
@@ -251,15 +296,10 @@ class Index:
         q = self._text_query(text)
         filters = filters or Filters()
         with self.store.session() as s:
-            allowed = self._allowed_recordings(s, filters)
             if level == "recording":
-                scores, ids = self._rank(s, "eeg_recording", q, k, allowed)
+                scores, ids = self._rank(s, "eeg_recording", q, k, filters)
                 return self._hits(s, ids.tolist(), scores.tolist(), q)
-            allowed_w = None
-            if allowed is not None:
-                allowed_w = np.array([w for chunk in _chunks(allowed.tolist()) for w in s.scalars(
-                    select(Window.id).where(Window.recording_id.in_(chunk)))], np.int64)
-            scores, wids = self._rank(s, "eeg_window", q, k, allowed_w)
+            scores, wids = self._rank(s, "eeg_window", q, k, filters)
             win = {}
             for chunk in _chunks(wids.tolist()):
                 win.update((w.id, w) for w in s.scalars(select(Window).where(Window.id.in_(chunk))))
@@ -311,11 +351,10 @@ class Index:
         query = self.resolve(fname, recording_id)
         filters = filters or Filters()
         with self.store.session() as s:
-            allowed = self._allowed_recordings(s, filters)
             n_total = self.manifest["counts"]["eeg_recording"]
             fetch = min(n_total, max(4 * k, k + 16))
             while True:
-                scores, ids = self._rank(s, "eeg_recording", query.emb, fetch, allowed)
+                scores, ids = self._rank(s, "eeg_recording", query.emb, fetch, filters)
                 info = {}
                 for chunk in _chunks(ids.tolist()):
                     info.update((rid, (p, path)) for rid, p, path in s.execute(
@@ -350,13 +389,7 @@ class Index:
         query = self.resolve(fname, recording_id)
         filters = filters or Filters()
         with self.store.session() as s:
-            allowed_reports = None
-            allowed = self._allowed_recordings(s, filters)
-            if allowed is not None:
-                allowed_reports = np.array(sorted({rid for chunk in _chunks(allowed.tolist()) for rid in s.scalars(
-                    select(Recording.report_id).where(Recording.id.in_(chunk), Recording.report_id.is_not(None)))}),
-                    np.int64)
-            scores, rep_ids = self._rank(s, "report", query.emb, k, allowed_reports)
+            scores, rep_ids = self._rank(s, "report", query.emb, k, filters)
             hits = []
             for rep_id, score in zip(rep_ids.tolist(), scores.tolist(), strict=True):
                 rec_q = select(Recording.id).where(Recording.report_id == rep_id, Recording.status == Status.INDEXED)

@@ -41,6 +41,14 @@ def synthetic_uv(
     return noise + sine_uv * np.sin(2 * np.pi * 10.0 * t + phases)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _trace_cache(tmp_path_factory):
+    """Traced text encoders go to a session folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ELMSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("elmsearch-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared integration data folder (``../shared/data`` next to the repository)."""

@@ -151,6 +151,25 @@ def test_text_side_uses_packaged_encoder_and_caches(tmp_path):
     np.testing.assert_array_equal(b.embed(texts[:2]), a[:2])
 
 
+@pytest.mark.parametrize("pooling,max_length", [("mean", 128), ("cls", 16)])
+def test_traced_text_encoder_gives_the_eager_vectors(tmp_path, monkeypatch, pooling, max_length):
+    """The query-time trace (no transformers import) must reproduce the eager model exactly."""
+    monkeypatch.setenv("ELMSEARCH_CACHE_DIR", str(tmp_path / "traces"))
+    eager = FrozenTextEncoder(pooling=pooling, max_length=max_length, cache_dir=tmp_path)
+    assert eager.write_trace() and eager.trace_file.parent == tmp_path / "traces"
+    fast = FrozenTextEncoder(pooling=pooling, max_length=max_length, cache_dir=tmp_path, fast=True)
+    fast._load = None  # the trace path must never build the transformers model
+    texts = ["left temporal sharp waves", "Ünïcödé électro-encéphalogramme", "", "spike " * 300,
+             "Impression: abnormal EEG with frequent generalized polyspikes in sleep."]
+    np.testing.assert_allclose(fast._encode(texts), eager._encode_eager(texts), atol=1e-5)
+    np.testing.assert_allclose(fast._encode(texts[:1]), eager._encode_eager(texts[:1]), atol=1e-5)
+    # a damaged trace is never used: the eager model answers instead
+    eager.trace_file.write_bytes(b"not a torchscript file")
+    broken = FrozenTextEncoder(pooling=pooling, max_length=max_length, cache_dir=tmp_path, fast=True)
+    np.testing.assert_allclose(broken._encode(texts[:2]), eager._encode_eager(texts[:2]), atol=1e-5)
+    assert broken._traced is False
+
+
 def test_text_pooling_is_configuration(tmp_path):
     mean = FrozenTextEncoder(pooling="mean").embed(["focal slowing over the left temporal region"])
     cls = FrozenTextEncoder(pooling="cls", max_length=80).embed(["focal slowing over the left temporal region"])

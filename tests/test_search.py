@@ -61,18 +61,51 @@ def test_window_level_ranks_windows(index):
     assert len({(h.recording_id, h.start_s) for h in hits}) == 8
 
 
-def test_filters_in_sql_exact_and_faiss_selector_agree(index, monkeypatch):
+@pytest.mark.parametrize("path", ["post-filter", "exact", "faiss-selector"])
+def test_filters_agree_with_brute_force_on_every_path(index, monkeypatch, path):
     recs = _recordings(index)
-    dates = sorted(r.date for r, _ in recs.values() if r.date)
-    cut = dates[len(dates) // 2].date()
-    f = Filters(sex="F", before=cut, min_duration=10)
-    exact = index.search_text("focal slowing", k=4, filters=f)
-    for h in exact:
-        r, _ = recs[h.recording_id]
-        assert r.sex == "F" and r.date.date() < cut and r.duration >= 10
-    monkeypatch.setattr(search_mod, "EXACT_BELOW", 0)  # now through the FAISS ID selector
-    via_faiss = index.search_text("focal slowing", k=4, filters=f)
-    assert [h.recording_id for h in via_faiss] == [h.recording_id for h in exact]
+    cut = max(r.date for r, _ in recs.values() if r.sex == "F").date()  # the last woman's is excluded
+    f = Filters(sex="F", before=cut, min_duration=17)
+    if path != "post-filter":
+        monkeypatch.setattr(search_mod, "POSTFILTER_FETCH", 0)  # SQL lists every survivor first
+    if path == "faiss-selector":
+        monkeypatch.setattr(search_mod, "EXACT_BELOW", 0)
+    q = index.model.encode_text(["focal slowing"])[0]
+    passing = {i: float(np.frombuffer(r.emb, np.float32) @ q) for i, (r, _) in recs.items()
+               if r.emb and r.sex == "F" and r.date.date() < cut and r.duration >= 17}
+    assert 3 < len(passing) < len(recs) - 3
+    hits = index.search_text("focal slowing", k=3, filters=f)
+    assert [h.recording_id for h in hits] == sorted(passing, key=passing.get, reverse=True)[:3]
+    windows = index.search_text("focal slowing", k=6, level="window", filters=f)
+    assert len(windows) == 6 and {h.recording_id for h in windows} <= set(passing)
+    reports = index.search_reports(recording_id=next(iter(passing)), k=3, filters=f)
+    assert reports and {h.recording_id for h in reports} <= set(passing)
+
+
+def test_filter_on_an_ivf_index_falls_back_when_the_visited_lists_hold_too_few(built):
+    """An IVF search sees only the visited lists: too few passing hits there is no proof of absence."""
+    import faiss
+
+    index = Index.open(built)
+    recs = _recordings(index)
+    ids = np.array([i for i, (r, _) in recs.items() if r.emb], np.int64)
+    vecs = np.stack([np.frombuffer(recs[i][0].emb, np.float32) for i in ids])
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(vecs.shape[1]), vecs.shape[1], len(ids), faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.min_points_per_centroid = 1
+    ivf.train(vecs)
+    ivf.add_with_ids(vecs, ids)
+    ivf.nprobe = 1  # about one vector visited per query
+    index._faiss["eeg_recording"] = ivf
+    cut = max(r.date for r, _ in recs.values() if r.sex == "F").date()
+    q = index.model.encode_text(["focal slowing"])[0]
+    passing = {i: float(np.frombuffer(r.emb, np.float32) @ q) for i, (r, _) in recs.items()
+               if r.emb and r.sex == "F" and r.date.date() < cut and r.duration >= 17}
+    hits = index.search_text("focal slowing", k=3, filters=Filters(sex="F", before=cut, min_duration=17))
+    assert [h.recording_id for h in hits] == sorted(passing, key=passing.get, reverse=True)[:3]
+
+
+def test_filters_by_age_and_montage(index):
+    recs = _recordings(index)
     ages = [r.age for r, _ in recs.values()]
     lo = sorted(ages)[len(ages) // 2]
     assert all(recs[h.recording_id][0].age >= lo for h in index.search_text("normal EEG", k=20,
