@@ -102,6 +102,12 @@ def _load(name: str) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
+def _n(n: int) -> str:
+    """1e6 for powers of ten, else the number with thin spaces."""
+    e = len(str(n)) - 1
+    return f"1e{e}" if n == 10**e else f"{n:,}".replace(",", " ")
+
+
 def _fmt(x, digits: int = 3) -> str:
     if x is None:
         return "–"
@@ -140,7 +146,7 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
                          t["demo_untrained_val_R@10"], "untrained", t["demo_val_R@10"] / t["demo_untrained_val_R@10"]))
     if f := results.get("faiss"):
         for r in f["results"]:
-            rows.append(_row(f, f"FAISS query at {r['n']:.0e} vectors ({r['kind']}, recall@10 {r['recall_at_10']:.3f})",
+            rows.append(_row(f, f"FAISS query at {_n(r['n'])} vectors ({r['kind']}, recall@10 {r['recall_at_10']:.3f})",
                              r["p50_ms"], r["flat_p50_ms"], "exact flat index", r["flat_over_index_p50"], unit="ms"))
     if i := results.get("index"):
         best = max(i["index"].values(), key=lambda r: r["h_per_s"])
@@ -155,19 +161,19 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
         for r in q["results"]:
             w = r["warm"]
             big = r is largest
-            rows.append(_row(q, f"text→EEG query, warm, new text, {r['n']:.0e} recordings ({r['kind']})",
+            rows.append(_row(q, f"text→EEG query, warm, new text, {_n(r['n'])} recordings ({r['kind']})",
                              w["miss"]["p50_ms"], unit="ms (p50)", target="≤ 20 ms at 1e6" if big else "",
                              met=(w["miss"]["p50_ms"] <= 20) if big else None))
-            rows.append(_row(q, f"  filtered (keeps {w['filtered']['n_allowed'] / r['n']:.0%}), {r['n']:.0e}",
+            rows.append(_row(q, f"  filtered (keeps {w['filtered']['n_allowed'] / r['n']:.0%}), {_n(r['n'])}",
                              w["filtered"]["p50_ms"], w["miss"]["p50_ms"], "unfiltered",
                              w["miss"]["p50_ms"] / w["filtered"]["p50_ms"], unit="ms (p50)"))
             if "selective" in w:
-                rows.append(_row(q, f"  filtered (keeps {w['selective']['n_allowed'] / r['n']:.2%}), {r['n']:.0e}",
+                rows.append(_row(q, f"  filtered (keeps {w['selective']['n_allowed'] / r['n']:.2%}), {_n(r['n'])}",
                                  w["selective"]["p50_ms"], w["miss"]["p50_ms"], "unfiltered",
                                  w["miss"]["p50_ms"] / w["selective"]["p50_ms"], unit="ms (p50)"))
         if c := q.get("cold_cli"):
             eager = c.get("eager_text_encoder_new_query_median_s")
-            rows.append(_row(q, f"cold `elmsearch search`, new text, {c['n']:.0e} recordings", c["new_query_median_s"],
+            rows.append(_row(q, f"cold `elmsearch search`, new text, {_n(c['n'])} recordings", c["new_query_median_s"],
                              eager, "transformers text encoder", eager / c["new_query_median_s"] if eager else None,
                              target="≤ 3 s", met=c["new_query_median_s"] <= 3, unit="s"))
     return rows
@@ -182,10 +188,11 @@ def markdown(rows: list[dict], results: dict[str, dict], runs: dict, m: dict, qu
         + (f" (this run: {', '.join(ran)})" if ran and len(ran) < len(BENCHES) else "") + ".",
         f"Machine: {machine_line(m)}.",
         "",
-        "Every ratio is against a baseline measured in the same run of the same script; "
-        "the `date` column is when that benchmark ran. Raw numbers: `bench/results/*.json`.",
+        "Every baseline is measured in the same run of the same script; `×` is how many times faster "
+        "(times, rates) or higher (recall) elmsearch is than that baseline, so below 1 means slower. "
+        "The `date` column is when that benchmark ran. Raw numbers: `bench/results/*.json`.",
         "",
-        "| benchmark | date | measurement | elmsearch | baseline (same run) | ratio | target |",
+        "| benchmark | date | measurement | elmsearch | baseline (same run) | × | target |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -219,12 +226,12 @@ def _query_table(q: dict) -> str:
         w = r["warm"]
         sel = w.get("selective")
         kind = r["kind"] + (f", nprobe {r['nprobe']}" if r.get("nprobe") else "")
-        out.append(f"| {r['n']:.0e} | {kind} | {w['miss']['p50_ms']} / {w['miss']['p95_ms']} | "
+        out.append(f"| {_n(r['n'])} | {kind} | {w['miss']['p50_ms']} / {w['miss']['p95_ms']} | "
                    f"{w['hit']['p50_ms']} | {w['filtered']['p50_ms']} ({w['filtered']['path']}) | "
                    + (f"{sel['p50_ms']} ({sel['path']}) |" if sel else "– |"))
     if c := q.get("cold_cli"):
         st = c["stages_text_cache_miss"]
-        out += ["", f"Cold `elmsearch search` (new process, {c['n']:.0e} recordings, median of {c['runs']}): "
+        out += ["", f"Cold `elmsearch search` (new process, {_n(c['n'])} recordings, median of {c['runs']}): "
                 f"new text {c['new_query_median_s']} s, repeated text {c['same_query_median_s']} s, new text "
                 f"with the transformers encoder instead of the trace "
                 f"{c.get('eager_text_encoder_new_query_median_s', '–')} s. Stages of a cold new query (s): "
@@ -241,7 +248,7 @@ def _faiss_table(f: dict) -> str:
            "|---|---|---|---|---|---|---|---|"]
     for r in f["results"]:
         probe = f"{r['nlist']} / {r['nprobe']}" if r["nlist"] else "–"
-        out.append(f"| {r['n']:.0e} | {r['kind']} | {probe} | {r['recall_at_10']:.3f} | {r['build_s']} | "
+        out.append(f"| {_n(r['n'])} | {r['kind']} | {probe} | {r['recall_at_10']:.3f} | {r['build_s']} | "
                    f"{r['file_mb']} | {r['p50_ms']} / {r['p95_ms']} | {r['flat_p50_ms']} |")
     return "\n".join(out)
 
