@@ -133,10 +133,10 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
                          g["read_elm"] * 1e3, "MNE read_raw_edf(preload)", g["read_elm"] / g["read_ours"], unit="ms"))
         rows.append(_row(p, "ELM preprocessing of one recording", g["pre_ours"] * 1e3, g["pre_elm"] * 1e3,
                          "ELM's MNE filter + resample", g["pre_elm"] / g["pre_ours"], unit="ms"))
-        rows.append(_row(p, "agreement with ELM's output (min channel correlation)", g["min_corr"], unit="r"))
+        rows.append(_row(p, "agreement with ELM's output (lowest channel correlation)", f"{g['min_corr']:.5f}"))
     if d := results.get("demo"):
-        rows.append(_row(d, f"demo archive generation ({d['n_recordings']} recordings)", d["hours_per_minute"], 1 / 60,
-                         "real time", d["hours_per_minute"] * 60, unit="h EEG/min"))
+        rows.append(_row(d, f"demo archive generation ({d['n_recordings']} recordings)", d["hours_per_minute"],
+                         "0.0167 h/min", "real time", d["hours_per_minute"] * 60, unit="h EEG/min"))
     if t := results.get("train"):
         rows.append(_row(t, "training with the trunk frozen and cached", t["windows_per_s_frozen"],
                          t["windows_per_s_full"], "every layer trains", t["frozen_over_full"], unit="windows/s"))

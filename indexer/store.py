@@ -174,6 +174,7 @@ class IndexStore:
                 return manifest["counts"]
             except IndexStateError:
                 pass
+        self.analyze()
         infos, counts = {}, {}
         with self.session() as s:
             for name in INDEX_NAMES:
@@ -198,6 +199,15 @@ class IndexStore:
         }
         _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
         return counts
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics (``ANALYZE``; 0.6 s at 1e6 recordings on SQLite).
+
+        Without them SQLite reads a filter's whole covering index to check 256 candidate ids
+        (50 ms at 1e6) instead of looking the ids up (3 ms).
+        """
+        with self.engine.begin() as con:
+            con.exec_driver_sql("ANALYZE")
 
     def verify(self, model_hash: str | None = None, full: bool = True) -> dict:
         """Check the FAISS files and the manifest against the database.
@@ -254,11 +264,15 @@ class IndexStore:
                 raise IndexStateError(f"{fname}: missing; run `elmsearch index` again to rebuild it")
 
     def load_index(self, name: str):
-        """A FAISS index of this store (None when it has no vectors)."""
+        """A FAISS index of this store, memory-mapped read-only (None when it has no vectors).
+
+        Mapping instead of reading makes opening a 1e6-vector index 4 ms instead of 0.2 s; the
+        indexer replaces files atomically, so a mapped index never changes under a query.
+        """
         fname = self.folder / "faiss" / f"{name}.faiss"
         if not fname.is_file():
             return None
-        index = vectors.read_index(fname)
+        index = vectors.read_index(fname, mmap=True)
         want = self.manifest["counts"].get(name, 0)
         if index.ntotal != want:
             raise IndexStateError(f"{fname}: holds {index.ntotal} vectors, the manifest says {want}; "
