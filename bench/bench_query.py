@@ -271,7 +271,8 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
             scores, ids = vectors.search(faiss_index, q, 10)
             t_faiss.append(time.perf_counter() - t)
             t = time.perf_counter()
-            index._hits(s, ids[0].tolist(), scores[0].tolist(), q)
+            keep = ids[0] >= 0
+            index._hits(s, ids[0][keep].tolist(), scores[0][keep].tolist(), q)
             t_sql.append(time.perf_counter() - t)
         paths = {}
         for name, f in (("filtered", filters), ("selective", selective)):

@@ -156,6 +156,8 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
                          f"-j {best['n_jobs']}, {best['precision']})", best["h_per_s"], elm, "ELM's path, EEG only",
                          ratio, target="≥ 0.3 h/s and 5× ELM", unit="h EEG/s",
                          met=best["h_per_s"] >= i["targets"]["h_per_s"] and ratio >= i["targets"]["ratio"]))
+        if cos := i.get("window_cosine_elm_vs_elmsearch"):
+            rows.append(_row(i, "window embeddings vs ELM's path (lowest cosine)", f"{cos['min']:.5f}"))
     if q := results.get("query"):
         largest = max(q["results"], key=lambda r: r["n"])
         for r in q["results"]:

@@ -514,6 +514,13 @@ def search(
     else:
         params = faiss.SearchParameters(sel=sel) if sel is not None else None
     scores, labels = index.search(q, k, params=params)
+    if ivf is not None:
+        # only the visited lists are searched: a query far from the data (a text query) can find
+        # fewer than k there, so widen the search until each has its k (or every list is visited)
+        want = min(k, index.ntotal if sel is None else len(allowed))
+        while params.nprobe < ivf.nlist and (labels[:, :want] < 0).any():
+            params.nprobe = min(2 * params.nprobe, ivf.nlist)
+            scores, labels = index.search(q, k, params=params)
     del sel  # the selector must outlive the search call
     return _finish(scores, labels)
 

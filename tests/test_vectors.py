@@ -120,6 +120,23 @@ def test_ivf_reaches_recall_target_with_smallest_nprobe(data):
     assert V.recall_at_k(V.search(index, q, 10, nprobe=info.nlist)[1], exact) >= 0.97
 
 
+def test_ivf_widens_its_search_until_it_has_k_results(data):
+    """A query far from every cluster must still get k hits, not the few in one visited list."""
+    x, ids = data
+    index, info = V.build_index(x, ids, exact_below=1000)
+    far = np.random.default_rng(3).standard_normal((20, D)).astype(np.float32)
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    k = 200  # more than a list holds on average (5000 / nlist)
+    assert 5000 / info.nlist < k
+    plain = index.search(far, k, params=faiss.SearchParametersIVF(nprobe=1))[1]
+    assert (plain < 0).any()  # what FAISS alone returns with one list visited
+    _, found = V.search(index, far, k, nprobe=1)
+    assert (found >= 0).all()
+    allowed = ids[:150]
+    _, found = V.search(index, far, k, allowed_ids=allowed, nprobe=1)
+    assert all(set(row[row >= 0]) == set(allowed) for row in found)  # every allowed one, found by widening
+
+
 def test_choose_nlist():
     assert V.choose_nlist(10**6) == 4096
     assert V.choose_nlist(10**5) == 1024
