@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from sqlalchemy import Select, select
 
 from db import Patient, Recording, Report, Segment, Session, Status, Window, from_blob
@@ -188,7 +189,16 @@ class Index:
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model "
                                    f"({self.manifest['model_path']}); text queries need a model trained "
                                    "with `elmsearch train`")
-        return self.model.encode_text([text])[0]
+        model = self.model
+        # One intra-op thread for a single short text: with torch's default (one per core) the
+        # text encoding of a query that also reads window embeddings from SQL took 2x longer on
+        # 2 cores (bench/bench_query.py: 41 vs 24 ms p50); on its own it is ~2 ms faster.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return model.encode_text([text])[0]
+        finally:
+            torch.set_num_threads(threads)
 
     def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
         """Ids of index ``name`` whose recording passes ``filters`` (only those in ``among`` if given)."""
