@@ -7,7 +7,7 @@ share the cores), and writes its JSON to ``bench/results/``. Every figure is pai
 baseline measured in the same run of the same script (ELM's MNE path, the exact FAISS index,
 training every layer, the eager text encoder, ...), so the ratios do not depend on the day.
 
-- ``--quick``: smaller sizes (minutes instead of ~30 min on 2 cores); the README says so.
+- ``--quick``: smaller sizes (about 3 minutes instead of about 15 on 2 cores); the README says so.
 - ``--only``/``--skip``: comma-separated names from ``preprocess, demo, train, faiss, index, query``.
 - ``--no-run``: only summarise the JSON files already in ``bench/results/``.
 
@@ -270,7 +270,7 @@ def write_readme(section: str, readme: Path = README) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes: minutes instead of ~30 min")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes: about 3 min instead of about 15")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHES)}")
     ap.add_argument("--skip", default="", help="comma-separated benchmarks not to run")
     ap.add_argument("--no-run", action="store_true", help="only summarise the JSON files in bench/results")
