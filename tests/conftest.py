@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -137,3 +138,14 @@ def demo_model_dir(demo_archive, tmp_path_factory):
                       freeze_eeg=True, val_max_windows=4, device="cpu")
     train(build_model("elm-5s"), load_items(demo_archive.root, 5.0, "sentence"), out, cfg, resume=False)
     return out
+
+
+@pytest.fixture
+def archive(demo_archive, tmp_path):
+    """A private copy of the demo archive, for tests that change, add or delete its files.
+
+    Test modules with an archive of their own (synthetic EDFs) override this fixture.
+    """
+    dest = tmp_path / "archive"
+    shutil.copytree(demo_archive.root, dest)
+    return dest

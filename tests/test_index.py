@@ -25,14 +25,6 @@ from indexer.store import INDEX_NAMES, IndexStateError, IndexStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def archive(demo_archive, tmp_path):
-    """A private copy of the demo archive (tests change files)."""
-    dest = tmp_path / "archive"
-    shutil.copytree(demo_archive.root, dest)
-    return dest
-
-
 def _edfs(root):
     return sorted(root.rglob("*.edf"))
 

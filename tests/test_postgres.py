@@ -41,14 +41,6 @@ def pg_url():
     return PG_URL
 
 
-@pytest.fixture
-def archive(demo_archive, tmp_path):
-    """A private copy of the demo archive (the test deletes a file)."""
-    dest = tmp_path / "archive"
-    shutil.copytree(demo_archive.root, dest)
-    return dest
-
-
 def _edfs(root):
     return sorted(root.rglob("*.edf"))
 
