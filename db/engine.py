@@ -26,6 +26,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
 def make_engine(url: str, create: bool = True) -> Engine:
     """An engine for ``url``; on SQLite every connection gets WAL and foreign keys.
 
@@ -36,8 +39,13 @@ def make_engine(url: str, create: bool = True) -> Engine:
     create : bool
         Create missing tables, and missing indexes of existing tables (an index folder made
         by an older version gets them on its next ``elmsearch index`` run).
+
+    SQLite connections wait up to ``SQLITE_BUSY_TIMEOUT_S`` for a lock held by another
+    process (one writer and any number of readers share a WAL database) instead of failing
+    with "database is locked".
     """
-    engine = create_engine(url, future=True)
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S} if url.startswith("sqlite") else {}
+    engine = create_engine(url, future=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if create:

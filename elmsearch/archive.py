@@ -20,7 +20,46 @@ from elmsearch.tuh import PathInfo, parse_recording_path
 
 logger = logging.getLogger(__name__)
 
-EEG_SUFFIXES = (".edf", ".bdf")
+# Recordings: EDF/BDF, and the header files of the other formats BIDS EEG allows.
+EEG_SUFFIXES = (".edf", ".bdf", ".vhdr", ".set")
+# Files that belong to a recording whose header is listed above (never reported as skipped).
+COMPANIONS = {".eeg": (".vhdr",), ".vmrk": (".vhdr",), ".fdt": (".set",)}
+# EEG formats elmsearch does not read: listed as skipped with that reason, never ignored silently.
+OTHER_EEG_SUFFIXES = (".fif", ".gdf", ".cnt", ".e", ".trc", ".nwb", ".mff", ".xdf", ".edf+", ".rec", ".eeg",
+                      ".vmrk", ".fdt", ".sig", ".erd", ".nedf", ".mef", ".lay", ".dat")
+# Side files of an archive: reports, BIDS sidecars, checksums. Not EEG, not worth a line.
+SIDE_SUFFIXES = (".txt", ".json", ".tsv", ".csv", ".md", ".jsonl", ".sha256", ".md5", ".xml", ".html", ".pdf",
+                 ".png", ".jpg", ".svg", ".bidsignore", ".yaml", ".yml", ".rst", ".py", ".log")
+
+
+def archive_path(path: str | os.PathLike) -> str:
+    """The identity of a recording: its absolute path in the archive, symlinks not resolved.
+
+    DataLad / git-annex datasets are all symlinks into an object store; resolving them would
+    name a content hash instead of the recording, and two archive paths to one file would
+    collide.
+    """
+    return os.path.abspath(os.fspath(path))
+
+
+@dataclasses.dataclass
+class Walk:
+    """What walking an archive found besides its recordings.
+
+    Attributes
+    ----------
+    skipped : list of dict
+        ``{"path", "reason"}`` for every file that is not a recording elmsearch reads (other
+        EEG formats, stray companion files, unknown files) and every folder it could not
+        enter (unreadable, a symlink loop). Report texts and BIDS sidecars are not listed.
+    """
+
+    skipped: list[dict] = dataclasses.field(default_factory=list)
+
+    def skip(self, path: str | os.PathLike, reason: str) -> None:
+        """Record one skipped path."""
+        self.skipped.append({"path": os.fspath(path), "reason": reason})
+        logger.info("skipped %s: %s", path, reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +89,69 @@ class ArchiveEntry:
         return self.info.key
 
 
-def iter_eeg_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Yield EDF/BDF files under ``root`` in sorted order (a single file yields itself)."""
+def _file_verdict(dirpath: str, name: str, names: set[str]) -> str | None:
+    """None for a recording to read, "" for a file to pass over quietly, else why it is skipped."""
+    lower = name.lower()
+    suffix = os.path.splitext(lower)[1]
+    if lower.endswith(EEG_SUFFIXES):
+        return None
+    if suffix in COMPANIONS:
+        stem = os.path.splitext(name)[0]
+        if any(stem + s in names or stem + s.upper() in names for s in COMPANIONS[suffix]):
+            return ""
+        # BrainVision .eeg/.vmrk and EEGLAB .fdt are read through their header file
+        return f"{suffix} file without its {' or '.join(COMPANIONS[suffix])} header"
+    if suffix in OTHER_EEG_SUFFIXES:
+        return f"EEG format {suffix} is not read by elmsearch (it reads EDF, BDF, BrainVision .vhdr, EEGLAB .set)"
+    if suffix in SIDE_SUFFIXES or lower in {"readme", "changes", "license", "records", "sha256sums", ".ds_store"}:
+        return ""
+    return f"not an EEG recording (unknown file type{' ' + suffix if suffix else ''})"
+
+
+def iter_eeg_files(root: str | os.PathLike, walk: Walk | None = None) -> Iterator[Path]:
+    """Yield the recordings under ``root`` in sorted order (a single file yields itself).
+
+    Symlinked files and folders are followed (DataLad datasets are symlinks); a folder
+    reached twice through links is entered once, so symlink loops end. Hidden folders
+    (``.git``, ``.datalad``) are not entered. Folders that cannot be read and files that
+    are not recordings are recorded in ``walk``.
+    """
     root = Path(root)
-    if root.is_file():
+    walk = walk if walk is not None else Walk()
+    if not root.is_dir():
         yield root
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(err: OSError) -> None:
+        walk.skip(err.filename, f"cannot read folder ({err.strerror or err})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:
+            walk.skip(dirpath, f"cannot read folder ({err.strerror or err})")
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            walk.skip(dirpath, "folder already walked (symlink loop or second link to it)")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
+        for d in [d for d in dirnames if d.startswith(".")]:
+            if d not in {".git", ".datalad", ".svn", ".hg"}:
+                walk.skip(os.path.join(dirpath, d), "hidden folder not entered")
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        names = set(filenames)
         for name in sorted(filenames):
-            if name.lower().endswith(EEG_SUFFIXES) and not name.startswith("."):
+            if name.startswith("."):
+                continue
+            verdict = _file_verdict(dirpath, name, names)
+            if verdict is None:
                 yield Path(dirpath) / name
+            elif verdict:
+                walk.skip(os.path.join(dirpath, name), verdict)
 
 
 def _session_report(path: Path, info: PathInfo, root: Path) -> Path | None:
@@ -90,7 +180,8 @@ def _session_report(path: Path, info: PathInfo, root: Path) -> Path | None:
     return None
 
 
-def discover(root: str | os.PathLike, reports: str | os.PathLike | None = None) -> list[ArchiveEntry]:
+def discover(root: str | os.PathLike, reports: str | os.PathLike | None = None,
+             walk: Walk | None = None) -> list[ArchiveEntry]:
     """List the recordings of an archive with their reports.
 
     Parameters
@@ -100,6 +191,9 @@ def discover(root: str | os.PathLike, reports: str | os.PathLike | None = None) 
     reports : path-like | None
         A JSON-lines side file, one ``{"subject", "session", "report"}`` per line,
         for releases that ship EDFs without reports.
+    walk : Walk | None
+        Collects what was skipped and why (folders that cannot be read, files that are
+        not recordings).
 
     Returns
     -------
@@ -114,9 +208,9 @@ def discover(root: str | os.PathLike, reports: str | os.PathLike | None = None) 
         side = read_reports_jsonl(reports)
     base = root if root.is_dir() else root.parent
     entries = []
-    for path in iter_eeg_files(root):
+    for path in iter_eeg_files(root, walk):
         # a single file keeps the folders above it: they carry its session and montage
-        parts = path.relative_to(base).parts if root.is_dir() else path.resolve().parts[1:]
+        parts = path.relative_to(base).parts if root.is_dir() else Path(archive_path(path)).parts[1:]
         info = parse_recording_path(parts)
         text = side.get((info.subject, info.session))
         if text is None and info.session == "":

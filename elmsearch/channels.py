@@ -50,7 +50,8 @@ def normalize_channel_name(name: str) -> str | None:
         Canonical electrode (``"Fp1"``, ``"T3"``...) or ``None`` when the label is
         not a referential 10-20 scalp electrode (EKG, annotations, bipolar pairs...).
     """
-    label = _PREFIX.sub("", name.strip()).strip().upper().replace(" ", "")
+    # PhysioNet's EEGMMIDB pads labels with dots to four characters ("Fp1.", "T7..", "Cz..")
+    label = _PREFIX.sub("", name.strip()).strip().rstrip(".").upper().replace(" ", "")
     if "-" in label:
         electrode, _, ref = label.partition("-")
         if ref not in _REF_SUFFIXES:

@@ -1,4 +1,7 @@
-"""EDF/BDF entry point: header validation, then a thin wrapper over MNE's reader.
+"""Recording entry point: EDF/BDF header validation, then a thin wrapper over MNE's readers.
+
+BrainVision (``.vhdr``) and EEGLAB (``.set``) files, which BIDS EEG also allows, are read
+through MNE alone.
 
 MNE reads the signals (``mne.io.read_raw_edf`` / ``read_raw_bdf``); this module only
 checks the fixed-size header first so that damaged files fail with a reason a
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -40,6 +44,8 @@ class EdfHeader:
         Seconds per data record.
     labels : tuple of str
     samples_per_record : tuple of int
+    physical_min, physical_max, digital_min, digital_max : tuple of float
+        Per signal; NaN where the header field is not a number.
     """
 
     fname: str
@@ -52,6 +58,33 @@ class EdfHeader:
     record_duration: float
     labels: tuple[str, ...]
     samples_per_record: tuple[int, ...]
+    physical_min: tuple[float, ...] = ()
+    physical_max: tuple[float, ...] = ()
+    digital_min: tuple[float, ...] = ()
+    digital_max: tuple[float, ...] = ()
+
+    def range_problem(self, index: int) -> str | None:
+        """Why signal ``index`` cannot be scaled to physical units, or None when it can.
+
+        MNE scales each sample by ``(pmax - pmin) / (dmax - dmin)``; a range that is not a
+        finite number, empty, or inverted gives infinite, NaN or silently flipped signals.
+        """
+        if not self.physical_min:
+            return None
+        pmin, pmax = self.physical_min[index], self.physical_max[index]
+        dmin, dmax = self.digital_min[index], self.digital_max[index]
+        label = self.labels[index]
+        if not all(math.isfinite(v) for v in (pmin, pmax, dmin, dmax)):
+            return f"signal {label!r} has a non-numeric or infinite range (physical {pmin:g}..{pmax:g}, " \
+                   f"digital {dmin:g}..{dmax:g})"
+        if dmax <= dmin:
+            return f"signal {label!r} has an empty or inverted digital range ({dmin:g}..{dmax:g})"
+        if pmax == pmin:
+            return f"signal {label!r} has an empty physical range ({pmin:g}..{pmax:g})"
+        gain = (pmax - pmin) / (dmax - dmin)
+        if not math.isfinite(gain) or max(abs(pmin), abs(pmax)) > 1e12:
+            return f"signal {label!r} has an implausible physical range ({pmin:g}..{pmax:g})"
+        return None
 
     @property
     def duration(self) -> float:
@@ -123,13 +156,23 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
         return [_field(rest, base + i * width, width) for i in range(n_signals)]
 
     labels = column(0, 16)
+
+    def numbers(offset: int) -> tuple[float, ...]:
+        out = []
+        for v in column(offset, 8):
+            try:
+                out.append(float(v))
+            except ValueError:
+                out.append(math.nan)
+        return tuple(out)
+
     # per-signal fields: label 16, transducer 80, dimension 8, phys min/max 8+8,
     # dig min/max 8+8, prefiltering 80, samples per record 8, reserved 32
     try:
         spr = [int(v) for v in column(16 + 80 + 8 + 8 + 8 + 8 + 8 + 80, 8)]
     except ValueError as err:
         raise CorruptFileError(fname, f"unreadable samples-per-record ({err})") from None
-    if record_duration <= 0 or any(s <= 0 for s in spr):
+    if not (0 < record_duration < 1e6) or any(s <= 0 for s in spr):
         raise CorruptFileError(fname, "non-positive record duration or samples per record")
     bytes_per_sample = 3 if kind == "BDF" else 2
     record_bytes = sum(spr) * bytes_per_sample
@@ -155,11 +198,64 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
         record_duration=record_duration,
         labels=tuple(labels),
         samples_per_record=tuple(spr),
+        physical_min=numbers(16 + 80 + 8),
+        physical_max=numbers(16 + 80 + 8 + 8),
+        digital_min=numbers(16 + 80 + 8 + 8 + 8),
+        digital_max=numbers(16 + 80 + 8 + 8 + 8 + 8),
+    )
+
+
+# Formats read through MNE alone (no EDF header to validate first): suffix -> (kind, MNE reader name)
+MNE_FORMATS = {".vhdr": ("BrainVision", "read_raw_brainvision"), ".set": ("EEGLAB", "read_raw_eeglab")}
+
+
+def _mne_reason(err: BaseException) -> str:
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _open_mne(fname: str, kind: str):
+    import mne
+
+    reader = getattr(mne.io, MNE_FORMATS[os.path.splitext(fname)[1].lower()][1])
+    try:
+        return reader(fname, preload=False, verbose="error")
+    except Exception as err:  # noqa: BLE001 -- any reader failure is a property of this file
+        raise CorruptFileError(Path(fname), f"MNE cannot read this {kind} file: {_mne_reason(err)}") from None
+
+
+def read_header(fname: str | os.PathLike) -> EdfHeader:
+    """Read a recording's header: EDF/BDF validated byte by byte, BrainVision and EEGLAB through MNE.
+
+    For MNE-read formats the header is expressed as one-sample records (``record_duration``
+    is ``1 / sfreq``), with the start date and time from the measurement date.
+
+    Raises
+    ------
+    RecordingError
+        ``UnsupportedFileError`` or ``CorruptFileError`` with a one-line reason.
+    """
+    fname = str(fname)
+    suffix = os.path.splitext(fname)[1].lower()
+    if suffix not in MNE_FORMATS:
+        return read_edf_header(fname)
+    kind = MNE_FORMATS[suffix][0]
+    raw = _open_mne(fname, kind)
+    sfreq, n_times = float(raw.info["sfreq"]), int(raw.n_times)
+    if not (sfreq > 0 and n_times > 0):
+        raise CorruptFileError(fname, f"{kind} file with {n_times} samples at {sfreq:g} Hz")
+    when = raw.info.get("meas_date")
+    return EdfHeader(
+        fname=fname, kind=kind, patient="", recording="",
+        startdate=f"{when:%d.%m.%y}" if when else "", starttime=f"{when:%H.%M.%S}" if when else "",
+        n_records=n_times, record_duration=1.0 / sfreq, labels=tuple(raw.ch_names),
+        samples_per_record=(1,) * len(raw.ch_names),
     )
 
 
 def open_raw(fname: str | os.PathLike, header: EdfHeader | None = None):
-    """Open an EDF/BDF with MNE without loading data (validated first).
+    """Open a recording with MNE without loading data (EDF/BDF validated first).
 
     Parameters
     ----------
@@ -172,18 +268,25 @@ def open_raw(fname: str | os.PathLike, header: EdfHeader | None = None):
     -------
     mne.io.BaseRaw
         Not preloaded; use ``get_data(picks=...)``.
+
+    Raises
+    ------
+    CorruptFileError
+        Whatever MNE raises for this file (MNE raises bare ``Exception`` for some
+        damaged EDFs), as one line naming the file.
     """
     import mne
 
-    header = header or read_edf_header(fname)
-    reader = mne.io.read_raw_bdf if header.kind == "BDF" else mne.io.read_raw_edf
+    header = header or read_header(fname)
     fname = str(fname)
+    if header.kind not in {"EDF", "BDF"}:
+        return _open_mne(fname, header.kind)
+    reader = mne.io.read_raw_bdf if header.kind == "BDF" else mne.io.read_raw_edf
     try:
         try:
             return reader(fname, preload=False, verbose="error")
         except UnicodeDecodeError:
             logger.debug("%s: header is not UTF-8, retrying as latin-1", fname)
             return reader(fname, preload=False, encoding="latin1", verbose="error")
-    except (ValueError, RuntimeError, OSError, IndexError, KeyError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CorruptFileError(Path(fname), f"MNE cannot read it: {reason}") from None
+    except Exception as err:  # noqa: BLE001 -- any reader failure is a property of this file
+        raise CorruptFileError(Path(fname), f"MNE cannot read it: {_mne_reason(err)}") from None

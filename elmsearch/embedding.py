@@ -7,9 +7,10 @@ import os
 
 import numpy as np
 
+from elmsearch.errors import CorruptFileError
 from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import Recording, make_windows, read_recording
+from elmsearch.recording import Recording, make_windows, read_recording, usable_windows
 
 
 @dataclasses.dataclass
@@ -19,8 +20,11 @@ class EmbeddedRecording:
     Attributes
     ----------
     recording : Recording
-    window_emb : array of float32, shape (n_windows, 256)
-        Normalised window embeddings, window ``i`` covering ``[i*s, (i+1)*s)`` seconds.
+    window_emb : array of float32, shape (n_kept, 256)
+        Normalised embeddings of the windows that carry signal.
+    window_index : array of int, shape (n_kept,)
+        Position of each embedded window: row ``j`` covers ``[i*s, (i+1)*s)`` seconds with
+        ``i = window_index[j]`` (flat windows are left out, see ``usable_windows``).
     recording_emb : array of float32, shape (256,)
         Attention-MIL pooled (mean for EEG-only models), normalised.
     """
@@ -28,6 +32,7 @@ class EmbeddedRecording:
     recording: Recording
     window_emb: np.ndarray
     recording_emb: np.ndarray
+    window_index: np.ndarray | None = None
 
 
 def model_params(model: ELMModel) -> PreprocessingParams:
@@ -35,9 +40,48 @@ def model_params(model: ELMModel) -> PreprocessingParams:
     return PreprocessingParams.from_dict(model.config.get("preprocessing", {}))
 
 
-def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "attention"
-                    ) -> EmbeddedRecording:
-    """Read one EDF with the model's preprocessing and embed it.
+def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike = "<array>",
+                  precision: str = "fp32", batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the windows of one recording that carry signal.
+
+    Parameters
+    ----------
+    model : ELMModel
+    windows : array, shape (n_windows, 20, n_times)
+        Preprocessed windows (may be a memory map: read ``batch_size`` at a time).
+    fname : path-like
+        For error messages.
+    precision : str
+        See ``ELMModel.encode_eeg``.
+
+    Returns
+    -------
+    window_emb : array of float32, shape (n_kept, 256)
+    window_index : array of int64, shape (n_kept,)
+
+    Raises
+    ------
+    CorruptFileError
+        No window carries signal, or an embedding is not finite (never stored).
+    """
+    embs, index = [], []
+    for i in range(0, len(windows), batch_size):
+        part = np.asarray(windows[i : i + batch_size])
+        keep = np.flatnonzero(usable_windows(part))
+        if len(keep):
+            embs.append(model.encode_eeg(part[keep], precision=precision))
+            index.append(keep + i)
+    if not embs:
+        raise CorruptFileError(fname, f"none of its {len(windows)} windows carries signal (all flat)")
+    emb = np.concatenate(embs)
+    if not np.isfinite(emb).all():
+        raise CorruptFileError(fname, "the EEG encoder gave non-finite embeddings")
+    return emb, np.concatenate(index).astype(np.int64)
+
+
+def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "attention",
+                    precision: str = "fp32") -> EmbeddedRecording:
+    """Read one recording with the model's preprocessing and embed it (as the indexer does).
 
     Raises
     ------
@@ -45,5 +89,5 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
         The file cannot be used (one-line reason).
     """
     rec = read_recording(fname, model_params(model), min_duration=model.window_seconds)
-    window_emb = model.encode_eeg(make_windows(rec, model.window_seconds))
-    return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling))
+    window_emb, index = embed_windows(model, make_windows(rec, model.window_seconds), fname, precision)
+    return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index)

@@ -9,6 +9,7 @@ training recordings (at least one per class), over several seeds.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -150,7 +151,7 @@ def run_probe(model, root, labels_csv, column: str, fractions=(0.01, 0.1, 1.0), 
     labels = read_labels(labels_csv, column, root)
     embs, ys, patients = [], [], []
     for entry in discover(root):
-        y = labels.get(str(entry.path.resolve()), labels.get("/".join(entry.key)))
+        y = labels.get(os.path.abspath(entry.path), labels.get("/".join(entry.key)))
         if y is None:
             continue
         try:

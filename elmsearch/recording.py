@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES, map_electrodes
-from elmsearch.edf import EdfHeader, open_raw, read_edf_header
+from elmsearch.edf import EdfHeader, open_raw, read_header
 from elmsearch.errors import (
     CorruptFileError,
     MissingChannelError,
@@ -126,7 +126,7 @@ def inspect_edf(fname: str | os.PathLike, params: PreprocessingParams | None = N
         Any subclass, with the file name and a one-line reason.
     """
     params = params or PreprocessingParams()
-    header = read_edf_header(fname)
+    header = read_header(fname)
     found, duplicates = map_electrodes(list(header.labels))
     clashing = {e: labels for e, labels in duplicates.items() if e in TCP_ELECTRODES}
     if clashing:
@@ -134,11 +134,16 @@ def inspect_edf(fname: str | os.PathLike, params: PreprocessingParams | None = N
         raise UnsupportedFileError(fname, f"electrode {e} appears more than once ({', '.join(labels)})")
     missing = [e for e in TCP_ELECTRODES if e not in found]
     if missing:
+        labels = [repr(x) for x in header.labels[:24]]
+        shown = f"{', '.join(labels)}{f' and {len(header.labels) - 24} more' if len(header.labels) > 24 else ''}"
         if len(missing) == len(TCP_ELECTRODES):
-            raise MissingChannelError(
-                fname, missing, "no 10-20 scalp EEG electrodes found "
-                f"(channels: {', '.join(header.labels[:6])}{'...' if len(header.labels) > 6 else ''})")
-        raise MissingChannelError(fname, missing)
+            raise MissingChannelError(fname, missing, f"no 10-20 scalp EEG electrodes found (labels: {shown})")
+        raise MissingChannelError(
+            fname, missing, f"missing electrode(s) {', '.join(missing)} for the TCP montage (labels: {shown})")
+    for e in TCP_ELECTRODES:
+        problem = header.range_problem(found[e])
+        if problem:
+            raise CorruptFileError(fname, problem)
     rates = sorted({header.sfreq_of(found[e]) for e in TCP_ELECTRODES})
     if len(rates) > 1:
         raise UnsupportedFileError(fname, f"montage electrodes sampled at different rates {rates} Hz")
@@ -190,11 +195,73 @@ def read_electrodes(fname: str | os.PathLike, header: EdfHeader, electrodes: dic
         picks = [signal_labels.index(label) for label in labels]
     try:
         data = raw.get_data(picks=picks)
-    except (ValueError, OSError, RuntimeError) as err:
-        raise CorruptFileError(fname, f"cannot read samples: {str(err).splitlines()[0]}") from None
-    if not np.isfinite(data).all():
-        raise CorruptFileError(fname, "non-finite samples")
+    except Exception as err:  # noqa: BLE001 -- MNE raises bare Exception for some damaged files
+        msg = str(err).strip().splitlines()
+        raise CorruptFileError(fname, f"cannot read samples: {type(err).__name__}"
+                                      f"{': ' + msg[0] if msg else ''}") from None
+    check_signals(fname, data, [header.labels[electrodes[e]] for e in TCP_ELECTRODES])
     return data, float(raw.info["sfreq"])
+
+
+FLAT_V = 1e-8  # peak-to-peak below 0.01 uV over the whole recording: no signal
+SATURATED_FRACTION = 0.5  # half the samples at the channel's own extreme values: clipped amplifier
+WRONG_UNIT_STD_V = 1e-2  # a median channel std of 10 mV is 200x EEG: the physical unit is wrong
+FLAT_WINDOW_UNITS = 0.05  # a window whose 20 channels all stay within 0.5 uV peak-to-peak carries no EEG
+
+
+def signal_problems(data: np.ndarray, labels: list[str]) -> str | None:
+    """Why referential electrode signals cannot be used, or None.
+
+    Rules (README, "What is refused"): every sample finite; the median channel standard
+    deviation at most 10 mV (else the header's physical unit is wrong); no montage
+    electrode flat (peak-to-peak < 0.01 uV) or saturated (at least half of its samples at
+    its own minimum or maximum) for the whole recording, since the bipolar derivations
+    built from it would be silently wrong.
+
+    Parameters
+    ----------
+    data : array, shape (n_electrodes, n_times)
+        Volts.
+    labels : list of str
+        The electrodes' labels in the file, for the message.
+    """
+    bad = ~np.isfinite(data).all(axis=1)
+    if bad.any():
+        return f"non-finite samples in {', '.join(np.asarray(labels)[bad][:6])}"
+    lo, hi = data.min(axis=1), data.max(axis=1)
+    flat = (hi - lo) < FLAT_V
+    at_edge = ((data == lo[:, None]) | (data == hi[:, None])).mean(axis=1)
+    saturated = ~flat & (at_edge >= SATURATED_FRACTION)
+    if flat.any() or saturated.any():
+        parts = []
+        if flat.any():
+            parts.append(f"flat: {', '.join(np.asarray(labels)[flat])}")
+        if saturated.any():
+            parts.append(f"saturated: {', '.join(np.asarray(labels)[saturated])}")
+        return f"montage electrode(s) without usable signal for the whole recording ({'; '.join(parts)})"
+    scale = float(np.median(np.std(data, axis=1)))
+    if scale > WRONG_UNIT_STD_V:
+        return f"median channel standard deviation {scale:.3g} V is not EEG: check the physical dimension field"
+    return None
+
+
+def check_signals(fname: str | os.PathLike, data: np.ndarray, labels: list[str]) -> None:
+    """Raise ``CorruptFileError`` when ``signal_problems`` finds one."""
+    problem = signal_problems(data, labels)
+    if problem:
+        raise CorruptFileError(fname, problem)
+
+
+def usable_windows(windows: np.ndarray) -> np.ndarray:
+    """Which preprocessed windows carry signal, shape (n_windows,) bool.
+
+    A window whose 20 channels all stay within ``FLAT_WINDOW_UNITS`` peak-to-peak (0.5 uV;
+    e.g. a gap a recorder filled with zeros, or a disconnected headbox) is not embedded.
+    """
+    if len(windows) == 0:
+        return np.zeros(0, bool)
+    ptp = windows.max(axis=-1) - windows.min(axis=-1)
+    return (ptp >= FLAT_WINDOW_UNITS).any(axis=1)
 
 
 def read_recording(
@@ -228,10 +295,9 @@ def read_recording(
     params = params or PreprocessingParams()
     header, meta, electrodes = inspect_edf(fname, params, min_duration)
     data, sfreq = read_electrodes(fname, header, electrodes)
-    scale = float(np.median(np.std(data, axis=1)))
-    if scale > 1e-2:
-        logger.warning("%s: median channel std %.3g V looks like the wrong unit", fname, scale)
     out = preprocess(data, sfreq, params)
+    if not np.isfinite(out).all():
+        raise CorruptFileError(fname, "preprocessing gave non-finite values (amplitudes beyond float32 range)")
     return Recording(out, TCP_CH_NAMES, params.sfreq, meta, params)
 
 

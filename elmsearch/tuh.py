@@ -64,7 +64,11 @@ def parse_patient_field(field: str) -> PatientInfo:
     m = _PATIENT.match(field) if field else None
     code = sex = birth = None
     if m:
-        code = None if m["code"] in {"X", "-"} else m["code"]
+        # Only a structured field (EDF+ "code sex birthdate name", TUH) or a lone id with a digit
+        # in it names a patient code: in a free-text field the first word is often the
+        # patient's name, which elmsearch never stores.
+        structured = bool(m["sex"] or m["birth"]) or (" " not in field and any(c.isdigit() for c in field))
+        code = None if m["code"] in {"X", "-"} or not structured else m["code"]
         sex = m["sex"] if m["sex"] in {"M", "F"} else None
         birth = _parse_dmy(m["birth"]) if m["birth"] and m["birth"] != "X" else None
     age_m = _AGE.search(field)

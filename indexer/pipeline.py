@@ -15,22 +15,26 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from db import IndexRun, Patient, Recording, Report, Segment, Session, Status, Window, to_blob
 from db.models import utcnow
-from elmsearch.archive import ArchiveEntry, discover, load_report_text
+from elmsearch.archive import ArchiveEntry, Walk, archive_path, discover, load_report_text
+from elmsearch.embedding import embed_windows
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams
 from elmsearch.recording import make_windows, read_recording
 from elmsearch.report import FINDING_HEADINGS, parse_report
+from indexer.lock import IndexLock
+from indexer.private import private_umask
 from indexer.store import IndexStore
+from indexer.workers import DEFAULT_TIMEOUT_S, failure_reason, run_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +68,23 @@ class Prepared:
 
 def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
             known_hash: str | None = None) -> Prepared:
-    """Hash, read, preprocess and window one recording; read its report. Never raises for bad input.
+    """Hash, read, preprocess and window one recording; read its report. Never raises.
 
     When the content hash equals ``known_hash`` the signal is not read (the caller only
-    refreshes size and mtime).
+    refreshes size and mtime). Any exception, expected or not, becomes ``error``.
     """
     t0 = time.perf_counter()
     try:
         st = entry.path.stat()
         digest = file_hash(entry.path)
     except OSError as err:
-        return Prepared(entry, 0, 0.0, None, error=f"cannot read ({err.strerror or err})")
+        if entry.path.is_symlink() and not entry.path.exists():
+            reason = "symlink to a file that is not there (a DataLad/git-annex file whose content was not fetched?)"
+        elif entry.path.is_dir():
+            reason = "a folder, not a recording file"
+        else:
+            reason = f"cannot read ({err.strerror or err})"
+        return Prepared(entry, 0, 0.0, None, error=reason)
     out = Prepared(entry, st.st_size, st.st_mtime, digest)
     if known_hash is not None and digest == known_hash:
         out.seconds = time.perf_counter() - t0
@@ -83,14 +93,28 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         out.report_text = load_report_text(entry)
     except ReportError as err:
         out.report_error = err.reason
+    except Exception as err:  # noqa: BLE001 -- a report that cannot be read never stops the run
+        out.report_error = failure_reason(err)
     try:
         rec = read_recording(entry.path, params, min_duration=window_seconds)
         out.windows = np.ascontiguousarray(make_windows(rec, window_seconds))
         out.meta = rec.meta
     except RecordingError as err:
         out.error = err.reason
+    except Exception as err:  # noqa: BLE001 -- a reader bug on one file never stops the run
+        logger.debug("%s", entry.path, exc_info=True)
+        out.error = failure_reason(err)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def run_error(err: BaseException) -> bool:
+    """Whether an exception while storing one recording is the run's problem, not the file's.
+
+    Database errors (unreachable server, disk full, locked beyond the busy timeout) and a
+    full disk stop the run: every later file would fail the same way.
+    """
+    return isinstance(err, DBAPIError | MemoryError) or (isinstance(err, OSError) and err.errno in {28, 122})
 
 
 @dataclasses.dataclass
@@ -105,6 +129,7 @@ class IndexSummary:
     hours: float = 0.0
     timings: dict = dataclasses.field(default_factory=dict)
     failures: list = dataclasses.field(default_factory=list)
+    skipped_files: list = dataclasses.field(default_factory=list)
     counts: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -141,11 +166,18 @@ class Indexer:
         Where the model was loaded from (recorded in the manifest).
     precision : {"fp32", "bf16", "auto"}
         EEG encoder precision (see ``ELMModel.encode_eeg``).
+    report_text : bool
+        Store report text. With False the index keeps the report embeddings, sections and
+        sentence offsets but no text (``--no-report-text``).
+    timeout : float | None
+        Seconds a worker may spend reading one file before it is stopped.
     """
 
     def __init__(self, store: IndexStore, model: ELMModel, model_path: str | os.PathLike,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", report_text: bool = True, timeout: float | None = DEFAULT_TIMEOUT_S):
         self.store = store
+        self.report_text = report_text
+        self.timeout = timeout
         if precision == "auto":
             precision = "bf16" if model.device.type == "cpu" and cpu_has_bf16() else "fp32"
         self.precision = precision
@@ -187,13 +219,16 @@ class Indexer:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         report = s.scalar(select(Report).where(Report.source == source))
         if report is not None and report.text_hash == digest and (
-                report.model_hash == self.model_hash or not self.model.has_text):
+                report.model_hash == self.model_hash or not self.model.has_text) and (
+                bool(report.text) == self.report_text):
             return report
         parsed = parse_report(text)
+        stored = text if self.report_text else ""
         if report is None:
-            report = Report(source=source, text_hash=digest, text=text)
+            report = Report(source=source, text_hash=digest, text=stored)
             s.add(report)
-        report.text, report.text_hash, report.impression = text, digest, parsed.impression
+        report.text, report.text_hash = stored, digest
+        report.impression = parsed.impression if self.report_text else None
         report.segments.clear()
         s.flush()
         wanted = {h.upper() for h in FINDING_HEADINGS}
@@ -209,7 +244,7 @@ class Indexer:
             self.timings["embed_text_s"] += time.perf_counter() - t0
         for i, x in enumerate(sentences):
             report.segments.append(Segment(
-                ordinal=i, section=x.section, start=x.start, end=x.end, text=x.text,
+                ordinal=i, section=x.section, start=x.start, end=x.end, text=x.text if self.report_text else "",
                 finding=x.section.upper() in wanted,
                 emb=to_blob(seg_emb[i]) if seg_emb is not None else None))
         report.emb = to_blob(rep_emb) if rep_emb is not None else None
@@ -218,29 +253,49 @@ class Indexer:
         return report
 
     def _write(self, p: Prepared, existing: Recording | None) -> tuple[str, float]:
-        """Write one prepared recording; returns its outcome and hours of EEG."""
-        path = str(p.entry.path.resolve())
+        """Write one prepared recording in one transaction; returns its outcome and hours of EEG.
+
+        An exception that concerns this recording (embedding, a value the database refuses)
+        rolls its transaction back and records it as failed; one of the run (``run_error``)
+        propagates.
+        """
+        if p.error is None:
+            try:
+                return self._write_rows(p, existing)
+            except Exception as err:
+                if run_error(err):
+                    raise
+                logger.debug("%s", p.entry.path, exc_info=True)
+                p.error = getattr(err, "reason", None) or failure_reason(err)
+        return self._write_rows(p, existing)
+
+    def _write_rows(self, p: Prepared, existing: Recording | None) -> tuple[str, float]:
+        path = archive_path(p.entry.path)
         with self.store.session() as s, s.begin():
             rec = s.get(Recording, existing.id) if existing is not None else None
             if rec is not None and p.error is None and p.windows is None:  # same bytes, new mtime
                 rec.size, rec.mtime = p.size, p.mtime
                 return "skipped", 0.0
             meta = p.meta
-            patient, session = self._patient_session(s, p.entry, meta)
+            if rec is None:
+                rec = s.scalar(select(Recording).where(Recording.path == path))  # a failed attempt this run
             if rec is None:
                 rec = Recording(path=path, key="/".join(p.entry.key), layout=p.entry.info.layout,
                                 size=p.size, mtime=p.mtime, status=Status.FAILED)
                 s.add(rec)
             else:
                 s.execute(delete(Window).where(Window.recording_id == rec.id))
-            rec.patient_id, rec.session_id = patient.id, session.id if session else None
-            rec.montage = p.entry.info.montage
             rec.size, rec.mtime, rec.content_hash = p.size, p.mtime, p.content_hash
             rec.model_hash, rec.indexed_at = self.model_hash, utcnow()
+            rec.montage = p.entry.info.montage
             if p.error is not None:
+                patient, session = self._patient_session(s, p.entry, None)
+                rec.patient_id, rec.session_id = patient.id, session.id if session else None
                 rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error.replace("\x00", ""), 0, None
                 rec.report_id = None
                 return "failed", 0.0
+            patient, session = self._patient_session(s, p.entry, meta)
+            rec.patient_id, rec.session_id = patient.id, session.id if session else None
             rec.status, rec.error = Status.INDEXED, None
             rec.duration, rec.native_sfreq = meta.duration, meta.native_sfreq
             rec.age, rec.sex = meta.age, meta.sex
@@ -250,22 +305,26 @@ class Indexer:
             report = self._report(s, p.entry, p.report_text)
             rec.report_id = report.id if report else None
             t0 = time.perf_counter()
-            window_emb = self.model.encode_eeg(p.windows, precision=self.precision)
-            rec.emb = to_blob(self.model.pool_windows(window_emb, self.pooling))
+            window_emb, index = embed_windows(self.model, p.windows, p.entry.path, self.precision)
+            rec_emb = self.model.pool_windows(window_emb, self.pooling)
+            if not np.isfinite(rec_emb).all():
+                raise RecordingError(p.entry.path, "pooling gave a non-finite recording embedding")
+            rec.emb = to_blob(rec_emb)
             self.timings["embed_eeg_s"] += time.perf_counter() - t0
             rec.n_windows = len(window_emb)
             s.flush()
             w = self.window_seconds
             s.execute(insert(Window), [
-                {"recording_id": rec.id, "ordinal": i, "start_s": i * w, "end_s": (i + 1) * w, "emb": to_blob(e)}
-                for i, e in enumerate(window_emb)])
+                {"recording_id": rec.id, "ordinal": int(i), "start_s": int(i) * w, "end_s": (int(i) + 1) * w,
+                 "emb": to_blob(e)}
+                for i, e in zip(index, window_emb, strict=True)])
             return ("updated" if existing is not None else "added"), meta.duration / 3600
 
     # ---- the run ------------------------------------------------------------------------
     def run(self, root: str | os.PathLike, reports: str | os.PathLike | None = None, n_jobs: int = 1,
             prune: bool = False, on_item: Callable[[str, str, float], None] | None = None,
-            on_plan: Callable[[int, int], None] | None = None) -> IndexSummary:
-        """Index (or update the index of) an archive.
+            on_plan: Callable[[int, int], None] | None = None, retry_failed: bool = False) -> IndexSummary:
+        """Index (or update the index of) an archive, holding the index folder's writer lock.
 
         Parameters
         ----------
@@ -274,7 +333,9 @@ class Indexer:
         reports : path-like | None
             JSON-lines reports side file.
         n_jobs : int
-            Worker processes for reading and preprocessing (0 or 1: in this process).
+            Worker processes that read and preprocess while this process embeds; each file
+            is isolated (a crash or a run past ``timeout`` fails that file alone). 0 reads
+            in this process (no isolation).
         prune : bool
             Remove recordings under ``root`` whose files are gone.
         on_item : callable | None
@@ -282,37 +343,61 @@ class Indexer:
             ``added``, ``updated``, ``skipped`` or ``failed``.
         on_plan : callable | None
             Called once with ``(n_to_process, n_unchanged)`` before the work starts.
+        retry_failed : bool
+            Try again the files that failed before although they did not change.
+
+        Raises
+        ------
+        IndexLockedError
+            Another process is writing to this index.
         """
+        with IndexLock(self.store.folder), private_umask():
+            return self._run(root, reports, n_jobs, prune, on_item, on_plan, retry_failed)
+
+    def _run(self, root, reports, n_jobs, prune, on_item, on_plan, retry_failed) -> IndexSummary:
         t_run = time.perf_counter()
         summary = IndexSummary()
-        entries = discover(root, reports)
+        walk = Walk()
+        entries = discover(root, reports, walk)
+        summary.skipped_files = walk.skipped
         with self.store.session() as s, s.begin():
-            run_row = IndexRun(archive=str(Path(root).resolve()), model_hash=self.model_hash,
+            run_row = IndexRun(archive=archive_path(root), model_hash=self.model_hash,
                                model_path=self.model_path, preprocessing=self.params.to_dict(),
                                precision=self.precision, versions=_versions())
             s.add(run_row)
             s.flush()
             run_id = run_row.id
             known = {r.path: r for r in s.scalars(select(Recording))}
+            if not self.report_text:  # --no-report-text on an index that holds text: drop it now
+                s.execute(update(Report).where(Report.text != "").values(text="", impression=None))
+                s.execute(update(Segment).where(Segment.text != "").values(text=""))
         todo: list[tuple[ArchiveEntry, Recording | None]] = []
         for entry in entries:
-            ex = known.get(str(entry.path.resolve()))
+            ex = known.get(archive_path(entry.path))
             try:
                 st = entry.path.stat()
             except OSError:
                 st = None
             if (ex is not None and st is not None and ex.size == st.st_size and ex.mtime == st.st_mtime
-                    and ex.model_hash == self.model_hash):
+                    and ex.model_hash == self.model_hash
+                    and not (retry_failed and ex.status == Status.FAILED)):
                 summary.skipped += 1
                 continue
             todo.append((entry, ex))
         if prune:
-            summary.removed = self._prune(root, {str(e.path.resolve()) for e in entries})
+            summary.removed = self._prune(root)
         if on_plan:
             on_plan(len(todo), summary.skipped)
         logger.info("%d recordings to index, %d unchanged", len(todo), summary.skipped)
 
-        def done(p: Prepared, ex: Recording | None) -> None:
+        def known_hash(ex: Recording | None) -> str | None:
+            return ex.content_hash if ex is not None and ex.model_hash == self.model_hash \
+                and ex.status == Status.INDEXED else None
+
+        jobs = (((entry, ex), (entry, self.params, self.window_seconds, known_hash(ex))) for entry, ex in todo)
+        for (entry, ex), p, error in run_isolated(prepare, jobs, n_jobs, self.timeout):
+            if p is None:  # the worker died or ran out of time: the file alone fails
+                p = Prepared(entry, *_stat(entry.path), error=error)
             self.timings["read_preprocess_s"] += p.seconds
             t0 = time.perf_counter()
             embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"]
@@ -328,32 +413,11 @@ class Indexer:
                 logger.warning("report of %s: %s", p.entry.path, p.report_error)
             if on_item:
                 on_item(str(p.entry.path), outcome, hours)
-
-        def known_hash(ex: Recording | None) -> str | None:
-            return ex.content_hash if ex is not None and ex.model_hash == self.model_hash else None
-
-        if n_jobs <= 1:
-            for entry, ex in todo:
-                done(prepare(entry, self.params, self.window_seconds, known_hash(ex)), ex)
-        else:
-            # bounded in-flight work: preprocessing in workers overlaps embedding here
-            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-                pending: dict[Future, Recording | None] = {}
-                queue = iter(todo)
-                while True:
-                    while len(pending) < 2 * n_jobs and (nxt := next(queue, None)) is not None:
-                        entry, ex = nxt
-                        pending[pool.submit(prepare, entry, self.params, self.window_seconds,
-                                            known_hash(ex))] = ex
-                    if not pending:
-                        break
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        done(fut.result(), pending.pop(fut))
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
-                                            force=changed, run_id=run_id)
+                                            force=changed, run_id=run_id,
+                                            extra={"report_text": self.report_text})
         self.timings["faiss_s"] = time.perf_counter() - t0
         if self.model.has_text and summary.counts.get("report"):
             t0 = time.perf_counter()  # queries load this trace instead of transformers (~0.15 s vs ~3 s)
@@ -367,12 +431,29 @@ class Indexer:
                 n_failed=summary.failed, n_removed=summary.removed, timings=summary.timings))
         return summary
 
-    def _prune(self, root: str | os.PathLike, present: set[str]) -> int:
-        base = str(Path(root).resolve())
+    def _prune(self, root: str | os.PathLike) -> int:
+        """Delete the rows of recordings under ``root`` whose files are gone.
+
+        A file counts as gone only when the operating system says so (``FileNotFoundError``
+        for the path itself, its symlink included): a file that cannot be looked at
+        (permissions, a share that is not mounted, I/O errors) keeps its rows. An archive
+        root that is missing or empty prunes nothing.
+        """
+        base = archive_path(root)
+        if not os.path.isdir(base) or not any(os.scandir(base)):
+            logger.warning("%s: missing or empty; nothing pruned", base)
+            return 0
+        gone = []
         with self.store.session() as s, s.begin():
-            gone = [r.id for r in s.execute(select(Recording.id, Recording.path))
-                    if (r.path == base or r.path.startswith(base.rstrip(os.sep) + os.sep))
-                    and r.path not in present and not os.path.exists(r.path)]
+            for rid, path in s.execute(select(Recording.id, Recording.path)):
+                if not (path == base or path.startswith(base.rstrip(os.sep) + os.sep)):
+                    continue
+                try:
+                    os.lstat(path)
+                except FileNotFoundError:
+                    gone.append(rid)
+                except OSError as err:
+                    logger.warning("%s: cannot look at it (%s); kept", path, err.strerror or err)
             for i in range(0, len(gone), 500):
                 s.execute(delete(Recording).where(Recording.id.in_(gone[i : i + 500])))
             self.store.delete_orphans(s)
@@ -381,11 +462,29 @@ class Indexer:
         return len(gone)
 
 
+def _stat(path: Path) -> tuple[int, float, str | None]:
+    """Size, mtime and content hash of a file whose worker gave no result (zeros if unreadable)."""
+    try:
+        st = path.stat()
+        return st.st_size, st.st_mtime, file_hash(path)
+    except OSError:
+        return 0, 0.0, None
+
+
 def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path: str | os.PathLike,
                   reports: str | os.PathLike | None = None, n_jobs: int = 1, prune: bool = False,
-                  db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None) -> IndexSummary:
-    """Load a model and index an archive into ``db_dir`` (see ``Indexer.run``)."""
+                  db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None,
+                  retry_failed: bool = False, report_text: bool | None = None,
+                  timeout: float | None = DEFAULT_TIMEOUT_S) -> IndexSummary:
+    """Load a model and index an archive into ``db_dir`` (see ``Indexer.run``).
+
+    ``report_text=None`` keeps the index's setting (text stored unless an earlier run was
+    told ``report_text=False``).
+    """
     model = load_model(model_path)
     store = IndexStore.create(db_dir, db_url)
+    if report_text is None:
+        report_text = (store.read_manifest() or {}).get("report_text", True)
     store.check_model(config_hash(model))
-    return Indexer(store, model, model_path, precision).run(root, reports, n_jobs, prune, on_item, on_plan)
+    return Indexer(store, model, model_path, precision, report_text, timeout).run(
+        root, reports, n_jobs, prune, on_item, on_plan, retry_failed)

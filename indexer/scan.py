@@ -10,13 +10,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
-from elmsearch.archive import ArchiveEntry, discover, load_report_text
+from elmsearch.archive import ArchiveEntry, Walk, discover, load_report_text
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.preprocessing import PreprocessingParams
 from elmsearch.recording import make_windows, read_recording
 from elmsearch.report import parse_report
+from indexer.workers import DEFAULT_TIMEOUT_S, failure_reason, run_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class ScanSummary:
 
     items: list[ScanItem]
     seconds: float
+    skipped: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> list[ScanItem]:
@@ -95,6 +96,7 @@ class ScanSummary:
             "report_failures": [
                 {"path": i.path, "reason": i.report_error} for i in self.items if i.report_error
             ],
+            "skipped": list(self.skipped),
         }
 
 
@@ -112,11 +114,14 @@ def scan_one(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: f
             sections = tuple(s.heading for s in parse_report(text).sections if s.heading)
     except ReportError as err:
         report_error = err.reason
+    except Exception as err:  # noqa: BLE001 -- a bad report never stops the scan
+        report_error = failure_reason(err)
     try:
         rec = read_recording(entry.path, params, min_duration=window_seconds)
         n_windows = len(make_windows(rec, window_seconds))
-    except RecordingError as err:
-        return ScanItem(str(entry.path), entry.key, False, error=err.reason,
+    except Exception as err:  # noqa: BLE001 -- RecordingError, or anything a reader raises on this file
+        reason = err.reason if isinstance(err, RecordingError) else failure_reason(err)
+        return ScanItem(str(entry.path), entry.key, False, error=reason,
                         report_sections=sections, report_error=report_error,
                         seconds=time.perf_counter() - t0)
     m = rec.meta
@@ -132,6 +137,8 @@ def scan_archive(
     n_jobs: int = 1,
     on_item: Callable[[ScanItem], None] | None = None,
     entries: list[ArchiveEntry] | None = None,
+    walk: Walk | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> ScanSummary:
     """Scan every recording of an archive.
 
@@ -146,11 +153,16 @@ def scan_archive(
     window_seconds : float
         Window length used to count windows (5 or 60).
     n_jobs : int
-        Worker processes (1: in this process).
+        Worker processes; each file is read in isolation (a crash or a run past ``timeout``
+        fails that file alone). 0: in this process.
     on_item : callable | None
         Called with each ``ScanItem`` as it completes (progress bars, logging).
     entries : list of ArchiveEntry | None
         Already-discovered entries (skips discovery).
+    walk : Walk | None
+        What that discovery skipped (listed in the summary).
+    timeout : float | None
+        Seconds one file may take in a worker.
 
     Returns
     -------
@@ -158,10 +170,14 @@ def scan_archive(
     """
     params = params or PreprocessingParams()
     t0 = time.perf_counter()
-    entries = discover(root, reports) if entries is None else entries
+    if entries is None:
+        walk = Walk()
+        entries = discover(root, reports, walk)
     items: list[ScanItem] = []
-
-    def done(item: ScanItem) -> None:
+    jobs = ((entry, (entry, params, window_seconds)) for entry in entries)
+    for entry, item, error in run_isolated(scan_one, jobs, n_jobs, timeout):
+        if item is None:
+            item = ScanItem(str(entry.path), entry.key, False, error=error)
         if not item.ok:
             logger.warning("%s: %s", item.path, item.error)
         if item.report_error:
@@ -169,14 +185,6 @@ def scan_archive(
         items.append(item)
         if on_item:
             on_item(item)
-
-    if n_jobs <= 1 or len(entries) <= 1:
-        for entry in entries:
-            done(scan_one(entry, params, window_seconds))
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            for item in pool.map(scan_one, entries, [params] * len(entries),
-                                 [window_seconds] * len(entries), chunksize=1):
-                done(item)
-    return ScanSummary(items, time.perf_counter() - t0)
-
+    order = {str(e.path): i for i, e in enumerate(entries)}
+    items.sort(key=lambda i: order.get(i.path, len(order)))  # archive order, whatever finished first
+    return ScanSummary(items, time.perf_counter() - t0, walk.skipped if walk is not None else [])

@@ -27,6 +27,7 @@ import torch
 from sqlalchemy import Select, select
 
 from db import Patient, Recording, Report, Segment, Session, Status, Window, from_blob
+from elmsearch.archive import archive_path
 from elmsearch.errors import ElmsearchError
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, NoTextModelError
@@ -139,6 +140,9 @@ class Index:
         self._model = model
         self._model_checked = False  # config_hash hashes every weight (~5 ms): once per Index
         self._faiss: dict[str, object] = {}
+        # A run newer than the FAISS files is writing (or died): every hit is checked in SQL,
+        # since that run may have changed or removed the rows behind some FAISS ids.
+        self.stale = store.pending_run is not None
 
     @classmethod
     def open(cls, folder: str | os.PathLike, db_url: str | None = None, model: ELMModel | None = None,
@@ -229,7 +233,7 @@ class Index:
         empty = np.zeros(0, np.float32), np.zeros(0, np.int64)
         if index is None:
             return empty
-        if not filters.active:
+        if not filters.active and not self.stale:
             scores, found = vectors.search(index, q, min(k, index.ntotal))
             keep = found[0] >= 0
             return scores[0][keep], found[0][keep]
@@ -272,8 +276,11 @@ class Index:
         if windows is None and q is not None:
             windows = self._best_windows(s, rec_ids, q)
         hits = []
-        for rank, (rid, score) in enumerate(zip(rec_ids, scores, strict=True), 1):
+        for rid, score in zip(rec_ids, scores, strict=True):
+            if rid not in rows:  # removed by a run that is writing now
+                continue
             r, patient, session, impression = rows[rid]
+            rank = len(hits) + 1
             start, end = (windows or {}).get(rid, (None, None))
             hits.append(Hit(rank, float(score), rid, patient, session, r.date.isoformat() if r.date else None,
                             r.age, r.sex, r.montage, r.path, start, end, impression, r.report_id))
@@ -315,7 +322,9 @@ class Index:
                 win.update((w.id, w) for w in s.scalars(select(Window).where(Window.id.in_(chunk))))
             hits = []
             for wid, score in zip(wids.tolist(), scores.tolist(), strict=True):
-                w = win[wid]
+                w = win.get(wid)
+                if w is None:  # replaced by a run that is writing now
+                    continue
                 hits += self._hits(s, [w.recording_id], [score], None, {w.recording_id: (w.start_s, w.end_s)})
             for i, h in enumerate(hits, 1):
                 h.rank = i
@@ -337,7 +346,7 @@ class Index:
             path = Path(fname)
             if not path.is_file():
                 raise QueryError(f"{fname}: no such file")
-            r = s.scalar(select(Recording).where(Recording.path == str(path.resolve())))
+            r = s.scalar(select(Recording).where(Recording.path == archive_path(path)))
             if r is not None and r.status == Status.INDEXED and r.model_hash == self.manifest["model_hash"]:
                 st = path.stat()
                 if (r.size, r.mtime) == (st.st_size, st.st_mtime) or r.content_hash == file_hash(path):
@@ -348,7 +357,7 @@ class Index:
 
         emb = embed_recording(self.model, path, pooling="attention" if self.model.has_text else "mean")
         patient = path_info_for(path).subject or emb.recording.meta.subject
-        return Query(emb.recording_emb, None, patient, str(path.resolve()), emb.window_emb)
+        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb)
 
     def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
                 include_same_patient: bool = False, one_per_patient: bool = True,
@@ -372,6 +381,8 @@ class Index:
                         .outerjoin(Patient, Recording.patient_id == Patient.id).where(Recording.id.in_(chunk))))
                 keep_ids, keep_scores, seen = [], [], set()
                 for rid, score in zip(ids.tolist(), scores.tolist(), strict=True):
+                    if rid not in info:  # removed by a run that is writing now
+                        continue
                     p, path = info[rid]
                     if rid == query.recording_id or path == query.path:  # never the query itself
                         continue
@@ -404,15 +415,17 @@ class Index:
             for rep_id, score in zip(rep_ids.tolist(), scores.tolist(), strict=True):
                 rec_q = select(Recording.id).where(Recording.report_id == rep_id, Recording.status == Status.INDEXED)
                 rec_id = s.scalar(filters.apply(rec_q).order_by(Recording.id).limit(1))
+                if rec_id is None:  # its recordings were changed by a run that is writing now
+                    continue
                 best, best_score = None, -np.inf
                 for text, section, emb in s.execute(select(Segment.text, Segment.section, Segment.emb)
                                                     .where(Segment.report_id == rep_id)):
                     sc = float(from_blob(emb) @ query.emb) if emb is not None else -np.inf
                     if sc > best_score:
                         best, best_score = (f"{section}: {text}" if section else text), sc
-                hit = self._hits(s, [rec_id], [score], query.emb)[0]
-                hit.sentence = best
-                hits.append(hit)
+                for hit in self._hits(s, [rec_id], [score], query.emb):
+                    hit.sentence = best
+                    hits.append(hit)
             for i, h in enumerate(hits, 1):
                 h.rank = i
             return hits

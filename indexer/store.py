@@ -36,6 +36,8 @@ from db import (
 )
 from elmsearch.errors import ElmsearchError
 from indexer import vectors
+from indexer.lock import lock_holder
+from indexer.private import FILE_MODE, private_dir, secure_tree
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,19 @@ class IndexStateError(ElmsearchError):
     """The index folder is missing, inconsistent, or was built with another model."""
 
 
+def public_url(url: str) -> str:
+    """A database URL without its password (what may be written to disk or shown).
+
+    The server then takes the password from ``PGPASSWORD``, ``~/.pgpass`` or ``--db-url``.
+    """
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(password=None).render_as_string(hide_password=False)
+
+
 def _atomic_write_text(fname: Path, text: str) -> None:
     tmp = fname.with_name(f".{fname.name}.tmp")
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -65,6 +77,7 @@ class IndexStore:
 
     def __init__(self, folder: str | os.PathLike, db_url: str | None = None, create: bool = False):
         self.folder = Path(folder)
+        self.pending_run: dict | None = None  # set by verify(full=False): a newer run, unfinished
         manifest = self.read_manifest()
         self.db_url = db_url or (manifest or {}).get("db_url") or sqlite_url(self.folder)
         self.engine = make_engine(self.db_url, create=create)
@@ -72,10 +85,16 @@ class IndexStore:
 
     @classmethod
     def create(cls, folder: str | os.PathLike, db_url: str | None = None) -> IndexStore:
-        """Open for writing, creating the folder and tables when needed."""
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "faiss").mkdir(exist_ok=True)
-        return cls(folder, db_url, create=True)
+        """Open for writing, creating the folder (0700) and tables when needed.
+
+        Every file already in the folder is made owner-only (0600), so an index written by an
+        older version is tightened on its next run.
+        """
+        private_dir(folder)
+        private_dir(Path(folder) / "faiss")
+        store = cls(folder, db_url, create=True)
+        secure_tree(folder)
+        return store
 
     @classmethod
     def open(cls, folder: str | os.PathLike, db_url: str | None = None) -> IndexStore:
@@ -157,7 +176,7 @@ class IndexStore:
             }
 
     def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True,
-                run_id: int | None = None) -> dict:
+                run_id: int | None = None, extra: dict | None = None) -> dict:
         """Build the FAISS indices from the database and write the manifest (atomically, manifest last).
 
         With ``force=False`` and a manifest that already agrees with the database, no FAISS file
@@ -169,8 +188,9 @@ class IndexStore:
             try:
                 self.verify(model_hash)
                 manifest = self.manifest
-                if manifest.get("run_id") != run_id:
-                    _atomic_write_text(self.folder / MANIFEST, json.dumps({**manifest, "run_id": run_id}, indent=1))
+                if manifest.get("run_id") != run_id or any(manifest.get(k) != v for k, v in (extra or {}).items()):
+                    _atomic_write_text(self.folder / MANIFEST,
+                                       json.dumps({**manifest, **(extra or {}), "run_id": run_id}, indent=1))
                 return manifest["counts"]
             except IndexStateError:
                 pass
@@ -193,11 +213,12 @@ class IndexStore:
             "window_seconds": model_config["eeg"]["window_seconds"],
             "preprocessing": model_config.get("preprocessing", {}),
             "has_text": counts["report"] > 0 or counts["segment"] > 0,
-            "db_url": None if self.db_url == sqlite_url(self.folder) else self.db_url,
+            "db_url": None if self.db_url == sqlite_url(self.folder) else public_url(self.db_url),
             "counts": counts, "indices": infos, "updated": dt.datetime.now(dt.UTC).isoformat(),
-            "run_id": run_id,
+            "run_id": run_id, **(extra or {}),
         }
         _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
+        secure_tree(self.folder)
         return counts
 
     def analyze(self) -> None:
@@ -218,10 +239,11 @@ class IndexStore:
             The model the index must have been built with.
         full : bool
             Count the database rows behind every FAISS index (seconds on millions of rows).
-            Otherwise (the check on every query) compare the manifest's run with the newest
-            ``IndexRun``: only the indexer writes, and it rewrites the manifest last, so a
-            newer run means one is in progress or was interrupted. Indices written before
-            runs were recorded in the manifest always get the full check.
+            Otherwise (the check on every query) check that the FAISS files exist and note, in
+            ``pending_run``, an ``IndexRun`` newer than the manifest's: only the indexer
+            writes, and it rewrites the manifest last, so a newer run is in progress or was
+            interrupted, and queries answer from the last complete index meanwhile. Indices
+            written before runs were recorded in the manifest always get the full check.
 
         Returns
         -------
@@ -238,13 +260,7 @@ class IndexStore:
             raise IndexStateError(f"{self.folder}: built with model {m['model_hash']}, not {model_hash}; "
                                   "re-run `elmsearch index` with this model")
         if not full and m.get("run_id") is not None:
-            with self.session() as s:
-                last = s.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1))
-            if last is None or last.id != m["run_id"]:
-                started = f" (started {last.started:%Y-%m-%d %H:%M} UTC)" if last is not None and last.started else ""
-                raise IndexStateError(f"{self.folder}: index run {last.id if last else '?'}{started} has not "
-                                      "finished: it is still running or was interrupted; wait for it or run "
-                                      "`elmsearch index` again")
+            self.pending_run = self._pending_run(m["run_id"])
             counts = dict(m["counts"])
             self._check_files(counts)
             return counts
@@ -256,6 +272,28 @@ class IndexStore:
                                       f"has {want}; run `elmsearch index` again to bring it up to date")
         self._check_files(counts)
         return counts
+
+    def _pending_run(self, run_id: int) -> dict | None:
+        """The index run newer than the manifest's, if any: still running or interrupted.
+
+        Queries answer from the last complete index meanwhile: its FAISS files are replaced
+        only atomically at the end of a run, and hits whose rows a run has since changed or
+        removed are checked in SQL (``Index``). Returns ``{"run", "started", "running"}``.
+        """
+        with self.session() as s:
+            last = s.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1))
+        if last is None or last.id == run_id:
+            return None
+        running = lock_holder(self.folder) is not None
+        started = f"{last.started:%Y-%m-%d %H:%M} UTC" if last.started else "?"
+        if running:
+            logger.info("%s: index run %d (started %s) is still writing; answering from the last complete "
+                        "index (run %d)", self.folder, last.id, started, run_id)
+        else:
+            logger.warning("%s: index run %d (started %s) did not finish; answering from the last complete "
+                           "index (run %d); run `elmsearch index` again to bring it up to date",
+                           self.folder, last.id, started, run_id)
+        return {"run": last.id, "started": started, "running": running}
 
     def _check_files(self, counts: dict) -> None:
         for name in INDEX_NAMES:

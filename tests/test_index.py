@@ -209,8 +209,11 @@ def test_verify_names_what_is_inconsistent(archive, demo_model_dir, tmp_path):
         IndexStore.open(tmp_path / "nothing")
 
 
-def test_quick_check_catches_an_unfinished_run(archive, demo_model_dir, tmp_path):
-    """Queries check the manifest's run against the newest run: O(1) instead of counting rows."""
+def test_queries_answer_from_the_last_complete_index_while_a_run_is_unfinished(archive, demo_model_dir, tmp_path,
+                                                                                caplog):
+    """Queries check the manifest's run against the newest run (O(1)) and keep answering."""
+    from indexer.lock import IndexLock
+
     db = tmp_path / "idx"
     index_archive(archive, db, demo_model_dir)
     index_archive(archive, db, demo_model_dir)  # nothing changed: no rebuild, but the manifest moves on
@@ -219,14 +222,22 @@ def test_quick_check_catches_an_unfinished_run(archive, demo_model_dir, tmp_path
         newest = s.scalar(select(func.max(IndexRun.id)))
     assert store.manifest["run_id"] == newest == 2
     assert store.verify(full=False) == store.verify(full=True)
-    Index.open(db)
+    assert Index.open(db).stale is False
+    before = [h.recording_id for h in Index.open(db).search_text("spike and wave", k=5)]
     with store.session() as s, s.begin():  # what a run killed before its end leaves behind
         s.add(IndexRun(archive=str(archive), model_hash="x", model_path="x", preprocessing={}, versions={}))
-    with pytest.raises(IndexStateError, match="index run 3 .* has not finished"):
-        Index.open(db)
-    store.verify(full=True)  # the rows still agree: only the quick check can tell
+    with caplog.at_level("WARNING"):
+        index = Index.open(db)
+    assert index.stale and index.store.pending_run["run"] == 3 and not index.store.pending_run["running"]
+    assert "index run 3" in caplog.text and "did not finish" in caplog.text
+    assert [h.recording_id for h in index.search_text("spike and wave", k=5)] == before
+    with IndexLock(db):  # a live writer: the same answers, said as "still writing"
+        index = Index.open(db)
+        assert index.store.pending_run["running"]
+        assert [h.recording_id for h in index.search_text("spike and wave", k=5)] == before
+    store.verify(full=True)  # the rows still agree
     index_archive(archive, db, demo_model_dir)
-    Index.open(db)
+    assert Index.open(db).stale is False
 
 
 def test_export_parquet(archive, demo_model_dir, tmp_path):

@@ -183,3 +183,14 @@ def test_parse_recording_path_flat():
     assert info.layout == "flat"
     assert info.key == ("Subject00_1", "", "", "")
     assert info.session_date is None
+
+
+@pytest.mark.parametrize("field", ["John Smith", "Smith", "Jane Q Doe born 1961", "MUSTERMANN^ERIKA"])
+def test_a_free_text_patient_field_is_never_a_patient_code(field):
+    # a non-EDF+ patient field usually holds the patient's name: never used as an id
+    assert parse_patient_field(field).code is None
+
+
+def test_edf_plus_patient_code_is_kept_and_the_name_is_not():
+    info = parse_patient_field("MCH-0234567 F 02-MAY-1951 Haagse_Harry")
+    assert info.code == "MCH-0234567" and "Harry" not in repr(info)

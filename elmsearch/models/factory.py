@@ -86,9 +86,22 @@ def create_model(name: str = "elm-5s", text_model: str | os.PathLike | None = No
 
 
 def config_hash(model: ELMModel) -> str:
-    """Identity of a model's architecture and weights, for index consistency checks."""
-    h = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode())
+    """Identity of the weights a model actually uses, stable across loads.
+
+    Hashes the architecture and preprocessing of the EEG side and every EEG weight; for a
+    model with a trained text side also its text config, projection, pooler and temperature.
+    An EEG-only model (the ELM release) has randomly initialised text projection and
+    attention pooler that never reach an embedding, so they are left out: loading the same
+    folder twice gives the same hash. Free-text fields (``name``, ``description``) are
+    left out too.
+    """
+    cfg = {k: v for k, v in model.config.items() if k not in {"name", "description"}}
+    if not model.has_text:
+        cfg = {k: cfg[k] for k in ("eeg", "preprocessing") if k in cfg}
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     for k, v in sorted(model.state_dict().items()):
+        if not model.has_text and not k.startswith("eeg."):
+            continue
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -1,0 +1,133 @@
+"""One writer per index folder: an advisory lock file that says who holds it.
+
+``DIR/index.lock`` is locked with ``flock`` for as long as a writer (``elmsearch index``) runs,
+and holds that writer's pid, host, command and start time. The kernel drops the lock when
+the process dies, however it dies, so a lock file left by a killed run is stale by
+construction: the next writer takes it over and says so. Readers never take the lock; they
+look at it to tell a run in progress from an interrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from elmsearch.errors import ElmsearchError
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "index.lock"
+
+
+class IndexLockedError(ElmsearchError):
+    """Another process is writing to this index."""
+
+
+def _describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+            f"since {holder.get('started', '?')}")
+
+
+def _read_holder(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 4096)
+    try:
+        holder = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+class IndexLock:
+    """Exclusive writer lock of an index folder (a context manager).
+
+    Parameters
+    ----------
+    folder : path-like
+        The index folder (must exist).
+
+    Raises
+    ------
+    IndexLockedError
+        On entry, when a live process holds the lock; the message names it.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> IndexLock:
+        """Take the lock or raise ``IndexLockedError`` at once (never waits)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + 2.0  # a reader's look (lock_holder) holds it for microseconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if not holder.get("pid") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+            os.close(fd)
+            raise IndexLockedError(
+                f"{self.path.parent}: another `elmsearch index` is writing to this index "
+                f"({_describe(holder)}); wait for it to finish or stop it") from None
+        stale = _read_holder(fd)
+        if stale:
+            logger.warning("%s: taking over a stale lock left by %s (that process is gone)",
+                           self.path.parent, _describe(stale))
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(me).encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Clear the holder and unlock."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> IndexLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_holder(folder: str | os.PathLike) -> dict | None:
+    """Who writes to this index now: the holder's pid, host, start time; None when nobody does.
+
+    A lock file whose lock is free (its writer died) counts as nobody.
+    """
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd) or {"pid": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
