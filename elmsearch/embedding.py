@@ -10,7 +10,7 @@ import numpy as np
 from elmsearch.errors import CorruptFileError
 from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import Recording, make_windows, read_recording, usable_windows
+from elmsearch.recording import Recording, make_windows, read_recording, usable_windows, window_mask
 
 
 @dataclasses.dataclass
@@ -41,7 +41,8 @@ def model_params(model: ELMModel) -> PreprocessingParams:
 
 
 def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike = "<array>",
-                  precision: str = "fp32", batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                  precision: str = "fp32", keep: np.ndarray | None = None, batch_size: int = 4096
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Embed the windows of one recording that carry signal.
 
     Parameters
@@ -53,6 +54,9 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
         For error messages.
     precision : str
         See ``ELMModel.encode_eeg``.
+    keep : array of bool, shape (n_windows,) | None
+        Windows known to carry signal (``recording.window_mask``); by default those that
+        ``usable_windows`` accepts.
 
     Returns
     -------
@@ -67,10 +71,10 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
     embs, index = [], []
     for i in range(0, len(windows), batch_size):
         part = np.asarray(windows[i : i + batch_size])
-        keep = np.flatnonzero(usable_windows(part))
-        if len(keep):
-            embs.append(model.encode_eeg(part[keep], precision=precision))
-            index.append(keep + i)
+        good = np.flatnonzero(usable_windows(part) if keep is None else keep[i : i + batch_size])
+        if len(good):
+            embs.append(model.encode_eeg(part[good], precision=precision))
+            index.append(good + i)
     if not embs:
         raise CorruptFileError(fname, f"none of its {len(windows)} windows carries signal (all flat)")
     emb = np.concatenate(embs)
@@ -89,5 +93,6 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
         The file cannot be used (one-line reason).
     """
     rec = read_recording(fname, model_params(model), min_duration=model.window_seconds)
-    window_emb, index = embed_windows(model, make_windows(rec, model.window_seconds), fname, precision)
+    window_emb, index = embed_windows(model, make_windows(rec, model.window_seconds), fname, precision,
+                                      window_mask(rec, model.window_seconds))
     return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index)

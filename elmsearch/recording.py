@@ -81,6 +81,9 @@ class Recording:
         Hz (100).
     meta : RecordingMeta
     params : PreprocessingParams
+    flat_seconds : array of bool, shape (n_seconds,) | None
+        Seconds in which every montage electrode of the raw file is constant (a gap the
+        recorder filled with a constant, a disconnected headbox).
     """
 
     data: np.ndarray
@@ -88,6 +91,7 @@ class Recording:
     sfreq: float
     meta: RecordingMeta
     params: PreprocessingParams
+    flat_seconds: np.ndarray | None = None
 
     @property
     def n_times(self) -> int:
@@ -298,7 +302,39 @@ def read_recording(
     out = preprocess(data, sfreq, params)
     if not np.isfinite(out).all():
         raise CorruptFileError(fname, "preprocessing gave non-finite values (amplitudes beyond float32 range)")
-    return Recording(out, TCP_CH_NAMES, params.sfreq, meta, params)
+    return Recording(out, TCP_CH_NAMES, params.sfreq, meta, params, flat_seconds(data, sfreq))
+
+
+def flat_seconds(data: np.ndarray, sfreq: float) -> np.ndarray:
+    """Seconds in which every electrode is constant (peak-to-peak < ``FLAT_V``), shape (n_seconds,).
+
+    Parameters
+    ----------
+    data : array, shape (n_electrodes, n_times)
+        Raw referential signals in volts at ``sfreq``.
+    """
+    n = int(round(sfreq))
+    n_sec = data.shape[1] // n if n > 0 and abs(n - sfreq) < 1e-6 else 0
+    if n_sec == 0:
+        return np.zeros(0, bool)
+    blocks = data[:, : n_sec * n].reshape(data.shape[0], n_sec, n)
+    return ((blocks.max(axis=-1) - blocks.min(axis=-1)) < FLAT_V).all(axis=0)
+
+
+def window_mask(recording: Recording, seconds: float) -> np.ndarray:
+    """Which of ``make_windows(recording, seconds)`` carry EEG, shape (n_windows,) bool.
+
+    A window is left out when every second of it was flat in the raw file (``flat_seconds``)
+    or when its preprocessed channels are all flat (``usable_windows``).
+    """
+    windows = make_windows(recording, seconds)
+    keep = usable_windows(windows)
+    flat = recording.flat_seconds
+    s = int(round(seconds))
+    if flat is not None and len(flat) and abs(s - seconds) < 1e-9:
+        n = min(len(keep), len(flat) // s)
+        keep[:n] &= ~flat[: n * s].reshape(n, s).all(axis=1)
+    return keep
 
 
 def make_windows(recording: Recording | np.ndarray, seconds: float, sfreq: float = 100.0

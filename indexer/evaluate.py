@@ -30,6 +30,7 @@ from elmsearch.models.factory import load_model
 from elmsearch.probe import ProbeData, label_efficiency, score_binary
 from elmsearch.recording import make_windows, read_recording
 from elmsearch.zeroshot import zero_shot
+from indexer.private import private_dir, secure_tree
 from indexer.search import Index
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def write_report(result: dict, out_dir: str | os.PathLike) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # per-recording results of patients: 0700, files 0600
     written = [out / "eval.json"]
     written[0].write_text(json.dumps(result, indent=1, default=float))
     for column, curves in result.get("probe", {}).items():
@@ -201,4 +202,5 @@ def write_report(result: dict, out_dir: str | os.PathLike) -> list[Path]:
         fig.savefig(fname, dpi=100)
         plt.close(fig)
         written.append(fname)
+    secure_tree(out)
     return written

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from db import Patient, Recording, Report, Segment, Session, Window
+from indexer.private import private_dir, private_umask, secure_tree
 from indexer.store import IndexStore
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,13 @@ def export_parquet(store: IndexStore, out_dir: str | os.PathLike) -> dict[str, i
     dict
         Rows written per file.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with private_umask():  # patient data: folder 0700, files 0600
+        written = _export(store, private_dir(out_dir))
+    secure_tree(out_dir)
+    return written
+
+
+def _export(store: IndexStore, out: Path) -> dict[str, int]:
     written = {}
     with store.session() as s:
         q = (select(Recording, Patient.key, Session.key).outerjoin(Patient, Recording.patient_id == Patient.id)

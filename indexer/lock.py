@@ -26,6 +26,24 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = "index.lock"
 
 
+# Lock descriptors this process holds. A forked child (a reader worker) closes its copies at
+# once: a flock belongs to the open file, so a worker left running after its parent was
+# killed would otherwise keep the index locked.
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 class IndexLockedError(ElmsearchError):
     """Another process is writing to this index."""
 
@@ -92,12 +110,14 @@ class IndexLock:
         os.write(fd, json.dumps(me).encode())
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
         """Clear the holder and unlock."""
         if self._fd is None:
             return
+        _HELD.discard(self._fd)
         try:
             os.ftruncate(self._fd, 0)
         finally:

@@ -29,7 +29,7 @@ from elmsearch.errors import RecordingError, ReportError
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import make_windows, read_recording
+from elmsearch.recording import make_windows, read_recording, window_mask
 from elmsearch.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
@@ -59,6 +59,7 @@ class Prepared:
     mtime: float
     content_hash: str | None
     windows: np.ndarray | None = None
+    keep: np.ndarray | None = None
     meta: object | None = None
     report_text: str | None = None
     error: str | None = None
@@ -98,6 +99,7 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
     try:
         rec = read_recording(entry.path, params, min_duration=window_seconds)
         out.windows = np.ascontiguousarray(make_windows(rec, window_seconds))
+        out.keep = window_mask(rec, window_seconds)
         out.meta = rec.meta
     except RecordingError as err:
         out.error = err.reason
@@ -305,7 +307,7 @@ class Indexer:
             report = self._report(s, p.entry, p.report_text)
             rec.report_id = report.id if report else None
             t0 = time.perf_counter()
-            window_emb, index = embed_windows(self.model, p.windows, p.entry.path, self.precision)
+            window_emb, index = embed_windows(self.model, p.windows, p.entry.path, self.precision, p.keep)
             rec_emb = self.model.pool_windows(window_emb, self.pooling)
             if not np.isfinite(rec_emb).all():
                 raise RecordingError(p.entry.path, "pooling gave a non-finite recording embedding")

@@ -55,9 +55,11 @@ def public_url(url: str) -> str:
 
     The server then takes the password from ``PGPASSWORD``, ``~/.pgpass`` or ``--db-url``.
     """
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
-    return make_url(url).set(password=None).render_as_string(hide_password=False)
+    u = make_url(url)
+    return URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query).render_as_string(
+        hide_password=False)
 
 
 def _atomic_write_text(fname: Path, text: str) -> None:
