@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -25,21 +27,30 @@ from cli.options import (
     DeviceOpt,
     JsonOpt,
     KOpt,
+    Level,
     MinDurationOpt,
     ModelDirOpt,
     MontageOpt,
+    Precision,
     RecordingIdOpt,
     ReportsOpt,
     SeedOpt,
     SexOpt,
+    TextPooling,
     WindowOpt,
     WorkersOpt,
+    check_fractions,
+    check_prompts,
 )
 
+PROG = "elmsearch"
+# Errors are ours to print (see `main`): no Rich panels, no pretty tracebacks.
 app = typer.Typer(help="elmsearch: search clinical EEG archives by report text and by EEG.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 console = Console(stderr=True)
 out = Console()
+_debug = {"traceback": False}  # set by --verbose: unexpected errors print their traceback
 
 
 @app.callback()
@@ -48,6 +59,7 @@ def _root(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    _debug["traceback"] = verbose
     if console.is_terminal:
         handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -60,8 +72,14 @@ def _root(
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     return typer.Exit(code=1)
+
+
+def _error_line(message: str) -> None:
+    """Print ``error: MESSAGE`` as one line on stderr."""
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _progress(total: int, what: str) -> Progress:
@@ -221,15 +239,15 @@ def train(
     archive: Annotated[Path, typer.Argument(help="Archive with EDFs and reports.")],
     out: Annotated[Path, typer.Option("--out", help="MODEL_DIR to write (resumed if it holds a checkpoint).")],
     model: Annotated[str, typer.Option("--model-name", help="Registered config: elm-5s or elm-60s.")] = "elm-5s",
-    init: Annotated[Path | None, typer.Option("--init", help="Start the EEG encoder from these weights "
-                                              "(ELM release folder or MODEL_DIR).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", exists=True, help="Start the EEG encoder from these "
+                                              "weights (ELM release folder or MODEL_DIR).")] = None,
     freeze_eeg: Annotated[bool, typer.Option("--freeze-eeg", help="Train only the heads.")] = False,
     freeze_eeg_epochs: Annotated[int, typer.Option(help="Freeze the EEG encoder for the first N epochs.")] = 0,
     reports: ReportsOpt = None,
     text_model: Annotated[
-        Path | None, typer.Option(help="Local Hugging Face folder (default: packaged MiniLM).")
+        Path | None, typer.Option(exists=True, help="Local Hugging Face folder (default: packaged MiniLM).")
     ] = None,
-    text_pooling: Annotated[str | None, typer.Option(help="mean or cls (e.g. MedCPT: cls).")] = None,
+    text_pooling: Annotated[TextPooling | None, typer.Option(help="mean or cls (e.g. MedCPT: cls).")] = None,
     text_max_length: Annotated[int | None, typer.Option(help="Maximum tokens per segment.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 20,
     batch_size: Annotated[int, typer.Option(min=2, help="Recordings per batch.")] = 16,
@@ -246,12 +264,16 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt when present.")] = True,
 ) -> None:
     """Train the EEG-language model contrastively on an archive (ELM's MIL objective)."""
+    if not archive.exists():
+        raise _fail(f"{archive}: no such file or folder")
+    if out.exists() and not out.is_dir():
+        raise _fail(f"{out}: not a folder (--out is the MODEL_DIR to write)")
     from elmsearch.errors import ElmsearchError
     from elmsearch.training import TrainConfig, build_model, load_items
     from elmsearch.training import train as fit
 
     try:
-        net = build_model(model, init, text_model, text_pooling, text_max_length)
+        net = build_model(model, init, text_model, text_pooling.value if text_pooling else None, text_max_length)
     except ElmsearchError as err:
         raise _fail(str(err)) from None
     net.config["learn_temperature"] = learn_temperature
@@ -285,17 +307,14 @@ def train(
 @app.command()
 def classify(
     fname: Annotated[Path, typer.Argument(help="An EDF/BDF recording.")],
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A class description; repeat.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", callback=check_prompts,
+                                              help="A class description; repeat (two or more).")],
     model: ModelDirOpt = None,
     db: Annotated[Path | None, typer.Option("--db", help="Index folder: use the model it was built with "
                                             "(default ./elmsearch-index when no --model).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
-    from elmsearch.embedding import embed_recording
-    from elmsearch.errors import ElmsearchError
-    from elmsearch.zeroshot import zero_shot
-
     if model is None and db is None:
         db = Path("elmsearch-index")
     if model is None:
@@ -303,8 +322,10 @@ def classify(
         if not manifest.is_file():
             raise _fail(f"{db}: no index manifest (build one with `elmsearch index`)")
         model = Path(json.loads(manifest.read_text())["model_path"])
-    if len(prompt) < 2:
-        raise _fail("give at least two --prompt")
+    from elmsearch.embedding import embed_recording
+    from elmsearch.errors import ElmsearchError
+    from elmsearch.zeroshot import zero_shot
+
     net = _load_model_or_fail(model)
     try:
         emb = embed_recording(net, fname)
@@ -326,11 +347,14 @@ def classify(
 def probe(
     archive: Annotated[Path, typer.Argument(help="Archive with the labelled recordings.")],
     labels: Annotated[
-        Path, typer.Option("--labels", help="CSV: path or subject,session,montage,token + label columns.")
+        Path, typer.Option("--labels", exists=True, dir_okay=False,
+                           help="CSV: path or subject,session,montage,token + label columns.")
     ],
+    model: Annotated[Path, typer.Option("--model", exists=True,
+                                        help="MODEL_DIR from `elmsearch train`, or the ELM release folder.")],
     column: Annotated[str, typer.Option("--column", help="Binary label column.")] = "abnormal",
-    model: ModelDirOpt = None,
-    fractions: Annotated[str, typer.Option(help="Label fractions, comma-separated.")] = "0.01,0.1,1",
+    fractions: Annotated[str, typer.Option(callback=check_fractions,
+                                           help="Label fractions in (0, 1], comma-separated.")] = "0.01,0.1,1",
     seeds: Annotated[int, typer.Option(min=1, help="Splits per point.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
@@ -338,8 +362,8 @@ def probe(
     from elmsearch.errors import ElmsearchError, InputFileError
     from elmsearch.probe import run_probe
 
-    if model is None:
-        raise _fail("give --model MODEL_DIR (or the ELM release folder)")
+    if not archive.exists():
+        raise _fail(f"{archive}: no such file or folder")
     net = _load_model_or_fail(model)
     try:
         rows = run_probe(net, archive, labels, column, [float(f) for f in fractions.split(",")],
@@ -413,8 +437,8 @@ def index(
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Preprocessing processes.")] = 1,
     prune: Annotated[bool, typer.Option("--prune", help="Remove recordings whose files are gone.")] = False,
     db_url: DbUrlOpt = None,
-    precision: Annotated[str, typer.Option(help="EEG encoder precision: auto (bf16 where the CPU has "
-                                           "bf16 units), fp32 or bf16.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="EEG encoder precision: auto (bf16 where the CPU has "
+                                                 "bf16 units), fp32 or bf16.")] = Precision.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Index an archive: preprocess, embed, store in SQL + FAISS. Incremental and resumable."""
@@ -428,7 +452,7 @@ def index(
             raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from")
         model = Path(json.loads(manifest.read_text())["model_path"])
     try:
-        summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision)
+        summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value)
     except (ElmsearchError, OSError) as err:
         raise _fail(str(err).splitlines()[0]) from None
     if as_json:
@@ -540,7 +564,7 @@ def search(
     text: Annotated[str, typer.Argument(help='A description, e.g. "generalized 3 Hz spike and wave".')],
     db: DbOpt = DEFAULT_DB,
     k: KOpt = 10,
-    level: Annotated[str, typer.Option(help="recording, or window (rank windows).")] = "recording",
+    level: Annotated[Level, typer.Option(help="recording, or window (rank windows).")] = Level.recording,
     sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
     before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
     as_json: JsonOpt = False,
@@ -548,7 +572,7 @@ def search(
     """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
     index = _open_index(db)
     f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
-    hits = _query(lambda: index.search_text(text, k, level, f))
+    hits = _query(lambda: index.search_text(text, k, level.value, f))
     _print_hits(text, hits, as_json, f"text → EEG: {text}")
 
 
@@ -614,18 +638,35 @@ def show(
             out.print(f"[bold]{sec['heading'] or '(preamble)'}[/bold]\n{sec['text']}\n", highlight=False)
 
 
+def _read_prompts(fname: Path) -> dict[str, list[str]]:
+    """The ``--prompts`` file: JSON ``{"column": ["negative prompt", "positive prompt"]}``."""
+    try:
+        doc = json.loads(fname.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise _fail(f"{fname}: not valid JSON ({err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise _fail(f"{fname}: cannot read ({err})") from None
+    if not (isinstance(doc, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v) for v in doc.values())):
+        raise _fail(f'{fname}: expected {{"column": ["negative prompt", "positive prompt"], ...}}')
+    return doc
+
+
 @app.command(name="eval")
 def evaluate(
-    labels: Annotated[Path, typer.Option("--labels", help="CSV: path or subject,session,montage,token + 0/1 columns.")],
+    labels: Annotated[Path, typer.Option("--labels", exists=True, dir_okay=False,
+                                         help="CSV: path or subject,session,montage,token + 0/1 columns.")],
     db: DbOpt = DEFAULT_DB,
-    root: Annotated[Path | None, typer.Option("--root", help="Archive root that relative label paths refer to "
+    root: Annotated[Path | None, typer.Option("--root", exists=True, file_okay=False,
+                                              help="Archive root that relative label paths refer to "
                                               "(default: the labels file's folder).")] = None,
     columns: Annotated[str | None, typer.Option(help="Label columns, comma-separated (default: all with "
                                                 "prompts).")] = None,
-    prompts: Annotated[Path | None, typer.Option(help='JSON {"column": ["negative prompt", "positive prompt"]}.')
+    prompts: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                 help='JSON {"column": ["negative prompt", "positive prompt"]}.')
                        ] = None,
-    elm_weights: Annotated[Path | None, typer.Option(help="ELM release folder: the untrained-weights baseline.")
-                           ] = None,
+    elm_weights: Annotated[Path | None, typer.Option(exists=True, help="ELM release folder: the untrained-weights "
+                                                     "baseline.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Patient splits per probe point.")] = 3,
     n_per_class: Annotated[int | None, typer.Option(help="Probe with N labels per class instead of "
                                                     "1%/10%/100%.")] = None,
@@ -634,10 +675,10 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval, zero-shot and probe quality of an index against labels, with baselines."""
+    extra = _read_prompts(prompts) if prompts else None  # before the heavy imports: a typo fails at once
     from indexer.evaluate import evaluate_index, write_report
 
     index = _open_index(db)
-    extra = json.loads(prompts.read_text()) if prompts else None
     result = _query(lambda: evaluate_index(
         index, labels, root or labels.parent, columns.split(",") if columns else None, extra,
         seeds=tuple(range(seeds)), n_per_class=n_per_class, elm_weights=elm_weights))
@@ -670,10 +711,48 @@ def evaluate(
     out.print("written: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def _usage_line(err: Exception) -> int:
+    """Print a usage error (bad option, argument or value) as one line; return its exit code.
+
+    Typer's vendored Click exceptions are duck-typed (``exit_code`` and ``format_message``):
+    the style never imports Click and Typer does not re-export its ``UsageError``.
+    """
+    code = int(err.exit_code)
+    ctx = getattr(err, "ctx", None)
+    if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `elmsearch`: the help, as Click does
+        typer.echo(ctx.get_help(), err=True)
+        return code
+    message = err.format_message().replace(": Value error, ", ": ")  # Typer's wording for enum/date values
+    if code == 2:  # a usage error: point at the command's help
+        message += f" (see '{ctx.command_path if ctx is not None else PROG} --help')"
+    _error_line(message)
+    return code
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: every user error is one line on stderr.
+
+    Exit codes: 0 success, 1 runtime error, 2 usage error (bad option, argument or value),
+    130 interrupted. An unexpected exception prints ``error: Type: message`` (its traceback
+    with the root ``--verbose``).
+    """
+    command = typer.main.get_command(app)
     try:
-        app()
+        # standalone_mode=False: Click's exceptions reach us, typer.Exit comes back as its exit code
+        rv = command.main(args=args, prog_name=PROG, standalone_mode=False)
     except KeyboardInterrupt:  # pragma: no cover
-        console.print("interrupted")
+        _error_line("interrupted")
         sys.exit(130)
+    except typer.Abort:
+        _error_line("aborted")
+        sys.exit(1)
+    except Exception as err:
+        if hasattr(err, "exit_code") and hasattr(err, "format_message"):
+            sys.exit(_usage_line(err))
+        if _debug["traceback"]:
+            traceback.print_exc()
+        else:
+            lines = str(err).strip().splitlines()
+            _error_line(f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

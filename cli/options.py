@@ -1,32 +1,103 @@
-"""Option declarations shared by several commands."""
+"""Option declarations shared by several commands, and the checks that make bad values usage errors."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+
+class Precision(StrEnum):
+    """EEG encoder precision for indexing."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Level(StrEnum):
+    """What a text search ranks."""
+
+    recording = "recording"
+    window = "window"
+
+
+class TextPooling(StrEnum):
+    """Pooling of the text encoder's token states."""
+
+    mean = "mean"
+    cls = "cls"
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def check_device(value: str) -> str:
+    """``--device``: auto, cpu, mps, cuda or cuda:N (a usage error otherwise)."""
+    if not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N.")
+    return value
+
+
+def check_sex(value: str | None) -> str | None:
+    """``--sex``: F or M (any case; female/male accepted)."""
+    if value is not None and value.strip().upper() not in {"F", "M", "FEMALE", "MALE"}:
+        raise typer.BadParameter(f"{value!r} is not one of 'F', 'M'.")
+    return value
+
+
+def check_positive(value: float) -> float:
+    """A length that must be above zero."""
+    if not value > 0:
+        raise typer.BadParameter(f"{value:g} is not above 0.")
+    return value
+
+
+def check_fractions(value: str) -> str:
+    """``--fractions``: comma-separated numbers in (0, 1]."""
+    try:
+        numbers = [float(f) for f in value.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a comma-separated list of numbers, e.g. 0.01,0.1,1.") from None
+    if not all(0 < f <= 1 for f in numbers):
+        raise typer.BadParameter(f"{value!r}: every fraction must be in (0, 1].")
+    return value
+
+
+def check_prompts(value: list[str]) -> list[str]:
+    """``--prompt``: zero-shot needs at least two classes."""
+    if len(value) < 2:
+        raise typer.BadParameter("give at least two (one per class), e.g. -p 'normal EEG' -p 'abnormal EEG'.")
+    return value
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable keys).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
 ReportsOpt = Annotated[
     Path | None,
-    typer.Option("--reports", help="JSON-lines side file of reports: {subject, session, report}."),
+    typer.Option("--reports", exists=True, dir_okay=False,
+                 help="JSON-lines side file of reports: {subject, session, report}."),
 ]
-WindowOpt = Annotated[float, typer.Option("--window", help="Window length in seconds (ELM: 5 or 60).")]
+WindowOpt = Annotated[float, typer.Option("--window", callback=check_positive,
+                                          help="Window length in seconds (ELM: 5 or 60).")]
 DemoDirOpt = Annotated[Path, typer.Option("--dir", help="Where the demo archive and its outputs go.")]
 ModelDirOpt = Annotated[
-    Path | None, typer.Option("--model", help="MODEL_DIR from `elmsearch train`, or the ELM release folder.")
+    Path | None, typer.Option("--model", exists=True,
+                              help="MODEL_DIR from `elmsearch train`, or the ELM release folder.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1...")]
+DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device,
+                                        help="auto (CUDA when present), cpu, cuda, cuda:1...")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 DbOpt = Annotated[Path, typer.Option("--db", help="Index folder (FAISS files, manifest, SQLite).")]
 DbUrlOpt = Annotated[
     str | None, typer.Option("--db-url", help="SQLAlchemy URL for the metadata (default: SQLite in --db).")
 ]
 KOpt = Annotated[int, typer.Option("-k", min=1, help="Number of hits.")]
-SexOpt = Annotated[str | None, typer.Option("--sex", help="F or M.")]
+SexOpt = Annotated[str | None, typer.Option("--sex", callback=check_sex, help="F or M.")]
 AgeMinOpt = Annotated[float | None, typer.Option("--age-min", help="Youngest age (years).")]
 AgeMaxOpt = Annotated[float | None, typer.Option("--age-max", help="Oldest age (years).")]
 AfterOpt = Annotated[dt.datetime | None, typer.Option("--after", formats=["%Y-%m-%d"], help="Recorded on/after.")]

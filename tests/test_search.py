@@ -152,7 +152,8 @@ def test_reports_hits_carry_their_best_sentence(index):
             segs = s.execute(select(Segment.section, Segment.text, Segment.emb).where(
                 Segment.report_id == h.report_id)).all()
             best = max(segs, key=lambda g: float(np.frombuffer(g.emb, np.float32) @ q))
-            assert h.sentence == f"{best.section}: {best.text}" if best.section else best.text
+            expected = f"{best.section}: {best.text}" if best.section else best.text
+            assert h.sentence == expected
             assert recs[h.recording_id][0].report_id == h.report_id
 
 

@@ -180,12 +180,46 @@ def test_train_classify_probe_commands(tiny_archive, tiny_model_dir, tmp_path):
     assert [s["prompt"] for s in doc["scores"]] == prompts
     assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1.0, abs=1e-4)
     res = runner.invoke(app, ["classify", str(edf), "-p", "a", "-p", "b", "--model", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "does not exist" in res.output  # a usage error, caught while parsing
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["classify", str(edf), "-p", "a", "-p", "b", "--model", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "not a model folder" in res.output
-    res = runner.invoke(app, ["probe", str(tiny_archive.root), "--labels", str(tiny_archive.labels_path),
-                              "--column", "abnormal", "--model", str(tiny_model_dir), "--fractions", "1",
-                              "--seeds", "1", "--json"])
-    if res.exit_code == 0:
-        doc = json.loads(res.stdout)
-        assert doc["column"] == "abnormal" and len(doc["points"]) == 1
-    else:  # both classes are needed among recordings; say so clearly
-        assert "both classes" in res.output
+
+
+def _two_class_labels(archive, fname):
+    """A label column that every patient with two or more recordings has both values of.
+
+    Whatever patients a split holds out, its training and test recordings then both hold
+    both classes (patients with one recording are left unlabelled).
+    """
+    by_patient: dict[str, list[dict]] = {}
+    for row in archive.rows:
+        by_patient.setdefault(row["subject"], []).append(row)
+    lines, n = ["path,label"], {0: 0, 1: 0}
+    for rows in by_patient.values():
+        for i, row in enumerate(sorted(rows, key=lambda r: r["path"])):
+            y = "" if len(rows) < 2 else str(i % 2)
+            lines.append(f"{row['path']},{y}")
+            if y:
+                n[int(y)] += 1
+    fname.write_text("\n".join(lines) + "\n")
+    return n
+
+
+def test_probe_command_gives_a_curve(tiny_archive, tiny_model_dir, tmp_path):
+    labels = tmp_path / "labels.csv"
+    n = _two_class_labels(tiny_archive, labels)
+    assert n[0] >= 3 and n[1] >= 3, n  # several patients, each with both classes
+    res = CliRunner().invoke(app, ["probe", str(tiny_archive.root), "--labels", str(labels), "--column", "label",
+                                   "--model", str(tiny_model_dir), "--fractions", "0.5,1", "--seeds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["column"] == "label"
+    assert [p["fraction"] for p in doc["points"]] == [0.5, 1.0]
+    for point in doc["points"]:
+        assert point["n_seeds"] == 2, point  # no split was skipped for lack of a class
+        assert 2 <= point["n_labels"] <= n[0] + n[1]
+        for key in ("auroc", "balanced_accuracy"):
+            assert 0.0 <= point[key] <= 1.0, point
+            assert 0.0 <= point[f"{key}_sd"] <= 1.0, point
+    assert doc["points"][0]["n_labels"] < doc["points"][1]["n_labels"]
