@@ -449,8 +449,12 @@ class Index:
             windows = s.execute(select(Window.ordinal, Window.start_s, Window.end_s)
                                 .where(Window.recording_id == r.id).order_by(Window.ordinal)).all()
             sections = []
-            if report is not None:
+            if report is not None and report.text:
                 sections = [{"heading": sec.heading, "text": sec.text} for sec in parse_report(report.text).sections]
+            elif report is not None:  # indexed with --no-report-text: the headings, no text
+                heads = s.scalars(select(Segment.section).where(Segment.report_id == report.id)
+                                  .order_by(Segment.ordinal)).all()
+                sections = [{"heading": h, "text": ""} for h in dict.fromkeys(heads)]
             return {
                 "recording_id": r.id, "path": r.path, "key": r.key, "status": str(r.status), "error": r.error,
                 "patient": patient, "session": session.key if session else None,

@@ -301,3 +301,43 @@ def test_flat_windows_are_not_embedded(write_edf, demo_model_dir, tmp_path):
         embs = [np.frombuffer(w.emb, np.float32) for w in s.scalars(select(Window))]
     assert 10.0 not in starts and 15.0 not in starts and 0.0 in starts and 25.0 in starts and len(starts) < 6
     assert all(np.isfinite(e).all() for e in embs)
+
+
+# ---- other formats BIDS EEG allows -----------------------------------------------------------
+def _write_brainvision(folder: Path, name: str, data_uv: np.ndarray, labels: list[str], sfreq: float) -> Path:
+    """A minimal BrainVision triplet (.vhdr, .vmrk, .eeg; int16, 0.1 uV resolution) as recorders write it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.eeg").write_bytes(np.round(data_uv.T * 10).astype("<i2").tobytes())
+    (folder / f"{name}.vmrk").write_text(
+        "Brain Vision Data Exchange Marker File, Version 1.0\n[Common Infos]\nCodepage=UTF-8\n"
+        f"DataFile={name}.eeg\n[Marker Infos]\nMk1=New Segment,,1,1,0,20200101120000000000\n")
+    chans = "".join(f"Ch{i + 1}={lab},,0.1,µV\n" for i, lab in enumerate(labels))
+    vhdr = folder / f"{name}.vhdr"
+    vhdr.write_text(
+        "Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\nCodepage=UTF-8\n"
+        f"DataFile={name}.eeg\nMarkerFile={name}.vmrk\nDataFormat=BINARY\nDataOrientation=MULTIPLEXED\n"
+        f"NumberOfChannels={len(labels)}\nSamplingInterval={1e6 / sfreq:g}\n[Binary Infos]\nBinaryFormat=INT_16\n"
+        f"[Channel Infos]\n{chans}")
+    return vhdr
+
+
+def test_brainvision_recordings_are_discovered_and_read(tmp_path):
+    from conftest import synthetic_uv
+
+    from elmsearch.archive import Walk, discover
+    from elmsearch.channels import STANDARD_1020
+    from elmsearch.recording import read_recording
+
+    labels = [e if e not in {"T3", "T4", "T5", "T6"} else {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}[e]
+              for e in STANDARD_1020]
+    root = tmp_path / "bids" / "sub-01" / "eeg"
+    vhdr = _write_brainvision(root, "sub-01_task-rest_eeg", synthetic_uv(len(labels), 250, 20, seed=1), labels, 250)
+    (root / "stray.eeg").write_bytes(b"\0" * 64)  # a data file whose header is missing
+    walk = Walk()
+    entries = discover(tmp_path / "bids", walk=walk)
+    assert [e.path for e in entries] == [vhdr] and entries[0].info.subject == "01"
+    assert [Path(s["path"]).name for s in walk.skipped] == ["stray.eeg"]
+    assert "without its .vhdr header" in walk.skipped[0]["reason"]
+    rec = read_recording(vhdr)
+    assert rec.data.shape == (20, 2000) and rec.meta.native_sfreq == 250 and np.isfinite(rec.data).all()
+    assert rec.meta.start is not None and rec.meta.start.year == 2020
