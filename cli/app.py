@@ -90,10 +90,11 @@ def _progress(total: int, what: str) -> Progress:
 
 
 def _run_scan(root: Path, reports: Path | None, window: float, workers: int):
-    from elmsearch.archive import discover
+    from elmsearch.archive import Walk, discover
     from indexer.scan import scan_archive
 
-    entries = discover(root, reports)
+    walk = Walk()
+    entries = discover(root, reports, walk)
     total = len(entries)
     with _progress(total, "scan") as progress:
         task = progress.add_task("scan", total=total, rate="")
@@ -105,7 +106,7 @@ def _run_scan(root: Path, reports: Path | None, window: float, workers: int):
             progress.update(task, advance=1, rate=f"{hours[0] / elapsed * 3600:.0f} h EEG/h")
 
         return scan_archive(root, reports, window_seconds=window, n_jobs=workers, on_item=tick,
-                            entries=entries)
+                            entries=entries, walk=walk)
 
 
 def _print_scan(summary, as_json: bool) -> None:
@@ -122,6 +123,15 @@ def _print_scan(summary, as_json: bool) -> None:
         for item in summary.failed:
             fails.add_row(item.path, item.error)
         out.print(fails)
+    _print_skipped(summary.skipped)
+
+
+def _print_skipped(skipped: list[dict]) -> None:
+    if skipped:
+        table = Table("path", "reason", title="not read (not a recording elmsearch reads)")
+        for f in skipped:
+            table.add_row(f["path"], f["reason"])
+        out.print(table)
 
 
 @app.command()
@@ -382,7 +392,7 @@ def probe(
 
 
 def _run_index(archive: Path, db: Path, model: Path, reports: Path | None, workers: int, prune: bool,
-               db_url: str | None, precision: str = "auto"):
+               db_url: str | None, precision: str = "auto", **options):
     from indexer.pipeline import index_archive
 
     columns = (TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -404,7 +414,7 @@ def _run_index(archive: Path, db: Path, model: Path, reports: Path | None, worke
             progress.update(task, advance=1, rate=f"{hours[1] / dt_:.1f} rec/s, {hours[0] / dt_:.2f} h EEG/s")
 
         return index_archive(archive, db, model, reports, n_jobs=workers, prune=prune, db_url=db_url,
-                             precision=precision, on_item=tick, on_plan=plan)
+                             precision=precision, on_item=tick, on_plan=plan, **options)
 
 
 def _print_index(summary) -> None:
@@ -426,6 +436,7 @@ def _print_index(summary) -> None:
         for f in summary.failures:
             fails.add_row(f["path"], f["reason"])
         out.print(fails)
+    _print_skipped(summary.skipped_files)
 
 
 @app.command()
@@ -434,11 +445,19 @@ def index(
     db: DbOpt = Path("elmsearch-index"),
     model: ModelDirOpt = None,
     reports: ReportsOpt = None,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Preprocessing processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="Reader processes (each file isolated: "
+                                         "a crash or a hang fails that file alone); 0 reads in this process.")] = 1,
     prune: Annotated[bool, typer.Option("--prune", help="Remove recordings whose files are gone.")] = False,
     db_url: DbUrlOpt = None,
     precision: Annotated[Precision, typer.Option(help="EEG encoder precision: auto (bf16 where the CPU has "
                                                  "bf16 units), fp32 or bf16.")] = Precision.auto,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try again files that failed before, "
+                                               "even if they did not change.")] = False,
+    report_text: Annotated[bool | None, typer.Option("--report-text/--no-report-text", help="Store report text "
+                           "(--no-report-text: embeddings, sections and offsets only; the choice sticks to the "
+                           "index).", show_default=False)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds one file may take to read and "
+                                           "preprocess before its worker is stopped.")] = 1800.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Index an archive: preprocess, embed, store in SQL + FAISS. Incremental and resumable."""
@@ -452,7 +471,8 @@ def index(
             raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from")
         model = Path(json.loads(manifest.read_text())["model_path"])
     try:
-        summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value)
+        summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
+                             retry_failed=retry_failed, report_text=report_text, timeout=timeout)
     except (ElmsearchError, OSError) as err:
         raise _fail(str(err).splitlines()[0]) from None
     if as_json:
