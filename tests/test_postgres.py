@@ -58,7 +58,10 @@ def test_postgres_index_rerun_prune_stats(pg_url, archive, demo_model_dir, tmp_p
     assert not (db / "elmsearch.sqlite").exists()  # the rows went to PostgreSQL
 
     # the manifest remembers the URL: opening the folder alone finds the database
-    assert json.loads((db / "manifest.json").read_text())["db_url"] == pg_url
+    from sqlalchemy.engine import make_url
+
+    stored = make_url(json.loads((db / "manifest.json").read_text())["db_url"])
+    assert stored == make_url(pg_url).set(password=None) and stored.password is None
     store = IndexStore.open(db)
     assert store.engine.dialect.name == "postgresql"
     counts = store.verify()
