@@ -132,13 +132,17 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
             if len(fixed) < 256:
                 raise CorruptFileError(fname, f"truncated header ({len(fixed)} of 256 bytes)")
             kind = "BDF" if magic == _BDF_MAGIC else "EDF"
-            try:
-                header_bytes = int(_field(fixed, 184, 8))
-                n_records = int(_field(fixed, 236, 8))
-                record_duration = float(_field(fixed, 244, 8))
-                n_signals = int(_field(fixed, 252, 4))
-            except ValueError as err:
-                raise CorruptFileError(fname, f"unreadable header number ({err})") from None
+            def number(name: str, start: int, size: int, kind=int):
+                text = _field(fixed, start, size)
+                try:
+                    return kind(text)
+                except ValueError:
+                    raise CorruptFileError(fname, f"unreadable {name} in the header ({text!r})") from None
+
+            header_bytes = number("header length", 184, 8)
+            n_records = number("number of data records", 236, 8)
+            record_duration = number("data record duration", 244, 8, float)
+            n_signals = number("number of signals", 252, 4)
             if n_signals <= 0 or header_bytes != 256 * (n_signals + 1):
                 raise CorruptFileError(
                     fname,
