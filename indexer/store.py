@@ -348,6 +348,7 @@ class IndexStore:
                 "model": {"hash": m.get("model_hash"), "path": m.get("model_path"),
                           "window_seconds": m.get("window_seconds"), "has_text": m.get("has_text")},
                 "indices": m.get("indices", {}),
+                "writer": lock_holder(self.folder),
                 "db": self.engine.url.render_as_string(hide_password=True),
                 "db_bytes": (self.folder / "elmsearch.sqlite").stat().st_size
                 if (self.folder / "elmsearch.sqlite").is_file() else None,
