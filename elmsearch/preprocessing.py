@@ -147,8 +147,29 @@ def _mne_grid(n_in: int, up: int, down: int) -> tuple[float, float]:
     return int(round(ratio * npad0)) * b - npad0, b
 
 
+def _span_grid(offset: int, n_out: int, n_total: int, up: int, down: int
+               ) -> tuple[np.ndarray, float]:
+    """Grid offsets of a span's output samples on the whole recording's MNE grid.
+
+    Returns
+    -------
+    d : array, shape (n_out,)
+        Position of each of the span's output samples relative to the ideal grid, in
+        output samples (as in ``fft_resample`` on the whole recording).
+    d_mean : float
+        The mean of ``d`` over the whole recording (the exact phase shift it uses).
+    """
+    a, b = _mne_grid(n_total, up, down)
+    n_out_total = max(int(round(n_total * up / down)), 1)
+    slope = b * up / down - 1.0
+    k = offset * up // down + np.arange(n_out)
+    d = a * up / down + slope * k
+    return d, a * up / down + slope * (n_out_total - 1) / 2
+
+
 def fft_resample(
-    x: np.ndarray, sfreq: float, sfreq_out: float, pad_s: float = 2.0, mne_grid: bool = True
+    x: np.ndarray, sfreq: float, sfreq_out: float, pad_s: float = 2.0, mne_grid: bool = True,
+    *, offset: int = 0, n_total: int | None = None,
 ) -> np.ndarray:
     """Resample the last axis with an FFT brick-wall at the output Nyquist.
 
@@ -163,6 +184,14 @@ def fft_resample(
     mne_grid : bool
         Align the output grid with ``mne.io.Raw.resample`` (default) rather than
         with the ideal grid ``k * sfreq / sfreq_out``.
+    offset, n_total : int, int | None
+        ``x`` is the span of native samples ``[offset, offset + n_times)`` of a
+        recording ``n_total`` samples long (default: ``x`` is the whole recording).
+        The output is then that recording's output samples from
+        ``offset * sfreq_out / sfreq`` on, on the MNE grid of the whole recording,
+        so that resampled spans match the resampled recording away from their
+        edges. ``offset`` must be a whole number of output samples (a multiple of
+        the resampling ratio's denominator).
 
     Returns
     -------
@@ -171,6 +200,9 @@ def fft_resample(
     up, down = _ratio(sfreq, sfreq_out)
     n = x.shape[-1]
     n_out = max(int(round(n * up / down)), 1)
+    if n_total is not None and (offset % down or offset < 0 or offset + n > n_total):
+        raise ValueError(f"span [{offset}, {offset + n}) of {n_total} samples does not start on "
+                         f"a whole output sample (multiple of {down}) or exceeds the recording")
     pad = -(-int(round(pad_s * sfreq)) // down) * down  # multiple of down
     total = sfft.next_fast_len(n + 2 * pad, real=True)
     while total % down:
@@ -186,14 +218,18 @@ def fft_resample(
         # Sample at MNE's grid, y(k + d_k) with d_k in output samples: the mean of d
         # as an exact phase shift, the small linear remainder (< 0.1 sample) by a
         # first-order Taylor step with the spectral derivative.
-        a, b = _mne_grid(n, up, down)
-        k = np.arange(n_out)
-        d = ((a + b * k) - k * down / up) * up / down
+        if n_total is None:
+            a, b = _mne_grid(n, up, down)
+            k = np.arange(n_out)
+            d = ((a + b * k) - k * down / up) * up / down
+            d_mean = d.mean()
+        else:
+            d, d_mean = _span_grid(offset, n_out, n_total, up, down)
         omega = (2j * np.pi / m) * np.arange(spec.shape[-1])
-        spec = spec * np.exp(omega * d.mean()).astype(spec.dtype)
+        spec = spec * np.exp(omega * d_mean).astype(spec.dtype)
         y = sfft.irfft(spec, m, axis=-1)[..., start : start + n_out]
         dy = sfft.irfft(spec * omega.astype(spec.dtype), m, axis=-1)[..., start : start + n_out]
-        y += (d - d.mean()).astype(y.dtype) * dy
+        y += (d - d_mean).astype(y.dtype) * dy
     y *= np.asarray(gain, dtype=y.dtype)
     return y
 
@@ -255,7 +291,8 @@ def highpass(y: np.ndarray, sfreq: float, l_freq: float, edges: tuple | None = N
 
 
 def preprocess(
-    electrodes: np.ndarray, sfreq: float, params: PreprocessingParams | None = None
+    electrodes: np.ndarray, sfreq: float, params: PreprocessingParams | None = None,
+    *, offset: int = 0, n_total: int | None = None,
 ) -> np.ndarray:
     """Apply ELM preprocessing to referential EEG (fast path).
 
@@ -267,6 +304,13 @@ def preprocess(
         Native sampling rate in Hz.
     params : PreprocessingParams | None
         Defaults to ELM's recipe.
+    offset, n_total : int, int | None
+        ``electrodes`` is the span ``[offset, offset + n_times)`` of a recording
+        ``n_total`` native samples long (default: the whole recording). The output
+        lies on the whole recording's output grid and matches its preprocessing
+        away from the span's edges, if the span starts on a whole output sample
+        that is also a whole high-pass block (``chunked.span_unit``). Used by
+        ``elmsearch.chunked`` for long recordings.
 
     Returns
     -------
@@ -280,7 +324,12 @@ def preprocess(
     if params.h_freq >= params.sfreq / 2:
         logger.debug("h_freq %.1f >= Nyquist: the resampler's brick-wall is the low-pass", params.h_freq)
     x = np.asarray(electrodes, dtype=np.float32)
-    y = fft_resample(x, sfreq, params.sfreq) if sfreq != params.sfreq else x.copy()
+    if sfreq == params.sfreq:
+        y = x.copy()
+    elif n_total is None:
+        y = fft_resample(x, sfreq, params.sfreq)
+    else:
+        y = fft_resample(x, sfreq, params.sfreq, offset=offset, n_total=n_total)
     if params.h_freq < params.sfreq / 2 * 0.98:
         import mne
 
