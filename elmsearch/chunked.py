@@ -49,7 +49,15 @@ from elmsearch.preprocessing import (
     _ratio,
     preprocess,
 )
-from elmsearch.recording import RecordingMeta, inspect_edf
+from elmsearch.recording import (
+    RecordingMeta,
+    dead_electrodes,
+    dead_problem,
+    electrode_picks,
+    flat_seconds,
+    inspect_edf,
+    signal_problems,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -311,9 +319,13 @@ def _windows(blocks: Iterator[np.ndarray], chunks: list[Chunk], w: int
 
 @dataclasses.dataclass
 class SpanReader:
-    """Reads native sample ranges of the montage electrodes from an EDF/BDF, never the whole file.
+    """Reads native sample ranges of the montage electrodes from a recording, never the whole file.
 
-    Call it as ``reader(start, stop)``: array of float64, shape (17, stop - start), volts.
+    Call it as ``reader(start, stop)``: array of float64, shape (17, stop - start), volts. Each
+    range read is checked as ``read_recording`` checks a whole file: samples finite, the
+    physical unit plausible (on the first range); flat and saturated electrodes and flat
+    seconds are accumulated, to be judged with ``problem()`` and ``flat_seconds`` once every
+    range has been read.
 
     Attributes
     ----------
@@ -329,34 +341,59 @@ class SpanReader:
     n_times: int
     raw: object = dataclasses.field(repr=False)
     picks: list[int] = dataclasses.field(repr=False)
+    labels: list[str] = dataclasses.field(repr=False, default_factory=list)
     _checked_unit: bool = dataclasses.field(default=False, repr=False)
+    _alive: np.ndarray | None = dataclasses.field(default=None, repr=False)  # usable in some range
+    _flat: np.ndarray | None = dataclasses.field(default=None, repr=False)  # flat in every range
+    flat_seconds: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         """Return the 17 electrodes' samples ``[start, stop)`` in volts."""
         fname = self.meta.fname
         try:
             data = self.raw.get_data(picks=self.picks, start=start, stop=stop)
-        except (ValueError, OSError, RuntimeError) as err:
-            raise CorruptFileError(fname, f"cannot read samples {start}-{stop}: "
-                                          f"{str(err).splitlines()[0]}") from None
-        if not np.isfinite(data).all():
-            raise CorruptFileError(fname, f"non-finite samples in {start}-{stop}")
+        except Exception as err:  # noqa: BLE001 -- MNE raises bare Exception for some damaged files
+            msg = str(err).strip().splitlines()
+            raise CorruptFileError(fname, f"cannot read samples {start}-{stop}: {type(err).__name__}"
+                                          f"{': ' + msg[0] if msg else ''}") from None
         if not self._checked_unit:
             self._checked_unit = True
-            scale = float(np.median(np.std(data, axis=1)))
-            if scale > 1e-2:
-                logger.warning("%s: median channel std %.3g V looks like the wrong unit", fname, scale)
+            problem = signal_problems(data, self.labels)  # non-finite, unit; dead electrodes judged at the end
+            if problem and "whole recording" not in problem:
+                raise CorruptFileError(fname, problem)
+        if not np.isfinite(data).all():
+            raise CorruptFileError(fname, f"non-finite samples in {start}-{stop}")
+        flat, saturated = dead_electrodes(data)
+        if self._alive is None:
+            self._alive = np.zeros(len(flat), bool)
+            self._flat = np.ones(len(flat), bool)
+            n_sec = int(self.n_times // self.sfreq) if abs(self.sfreq - round(self.sfreq)) < 1e-6 else 0
+            self.flat_seconds = np.zeros(n_sec, bool)
+        self._alive |= ~(flat | saturated)
+        self._flat &= flat
+        n = int(round(self.sfreq))
+        if len(self.flat_seconds):  # whole seconds inside [start, stop)
+            first = -(-start // n)
+            secs = flat_seconds(data[:, first * n - start :], self.sfreq)
+            self.flat_seconds[first : first + len(secs)] = secs[: len(self.flat_seconds) - first]
         return data
+
+    def problem(self) -> str | None:
+        """After every range was read: electrodes flat or saturated throughout, or None."""
+        if self._alive is None:
+            return None
+        dead = ~self._alive
+        return dead_problem(dead & self._flat, dead & ~self._flat, self.labels)
 
 
 def open_span_reader(fname: str | os.PathLike, params: PreprocessingParams | None = None,
                      min_duration: float = 5.0) -> SpanReader:
-    """Validate an EDF/BDF file and open it for reading ranges of samples (no preload).
+    """Validate a recording and open it for reading ranges of samples (no preload).
 
     Parameters
     ----------
     fname : path-like
-        EDF or BDF file with the 17 TCP montage electrodes.
+        EDF, BDF, BrainVision or EEGLAB file with the 17 TCP montage electrodes.
     params : PreprocessingParams | None
         Defaults to ELM's recipe.
     min_duration : float
@@ -373,15 +410,9 @@ def open_span_reader(fname: str | os.PathLike, params: PreprocessingParams | Non
     """
     header, meta, electrodes = inspect_edf(fname, params, min_duration)
     raw = open_raw(fname, header)
+    picks = electrode_picks(raw, header, electrodes)
     labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
-    names = raw.ch_names
-    try:
-        picks = [names.index(label) for label in labels]
-    except ValueError:
-        # MNE strips or de-duplicates labels; position among non-annotation signals (read_electrodes)
-        signal_labels = [lab for lab in header.labels if "annotations" not in lab.lower()]
-        picks = [signal_labels.index(label) for label in labels]
-    return SpanReader(meta, float(raw.info["sfreq"]), int(raw.n_times), raw, picks)
+    return SpanReader(meta, float(raw.info["sfreq"]), int(raw.n_times), raw, picks, labels)
 
 
 def iter_recording_windows(fname: str | os.PathLike, params: PreprocessingParams | None = None,

@@ -189,22 +189,26 @@ def read_electrodes(fname: str | os.PathLike, header: EdfHeader, electrodes: dic
         Rate of ``data`` (MNE resamples slower signals up to the file's fastest rate).
     """
     raw = open_raw(fname, header)
-    labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
-    names = raw.ch_names
     try:
-        picks = [names.index(label) for label in labels]
-    except ValueError:
-        # MNE strips or de-duplicates labels; fall back to position among non-annotation signals
-        signal_labels = [lab for lab in header.labels if "annotations" not in lab.lower()]
-        picks = [signal_labels.index(label) for label in labels]
-    try:
-        data = raw.get_data(picks=picks)
+        data = raw.get_data(picks=electrode_picks(raw, header, electrodes))
     except Exception as err:  # noqa: BLE001 -- MNE raises bare Exception for some damaged files
         msg = str(err).strip().splitlines()
         raise CorruptFileError(fname, f"cannot read samples: {type(err).__name__}"
                                       f"{': ' + msg[0] if msg else ''}") from None
     check_signals(fname, data, [header.labels[electrodes[e]] for e in TCP_ELECTRODES])
     return data, float(raw.info["sfreq"])
+
+
+def electrode_picks(raw, header: EdfHeader, electrodes: dict[str, int]) -> list[int]:
+    """Indices into ``raw.ch_names`` of the montage electrodes, in ``TCP_ELECTRODES`` order."""
+    labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
+    names = raw.ch_names
+    try:
+        return [names.index(label) for label in labels]
+    except ValueError:
+        # MNE strips or de-duplicates labels; fall back to position among non-annotation signals
+        signal_labels = [lab for lab in header.labels if "annotations" not in lab.lower()]
+        return [signal_labels.index(label) for label in labels]
 
 
 FLAT_V = 1e-8  # peak-to-peak below 0.01 uV over the whole recording: no signal
@@ -232,21 +236,34 @@ def signal_problems(data: np.ndarray, labels: list[str]) -> str | None:
     bad = ~np.isfinite(data).all(axis=1)
     if bad.any():
         return f"non-finite samples in {', '.join(np.asarray(labels)[bad][:6])}"
-    lo, hi = data.min(axis=1), data.max(axis=1)
-    flat = (hi - lo) < FLAT_V
-    at_edge = ((data == lo[:, None]) | (data == hi[:, None])).mean(axis=1)
-    saturated = ~flat & (at_edge >= SATURATED_FRACTION)
-    if flat.any() or saturated.any():
-        parts = []
-        if flat.any():
-            parts.append(f"flat: {', '.join(np.asarray(labels)[flat])}")
-        if saturated.any():
-            parts.append(f"saturated: {', '.join(np.asarray(labels)[saturated])}")
-        return f"montage electrode(s) without usable signal for the whole recording ({'; '.join(parts)})"
+    flat, saturated = dead_electrodes(data)
+    problem = dead_problem(flat, saturated, labels)
+    if problem:
+        return problem
     scale = float(np.median(np.std(data, axis=1)))
     if scale > WRONG_UNIT_STD_V:
         return f"median channel standard deviation {scale:.3g} V is not EEG: check the physical dimension field"
     return None
+
+
+def dead_electrodes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per electrode: flat, and saturated (see ``signal_problems``), each shape (n_electrodes,) bool."""
+    lo, hi = data.min(axis=1), data.max(axis=1)
+    flat = (hi - lo) < FLAT_V
+    at_edge = ((data == lo[:, None]) | (data == hi[:, None])).mean(axis=1)
+    return flat, ~flat & (at_edge >= SATURATED_FRACTION)
+
+
+def dead_problem(flat: np.ndarray, saturated: np.ndarray, labels: list[str]) -> str | None:
+    """The refusal for electrodes flat or saturated for the whole recording, or None."""
+    if not (flat.any() or saturated.any()):
+        return None
+    parts = []
+    if flat.any():
+        parts.append(f"flat: {', '.join(np.asarray(labels)[flat])}")
+    if saturated.any():
+        parts.append(f"saturated: {', '.join(np.asarray(labels)[saturated])}")
+    return f"montage electrode(s) without usable signal for the whole recording ({'; '.join(parts)})"
 
 
 def check_signals(fname: str | os.PathLike, data: np.ndarray, labels: list[str]) -> None:

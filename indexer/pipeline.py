@@ -13,6 +13,8 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +26,15 @@ from sqlalchemy.exc import DBAPIError
 from db import IndexRun, Patient, Recording, Report, Segment, Session, Status, Window, to_blob
 from db.models import utcnow
 from elmsearch.archive import ArchiveEntry, Walk, archive_path, discover, load_report_text
+from elmsearch.channels import TCP_CH_NAMES
+from elmsearch.chunked import LONG_RECORDING_S, iter_windows_chunked, n_times_out, open_span_reader
+from elmsearch.edf import read_header
 from elmsearch.embedding import embed_windows
-from elmsearch.errors import RecordingError, ReportError
+from elmsearch.errors import CorruptFileError, RecordingError, ReportError
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import make_windows, read_recording, window_mask
+from elmsearch.recording import make_windows, read_recording, usable_windows, window_mask
 from elmsearch.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
@@ -39,6 +44,7 @@ from indexer.workers import DEFAULT_TIMEOUT_S, failure_reason, run_isolated
 logger = logging.getLogger(__name__)
 
 HASH_CHUNK = 1 << 20
+SPILL_CHUNK_S = 1800.0  # long recordings are preprocessed 30 min at a time (elmsearch.chunked)
 
 
 def file_hash(fname: str | os.PathLike) -> str:
@@ -59,6 +65,7 @@ class Prepared:
     mtime: float
     content_hash: str | None
     windows: np.ndarray | None = None
+    windows_file: Path | None = None
     keep: np.ndarray | None = None
     meta: object | None = None
     report_text: str | None = None
@@ -67,12 +74,52 @@ class Prepared:
     seconds: float = 0.0
 
 
+def _spill_windows(fname: Path, params: PreprocessingParams, window_seconds: float, spill_dir: Path
+                   ) -> tuple[object, Path, np.ndarray]:
+    """Window a long recording chunk by chunk into a ``.npy`` memory map (bounded memory).
+
+    Returns the metadata, the file (the caller embeds from it and deletes it) and the mask
+    of windows that carry signal. Checks that need the whole recording (electrodes flat or
+    saturated throughout) run once every chunk has been read.
+    """
+    reader = open_span_reader(fname, params, window_seconds)
+    n_win = int(n_times_out(reader.n_times, reader.sfreq, params) // round(window_seconds * params.sfreq))
+    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=spill_dir)
+    os.close(fd)
+    path = Path(tmp)
+    try:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                        shape=(n_win, len(TCP_CH_NAMES), round(window_seconds * params.sfreq)))
+        keep = np.zeros(n_win, bool)
+        for first, windows in iter_windows_chunked(reader, reader.n_times, reader.sfreq, window_seconds, params,
+                                                   chunk_s=SPILL_CHUNK_S, name=str(fname)):
+            out[first : first + len(windows)] = windows
+            keep[first : first + len(windows)] = usable_windows(windows)
+        out.flush()
+        del out
+        problem = reader.problem()
+        if problem:
+            raise CorruptFileError(fname, problem)
+        s = int(round(window_seconds))
+        flat = reader.flat_seconds
+        if flat is not None and len(flat) and abs(s - window_seconds) < 1e-9:
+            n = min(n_win, len(flat) // s)
+            keep[:n] &= ~flat[: n * s].reshape(n, s).all(axis=1)
+        return reader.meta, path, keep
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
-            known_hash: str | None = None) -> Prepared:
+            known_hash: str | None = None, spill_dir: Path | None = None) -> Prepared:
     """Hash, read, preprocess and window one recording; read its report. Never raises.
 
     When the content hash equals ``known_hash`` the signal is not read (the caller only
-    refreshes size and mtime). Any exception, expected or not, becomes ``error``.
+    refreshes size and mtime). Recordings longer than ``LONG_RECORDING_S`` are processed in
+    chunks into a memory-mapped file in ``spill_dir`` (``windows_file``), so that neither
+    this worker nor the embedding process holds a 24 h recording in memory. Any
+    exception, expected or not, becomes ``error``.
     """
     t0 = time.perf_counter()
     try:
@@ -97,10 +144,13 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
     except Exception as err:  # noqa: BLE001 -- a report that cannot be read never stops the run
         out.report_error = failure_reason(err)
     try:
-        rec = read_recording(entry.path, params, min_duration=window_seconds)
-        out.windows = np.ascontiguousarray(make_windows(rec, window_seconds))
-        out.keep = window_mask(rec, window_seconds)
-        out.meta = rec.meta
+        if spill_dir is not None and read_header(entry.path).duration > LONG_RECORDING_S:
+            out.meta, out.windows_file, out.keep = _spill_windows(entry.path, params, window_seconds, spill_dir)
+        else:
+            rec = read_recording(entry.path, params, min_duration=window_seconds)
+            out.windows = np.ascontiguousarray(make_windows(rec, window_seconds))
+            out.keep = window_mask(rec, window_seconds)
+            out.meta = rec.meta
     except RecordingError as err:
         out.error = err.reason
     except Exception as err:  # noqa: BLE001 -- a reader bug on one file never stops the run
@@ -261,21 +311,29 @@ class Indexer:
         rolls its transaction back and records it as failed; one of the run (``run_error``)
         propagates.
         """
-        if p.error is None:
-            try:
-                return self._write_rows(p, existing)
-            except Exception as err:
-                if run_error(err):
-                    raise
-                logger.debug("%s", p.entry.path, exc_info=True)
-                p.error = getattr(err, "reason", None) or failure_reason(err)
-        return self._write_rows(p, existing)
+        try:
+            if p.error is None:
+                try:
+                    if p.windows_file is not None:
+                        p.windows = np.load(p.windows_file, mmap_mode="r")
+                    return self._write_rows(p, existing)
+                except Exception as err:
+                    if run_error(err):
+                        raise
+                    logger.debug("%s", p.entry.path, exc_info=True)
+                    p.error = getattr(err, "reason", None) or failure_reason(err)
+            return self._write_rows(p, existing)
+        finally:
+            if p.windows_file is not None:
+                p.windows = None
+                p.windows_file.unlink(missing_ok=True)
 
     def _write_rows(self, p: Prepared, existing: Recording | None) -> tuple[str, float]:
         path = archive_path(p.entry.path)
         with self.store.session() as s, s.begin():
             rec = s.get(Recording, existing.id) if existing is not None else None
-            if rec is not None and p.error is None and p.windows is None:  # same bytes, new mtime
+            if rec is not None and p.error is None and p.windows is None and p.windows_file is None:
+                # same bytes, new mtime
                 rec.size, rec.mtime = p.size, p.mtime
                 return "skipped", 0.0
             meta = p.meta
@@ -396,7 +454,11 @@ class Indexer:
             return ex.content_hash if ex is not None and ex.model_hash == self.model_hash \
                 and ex.status == Status.INDEXED else None
 
-        jobs = (((entry, ex), (entry, self.params, self.window_seconds, known_hash(ex))) for entry, ex in todo)
+        spill = self.store.folder / "tmp"  # long recordings' windows, memory-mapped (private, like the index)
+        shutil.rmtree(spill, ignore_errors=True)  # left by a killed run
+        spill.mkdir(mode=0o700)
+        jobs = (((entry, ex), (entry, self.params, self.window_seconds, known_hash(ex), spill))
+                for entry, ex in todo)
         for (entry, ex), p, error in run_isolated(prepare, jobs, n_jobs, self.timeout):
             if p is None:  # the worker died or ran out of time: the file alone fails
                 p = Prepared(entry, *_stat(entry.path), error=error)
@@ -415,6 +477,7 @@ class Indexer:
                 logger.warning("report of %s: %s", p.entry.path, p.report_error)
             if on_item:
                 on_item(str(p.entry.path), outcome, hours)
+        shutil.rmtree(spill, ignore_errors=True)
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,

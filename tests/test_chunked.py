@@ -212,3 +212,48 @@ def test_iter_recording_windows_too_short(write_edf):
     fname = write_edf(duration=30)
     with pytest.raises(TooShortError):
         iter_recording_windows(fname, window_seconds=60.0)
+
+
+def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tmp_path, demo_model_dir, monkeypatch):
+    """Long recordings go through chunks and a memory-mapped file; embeddings match whole-file processing."""
+    import indexer.pipeline as pipeline
+    from db import Window, from_blob
+    from elmsearch.embedding import embed_recording
+    from elmsearch.models import load_model
+    from indexer.store import IndexStore
+    from sqlalchemy import select
+
+    sfreq = 256.0
+    x = _long_volts(sfreq, 20 * 60.0, seed=11)
+    x[3, int(300 * sfreq) : int(330 * sfreq)] = 0.0  # no electrode is dead throughout: still indexed
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    fname = _write_long_edf(archive / "long.edf", x, sfreq)
+    monkeypatch.setattr(pipeline, "LONG_RECORDING_S", 600.0)  # 20 min counts as long here
+    monkeypatch.setattr(pipeline, "SPILL_CHUNK_S", 240.0)  # five chunks
+    summary = pipeline.index_archive(archive, tmp_path / "idx", demo_model_dir, precision="fp32")
+    assert summary.added == 1 and summary.failed == 0
+    assert not (tmp_path / "idx" / "tmp").exists()  # the memory-mapped windows are gone
+    with IndexStore.open(tmp_path / "idx").session() as s:
+        rows = s.execute(select(Window.ordinal, Window.emb).order_by(Window.ordinal)).all()
+    got = np.stack([from_blob(e) for _, e in rows])
+    whole = embed_recording(load_model(demo_model_dir), fname)
+    assert [o for o, _ in rows] == whole.window_index.tolist() and len(rows) == 240
+    cos = (got * whole.window_emb).sum(axis=1)
+    assert cos[4:-4].min() >= 0.9999 and cos.min() >= 0.999
+
+
+def test_a_long_recording_with_an_electrode_dead_throughout_is_refused(tmp_path, demo_model_dir, monkeypatch):
+    import indexer.pipeline as pipeline
+
+    sfreq = 128.0
+    x = _long_volts(sfreq, 12 * 60.0, seed=2)
+    x[5] = 0.0  # one electrode flat in every chunk
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _write_long_edf(archive / "long.edf", x, sfreq)
+    monkeypatch.setattr(pipeline, "LONG_RECORDING_S", 300.0)
+    monkeypatch.setattr(pipeline, "SPILL_CHUNK_S", 240.0)
+    summary = pipeline.index_archive(archive, tmp_path / "idx", demo_model_dir)
+    assert summary.failed == 1
+    assert f"flat: {tuh_channel_name(TCP_ELECTRODES[5])}" in summary.failures[0]["reason"]
