@@ -141,6 +141,9 @@ def child(args) -> None:
         from elmsearch.models import load_model
 
         model = load_model(args.model)
+    if args.child == "index":
+        index_child(args)
+        return
     rss_ready = _rss_mb()
     ru = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = ru.ru_utime + ru.ru_stime
@@ -187,6 +190,33 @@ def child(args) -> None:
                       "n_emb": int(sum(len(e) for e in embs))}))
 
 
+def index_child(args) -> None:
+    """``elmsearch index`` of an archive holding just this file (-j 1: one reader worker), EEG-only model.
+
+    Peak RSS of the indexing process (``VmHWM``) and of its reader worker (``RUSAGE_CHILDREN``,
+    which counts the pages the worker shares with its parent since the fork: an upper bound).
+    """
+    import tempfile as tf
+
+    from indexer.pipeline import index_archive
+
+    with tf.TemporaryDirectory(dir=args.file.parent) as tmp:
+        archive = Path(tmp) / "archive"
+        archive.mkdir()
+        os.symlink(args.file, archive / args.file.name)
+        t0 = time.perf_counter()
+        summary = index_archive(archive, Path(tmp) / "index", args.model, n_jobs=1, precision="auto")
+        wall = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"rss_ready_mb": 0.0, "peak_rss_mb": round(_rss_mb(), 1), "worker_peak_rss_mb": round(worker, 1),
+                      "wall_s": round(wall, 2), "preprocess_s": summary.timings["read_preprocess_s"],
+                      "embed_s": summary.timings["embed_eeg_s"], "cores_used": round((ru.ru_utime + ru.ru_stime)
+                                                                                     / wall, 2),
+                      "n_windows": summary.counts.get("eeg_window", 0), "n_emb": summary.counts.get("eeg_window", 0),
+                      "failed": summary.failed}))
+
+
 def run_case(mode: str, fname: Path, hours: float, args, save: Path | None = None,
              embed: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--file", str(fname),
@@ -207,6 +237,8 @@ def run_case(mode: str, fname: Path, hours: float, args, save: Path | None = Non
                load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
                hours_per_s=round(hours / row["wall_s"], 3),
                mb_per_h=round(row["peak_rss_mb"] / hours, 1))
+    if "worker_peak_rss_mb" in row:
+        print(f"  reader worker peak RSS {row['worker_peak_rss_mb']:.0f} MB", flush=True)
     print(f"  peak RSS {row['peak_rss_mb']:.0f} MB, {row['wall_s']:.1f} s, "
           f"{row['hours_per_s']:.3f} h EEG/s, load {row['load_before']:.1f} -> {row['load_after']:.1f}",
           flush=True)
@@ -236,7 +268,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--tmp", type=Path, default=None, help="parent folder of the temporary EDF files")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "long.json")
-    ap.add_argument("--child", choices=("chunked", "whole"), default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--index", action="store_true",
+                    help="also `elmsearch index` the long file end to end (reader worker + embedding, SQL, FAISS)")
+    ap.add_argument("--child", choices=("chunked", "whole", "index"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--file", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--save", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,7 +280,7 @@ def main() -> None:
     if args.quick:
         args.hours, args.baseline_hours = 3.0, "0.5,1"
     base_hours = [float(h) for h in args.baseline_hours.split(",") if h]
-    if (args.embed or args.embed_long) and not args.model.is_dir():
+    if (args.embed or args.embed_long or args.index) and not args.model.is_dir():
         raise SystemExit(f"--embed: no model at {args.model}")
     from run_all import machine
 
@@ -273,6 +307,8 @@ def main() -> None:
             rows.append(run_case("chunked", files[check_h], check_h, args, embed=True))
         if args.embed_long:
             rows.append(run_case("chunked", files[args.hours], args.hours, args, embed=True))
+        if args.index:
+            rows.append(run_case("index", files[args.hours], args.hours, args))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -41,7 +41,7 @@ def model_params(model: ELMModel) -> PreprocessingParams:
 
 
 def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike = "<array>",
-                  precision: str = "fp32", keep: np.ndarray | None = None, batch_size: int = 4096
+                  precision: str = "fp32", keep: np.ndarray | None = None, batch_size: int = 1024
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Embed the windows of one recording that carry signal.
 
@@ -49,7 +49,8 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
     ----------
     model : ELMModel
     windows : array, shape (n_windows, 20, n_times)
-        Preprocessed windows (may be a memory map: read ``batch_size`` at a time).
+        Preprocessed windows, or anything sliced ``windows[i:j]`` into such an array (read
+        ``batch_size`` windows at a time).
     fname : path-like
         For error messages.
     precision : str

@@ -74,29 +74,64 @@ class Prepared:
     seconds: float = 0.0
 
 
+class SpilledWindows:
+    """Windows of a long recording in a ``.npy`` file, read a slice at a time (``windows[i:j]``).
+
+    Plain reads rather than a memory map: pages of a map count in the reader's resident
+    memory until it is dropped, a 24 h recording's windows are 0.7 GB, and here only the
+    slice being embedded is ever held.
+    """
+
+    def __init__(self, fname: Path):
+        self.fname = Path(fname)
+        with open(self.fname, "rb") as f:
+            np.lib.format.read_magic(f)  # written with write_array_header_1_0
+            self.shape, _, self.dtype = np.lib.format.read_array_header_1_0(f)
+            self.offset = f.tell()
+        self.row_bytes = int(np.prod(self.shape[1:])) * np.dtype(self.dtype).itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(len(self))
+        if step != 1:
+            raise IndexError("only contiguous slices")
+        n = max(stop - start, 0)
+        with open(self.fname, "rb") as f:
+            f.seek(self.offset + start * self.row_bytes)
+            data = np.fromfile(f, self.dtype, n * self.row_bytes // np.dtype(self.dtype).itemsize)
+        return data.reshape((n, *self.shape[1:]))
+
+
 def _spill_windows(fname: Path, params: PreprocessingParams, window_seconds: float, spill_dir: Path
                    ) -> tuple[object, Path, np.ndarray]:
-    """Window a long recording chunk by chunk into a ``.npy`` memory map (bounded memory).
+    """Window a long recording chunk by chunk into a ``.npy`` file (bounded memory).
 
-    Returns the metadata, the file (the caller embeds from it and deletes it) and the mask
-    of windows that carry signal. Checks that need the whole recording (electrodes flat or
-    saturated throughout) run once every chunk has been read.
+    Returns the metadata, the file (the caller embeds from it with ``SpilledWindows`` and
+    deletes it) and the mask of windows that carry signal. Checks that need the whole
+    recording (electrodes flat or saturated throughout) run once every chunk has been read.
     """
     reader = open_span_reader(fname, params, window_seconds)
-    n_win = int(n_times_out(reader.n_times, reader.sfreq, params) // round(window_seconds * params.sfreq))
+    n_samples = round(window_seconds * params.sfreq)
+    n_win = int(n_times_out(reader.n_times, reader.sfreq, params) // n_samples)
     fd, tmp = tempfile.mkstemp(suffix=".npy", dir=spill_dir)
-    os.close(fd)
     path = Path(tmp)
     try:
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                        shape=(n_win, len(TCP_CH_NAMES), round(window_seconds * params.sfreq)))
-        keep = np.zeros(n_win, bool)
-        for first, windows in iter_windows_chunked(reader, reader.n_times, reader.sfreq, window_seconds, params,
-                                                   chunk_s=SPILL_CHUNK_S, name=str(fname)):
-            out[first : first + len(windows)] = windows
-            keep[first : first + len(windows)] = usable_windows(windows)
-        out.flush()
-        del out
+        with os.fdopen(fd, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (n_win, len(TCP_CH_NAMES), n_samples)})
+            keep = np.zeros(n_win, bool)
+            written = 0
+            for first, windows in iter_windows_chunked(reader, reader.n_times, reader.sfreq, window_seconds,
+                                                       params, chunk_s=SPILL_CHUNK_S, name=str(fname)):
+                if first != written:
+                    raise RuntimeError(f"chunk starts at window {first}, expected {written}")
+                f.write(np.ascontiguousarray(windows, dtype="<f4").tobytes())
+                keep[first : first + len(windows)] = usable_windows(windows)
+                written += len(windows)
+            if written != n_win:
+                raise RuntimeError(f"{written} windows written, {n_win} expected")
         problem = reader.problem()
         if problem:
             raise CorruptFileError(fname, problem)
@@ -315,7 +350,7 @@ class Indexer:
             if p.error is None:
                 try:
                     if p.windows_file is not None:
-                        p.windows = np.load(p.windows_file, mmap_mode="r")
+                        p.windows = SpilledWindows(p.windows_file)
                     return self._write_rows(p, existing)
                 except Exception as err:
                     if run_error(err):
