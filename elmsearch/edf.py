@@ -97,7 +97,8 @@ class EdfHeader:
 
 
 def _field(raw: bytes, start: int, size: int) -> str:
-    return raw[start : start + size].decode("latin-1").strip()
+    # some writers pad with NUL instead of spaces
+    return raw[start : start + size].decode("latin-1").replace("\x00", " ").strip()
 
 
 def read_edf_header(fname: str | os.PathLike) -> EdfHeader:

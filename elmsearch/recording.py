@@ -152,6 +152,9 @@ def inspect_edf(fname: str | os.PathLike, params: PreprocessingParams | None = N
     if len(rates) > 1:
         raise UnsupportedFileError(fname, f"montage electrodes sampled at different rates {rates} Hz")
     native = rates[0]
+    if native > 100_000:
+        raise CorruptFileError(fname, f"montage electrodes sampled at {native:g} Hz (record duration "
+                                      f"{header.record_duration:g} s): not a plausible EEG rate")
     if native < params.sfreq:
         raise UnsupportedFileError(
             fname, f"sampled at {native:g} Hz, below the {params.sfreq:g} Hz the model needs")
