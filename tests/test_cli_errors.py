@@ -32,7 +32,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("index-missing-model", ["index", "arch", "--model", "missing_model"], USAGE, "missing_model"),
     ("index-missing-reports", ["index", "arch", "--model", "eeg_model", "--reports", "missing.jsonl"], USAGE,
      "missing.jsonl"),
-    ("index-zero-workers", ["index", "arch", "--model", "eeg_model", "-j", "0"], USAGE, "--workers"),
+    ("index-negative-workers", ["index", "arch", "--model", "eeg_model", "-j", "-1"], USAGE, "--workers"),
     ("index-missing-archive", ["index", "missing_arch", "--model", "eeg_model", "--db", "new_idx"], RUNTIME,
      "missing_arch"),
     ("index-no-model-no-index", ["index", "arch", "--db", "empty"], RUNTIME, "--model"),
