@@ -25,7 +25,7 @@ differs, a few 1e-2 for a second or two.
 
 Chunk cores start on whole windows, so windows can be cut per chunk
 (``iter_windows_chunked``). The numpy functions take a ``read(start, stop)`` callable;
-``open_span_reader`` makes one for an EDF/BDF file read lazily with MNE, and
+``open_span_reader`` makes one for an EDF/BDF file read lazily (``edfread``, else MNE), and
 ``iter_recording_windows`` is the file-to-windows entry point for the indexer.
 """
 
@@ -41,6 +41,7 @@ import numpy as np
 
 from elmsearch.channels import TCP_ELECTRODES
 from elmsearch.edf import open_raw
+from elmsearch.edfread import open_edf_reader
 from elmsearch.errors import CorruptFileError, TooShortError
 from elmsearch.preprocessing import (
     _HP_BLOCK,
@@ -409,9 +410,12 @@ def open_span_reader(fname: str | os.PathLike, params: PreprocessingParams | Non
         As ``recording.inspect_edf``.
     """
     header, meta, electrodes = inspect_edf(fname, params, min_duration)
+    labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
+    fast = open_edf_reader(fname, header, [electrodes[e] for e in TCP_ELECTRODES])
+    if fast is not None:  # EDF/BDF from a memory map, MNE's values bit for bit
+        return SpanReader(meta, fast.sfreq, fast.n_times, fast, list(range(len(labels))), labels)
     raw = open_raw(fname, header)
     picks = electrode_picks(raw, header, electrodes)
-    labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
     return SpanReader(meta, float(raw.info["sfreq"]), int(raw.n_times), raw, picks, labels)
 
 

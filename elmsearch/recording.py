@@ -12,6 +12,7 @@ import numpy as np
 
 from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES, map_electrodes
 from elmsearch.edf import EdfHeader, open_raw, read_header
+from elmsearch.edfread import open_edf_reader
 from elmsearch.errors import (
     CorruptFileError,
     MissingChannelError,
@@ -182,7 +183,10 @@ def inspect_edf(fname: str | os.PathLike, params: PreprocessingParams | None = N
 
 def read_electrodes(fname: str | os.PathLike, header: EdfHeader, electrodes: dict[str, int]
                     ) -> tuple[np.ndarray, float]:
-    """Read the montage electrodes' samples with MNE.
+    """Read the montage electrodes' samples: EDF/BDF from a memory map where possible, else MNE.
+
+    ``edfread.open_edf_reader`` gives MNE's values bit for bit; files it leaves to MNE
+    (EDF+D, electrodes slower than the fastest signal, ...) are read with MNE.
 
     Returns
     -------
@@ -191,15 +195,16 @@ def read_electrodes(fname: str | os.PathLike, header: EdfHeader, electrodes: dic
     sfreq : float
         Rate of ``data`` (MNE resamples slower signals up to the file's fastest rate).
     """
-    raw = open_raw(fname, header)
+    fast = open_edf_reader(fname, header, [electrodes[e] for e in TCP_ELECTRODES])
+    raw = fast if fast is not None else open_raw(fname, header)
     try:
-        data = raw.get_data(picks=electrode_picks(raw, header, electrodes))
+        data = fast.read() if fast is not None else raw.get_data(picks=electrode_picks(raw, header, electrodes))
     except Exception as err:  # noqa: BLE001 -- MNE raises bare Exception for some damaged files
         msg = str(err).strip().splitlines()
         raise CorruptFileError(fname, f"cannot read samples: {type(err).__name__}"
                                       f"{': ' + msg[0] if msg else ''}") from None
     check_signals(fname, data, [header.labels[electrodes[e]] for e in TCP_ELECTRODES])
-    return data, float(raw.info["sfreq"])
+    return data, fast.sfreq if fast is not None else float(raw.info["sfreq"])
 
 
 def electrode_picks(raw, header: EdfHeader, electrodes: dict[str, int]) -> list[int]:
@@ -301,7 +306,9 @@ def read_recording(
         EDF or BDF file with the 17 electrodes of the TCP montage under any
         common spelling (``EEG FP1-REF``, ``EEG FP1-LE``, ``Fp1``, ``T7`` for ``T3``...).
     params : PreprocessingParams | None
-        Defaults to ELM's recipe (0.1-49 Hz, x1e5, clip +-80, 100 Hz, TCP).
+        Defaults to ELM's recipe: TCP, 0.1 Hz high-pass, FFT resampling to 100 Hz
+        (its 50 Hz brick-wall is the low-pass; see ``elmsearch.preprocessing``), x1e5,
+        clip +-80.
     min_duration : float
         Shortest usable recording in seconds (``TooShortError`` below).
 
