@@ -35,7 +35,6 @@ from db import (
     sqlite_url,
 )
 from elmsearch.errors import ElmsearchError
-from indexer import vectors
 from indexer.lock import lock_holder
 from indexer.private import FILE_MODE, private_dir, secure_tree
 
@@ -186,6 +185,8 @@ class IndexStore:
         ``verify(full=False)`` compares it with the newest run in the database. Returns the
         vector counts.
         """
+        from indexer import vectors  # FAISS: not for `stats`, `show` or `export`
+
         if not force:
             try:
                 self.verify(model_hash)
@@ -309,6 +310,8 @@ class IndexStore:
         Mapping instead of reading makes opening a 1e6-vector index 4 ms instead of 0.2 s; the
         indexer replaces files atomically, so a mapped index never changes under a query.
         """
+        from indexer import vectors
+
         fname = self.folder / "faiss" / f"{name}.faiss"
         if not fname.is_file():
             return None
