@@ -9,6 +9,7 @@ Layouts recognised per file, so mixed trees work: TUH EEG v2
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -40,6 +41,18 @@ def archive_path(path: str | os.PathLike) -> str:
     collide.
     """
     return os.path.abspath(os.fspath(path))
+
+
+HASH_CHUNK = 1 << 20
+
+
+def file_hash(fname: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): a recording's content identity."""
+    h = hashlib.sha256()
+    with open(fname, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclasses.dataclass
