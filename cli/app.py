@@ -20,6 +20,8 @@ from cli.options import (
     AfterOpt,
     AgeMaxOpt,
     AgeMinOpt,
+    Backend,
+    BackendOpt,
     BeforeOpt,
     DbOpt,
     DbUrlOpt,
@@ -322,6 +324,7 @@ def classify(
     model: ModelDirOpt = None,
     db: Annotated[Path | None, typer.Option("--db", help="Index folder: use the model it was built with "
                                             "(default ./elmsearch-index when no --model).")] = None,
+    backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
@@ -338,7 +341,7 @@ def classify(
 
     net = _load_model_or_fail(model)
     try:
-        emb = embed_recording(net, fname)
+        emb = embed_recording(net, fname, backend=backend.value)
         probs = zero_shot(net, emb.recording_emb, prompt)
     except ElmsearchError as err:
         raise _fail(str(err)) from None
@@ -458,6 +461,7 @@ def index(
                            "index).", show_default=False)] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds one file may take to read and "
                                            "preprocess before its worker is stopped.")] = 1800.0,
+    backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Index an archive: preprocess, embed, store in SQL + FAISS. Incremental and resumable."""
@@ -472,7 +476,8 @@ def index(
         model = Path(json.loads(manifest.read_text())["model_path"])
     try:
         summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
-                             retry_failed=retry_failed, report_text=report_text, timeout=timeout)
+                             retry_failed=retry_failed, report_text=report_text, timeout=timeout,
+                             backend=backend.value)
     except (ElmsearchError, OSError) as err:
         raise _fail(str(err).splitlines()[0]) from None
     if as_json:
@@ -587,10 +592,12 @@ def search(
     level: Annotated[Level, typer.Option(help="recording, or window (rank windows).")] = Level.recording,
     sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
     before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
     index = _open_index(db)
+    index.backend = backend.value  # the query is text: only an EEG encoder backend exists so far
     f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
     hits = _query(lambda: index.search_text(text, k, level.value, f))
     _print_hits(text, hits, as_json, f"text → EEG: {text}")
@@ -604,10 +611,12 @@ def reports(
     k: KOpt = 5,
     sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
     before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """EEG → report: the reports that best describe a recording, best sentence first."""
     index = _open_index(db)
+    index.backend = backend.value
     f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
     hits = _query(lambda: index.search_reports(fname, recording, k, f))
     label = str(fname) if fname is not None else f"recording {recording}"
@@ -624,10 +633,12 @@ def similar(
     all_per_patient: Annotated[bool, typer.Option("--all-per-patient", help="Several hits per patient.")] = False,
     sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
     before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Prior cases: the most similar recordings of other patients (one per patient)."""
     index = _open_index(db)
+    index.backend = backend.value
     f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
     hits = _query(lambda: index.similar(fname, recording, k, include_same_patient, not all_per_patient, f))
     label = str(fname) if fname is not None else f"recording {recording}"

@@ -19,6 +19,15 @@ class Precision(StrEnum):
     bf16 = "bf16"
 
 
+class Backend(StrEnum):
+    """EEG encoder inference engine (``elmsearch.models.backends``)."""
+
+    auto = "auto"
+    torch = "torch"
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
+
+
 class Level(StrEnum):
     """What a text search ranks."""
 
@@ -76,6 +85,9 @@ def check_prompts(value: list[str]) -> list[str]:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable keys).")]
+BackendOpt = Annotated[Backend, typer.Option(
+    "--backend", help="EEG encoder engine: auto (the fastest that matches torch fp32 on this machine, "
+    "measured once), torch, openvino or onnxruntime (torch when missing or not matching).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
 ReportsOpt = Annotated[
     Path | None,

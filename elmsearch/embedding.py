@@ -41,8 +41,8 @@ def model_params(model: ELMModel) -> PreprocessingParams:
 
 
 def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike = "<array>",
-                  precision: str = "fp32", keep: np.ndarray | None = None, batch_size: int = 1024
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  precision: str = "fp32", keep: np.ndarray | None = None, batch_size: int = 1024,
+                  backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed the windows of one recording that carry signal.
 
     Parameters
@@ -58,6 +58,8 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
     keep : array of bool, shape (n_windows,) | None
         Windows known to carry signal (``recording.window_mask``); by default those that
         ``usable_windows`` accepts.
+    backend : str | None
+        EEG inference engine, see ``ELMModel.encode_eeg``.
 
     Returns
     -------
@@ -74,7 +76,7 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
         part = np.asarray(windows[i : i + batch_size])
         good = np.flatnonzero(usable_windows(part) if keep is None else keep[i : i + batch_size])
         if len(good):
-            embs.append(model.encode_eeg(part[good], precision=precision))
+            embs.append(model.encode_eeg(part[good], precision=precision, backend=backend))
             index.append(good + i)
     if not embs:
         raise CorruptFileError(fname, f"none of its {len(windows)} windows carries signal (all flat)")
@@ -85,8 +87,10 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
 
 
 def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "attention",
-                    precision: str = "fp32") -> EmbeddedRecording:
+                    precision: str = "fp32", backend: str | None = None) -> EmbeddedRecording:
     """Read one recording with the model's preprocessing and embed it (as the indexer does).
+
+    ``precision`` and ``backend`` are those of ``ELMModel.encode_eeg``.
 
     Raises
     ------
@@ -95,5 +99,5 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
     """
     rec = read_recording(fname, model_params(model), min_duration=model.window_seconds)
     window_emb, index = embed_windows(model, make_windows(rec, model.window_seconds), fname, precision,
-                                      window_mask(rec, model.window_seconds))
+                                      window_mask(rec, model.window_seconds), backend=backend)
     return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index)

@@ -31,6 +31,7 @@ from elmsearch.chunked import LONG_RECORDING_S, iter_windows_chunked, n_times_ou
 from elmsearch.edf import read_header
 from elmsearch.embedding import embed_windows
 from elmsearch.errors import CorruptFileError, RecordingError, ReportError
+from elmsearch.models.backends import get_encoder
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams
@@ -258,16 +259,21 @@ class Indexer:
         sentence offsets but no text (``--no-report-text``).
     timeout : float | None
         Seconds a worker may spend reading one file before it is stopped.
+    backend : {"auto", "torch", "onnxruntime", "openvino"}
+        EEG inference engine (``elmsearch.models.backends``; torch where the one asked for is
+        missing or fails its check). The run records it with the precision, e.g. ``ov-bf16``.
     """
 
     def __init__(self, store: IndexStore, model: ELMModel, model_path: str | os.PathLike,
-                 precision: str = "fp32", report_text: bool = True, timeout: float | None = DEFAULT_TIMEOUT_S):
+                 precision: str = "fp32", report_text: bool = True, timeout: float | None = DEFAULT_TIMEOUT_S,
+                 backend: str = "auto"):
         self.store = store
         self.report_text = report_text
         self.timeout = timeout
         if precision == "auto":
             precision = "bf16" if model.device.type == "cpu" and cpu_has_bf16() else "fp32"
         self.precision = precision
+        self.backend = backend
         self.model = model
         self.model_path = str(Path(model_path).resolve())
         self.model_hash = config_hash(model)
@@ -400,7 +406,8 @@ class Indexer:
             report = self._report(s, p.entry, p.report_text)
             rec.report_id = report.id if report else None
             t0 = time.perf_counter()
-            window_emb, index = embed_windows(self.model, p.windows, p.entry.path, self.precision, p.keep)
+            window_emb, index = embed_windows(self.model, p.windows, p.entry.path, self.precision, p.keep,
+                                              backend=self.backend)
             rec_emb = self.model.pool_windows(window_emb, self.pooling)
             if not np.isfinite(rec_emb).all():
                 raise RecordingError(p.entry.path, "pooling gave a non-finite recording embedding")
@@ -467,10 +474,12 @@ class Indexer:
         walk = Walk()
         entries = discover(root, reports, walk)
         summary.skipped_files = walk.skipped
+        enc = get_encoder(self.model, self.backend, self.precision)  # once: later batches reuse it
+        self.backend, self.precision = enc.name, enc.precision
         with self.store.session() as s, s.begin():
             run_row = IndexRun(archive=archive_path(root), model_hash=self.model_hash,
                                model_path=self.model_path, preprocessing=self.params.to_dict(),
-                               precision=self.precision, versions=_versions())
+                               precision=enc.label, versions=_versions())
             s.add(run_row)
             s.flush()
             run_id = run_row.id
@@ -587,7 +596,7 @@ def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path
                   reports: str | os.PathLike | None = None, n_jobs: int = 1, prune: bool = False,
                   db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None,
                   retry_failed: bool = False, report_text: bool | None = None,
-                  timeout: float | None = DEFAULT_TIMEOUT_S) -> IndexSummary:
+                  timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto") -> IndexSummary:
     """Load a model and index an archive into ``db_dir`` (see ``Indexer.run``).
 
     ``report_text=None`` keeps the index's setting (text stored unless an earlier run was
@@ -598,5 +607,5 @@ def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path
     if report_text is None:
         report_text = (store.read_manifest() or {}).get("report_text", True)
     store.check_model(config_hash(model))
-    return Indexer(store, model, model_path, precision, report_text, timeout).run(
+    return Indexer(store, model, model_path, precision, report_text, timeout, backend).run(
         root, reports, n_jobs, prune, on_item, on_plan, retry_failed)

@@ -131,11 +131,13 @@ def _chunks(ids, n: int = CHUNK):
 class Index:
     """A searchable index: metadata, FAISS indices and the model that built them.
 
-    Use ``Index.open``.
+    Use ``Index.open``. ``backend`` is the EEG inference engine for query files (see
+    ``ELMModel.encode_eeg``; the CLI's ``--backend``).
     """
 
     def __init__(self, store: IndexStore, model: ELMModel | None = None):
         self.store = store
+        self.backend = "auto"
         self.manifest = store.manifest
         self._model = model
         self._model_checked = False  # config_hash hashes every weight (~5 ms): once per Index
@@ -355,7 +357,8 @@ class Index:
         from elmsearch.embedding import embed_recording
         from elmsearch.recording import path_info_for
 
-        emb = embed_recording(self.model, path, pooling="attention" if self.model.has_text else "mean")
+        emb = embed_recording(self.model, path, pooling="attention" if self.model.has_text else "mean",
+                              backend=self.backend)
         patient = path_info_for(path).subject or emb.recording.meta.subject
         return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb)
 

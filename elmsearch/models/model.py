@@ -64,6 +64,16 @@ class ELMModel(nn.Module):
         self.has_text = has_text
         self._text_encoder: FrozenTextEncoder | None = None
         self.cache_dir = None
+        self.backend = "torch"
+
+    def set_backend(self, name: str) -> ELMModel:
+        """Default EEG inference engine of ``encode_eeg``: auto, torch, onnxruntime or openvino."""
+        from elmsearch.models.backends import BACKENDS
+
+        if name not in (*BACKENDS, "auto"):
+            raise ValueError(f"backend must be auto, torch, onnxruntime or openvino, got {name!r}")
+        self.backend = name
+        return self
 
     # ---- properties ----------------------------------------------------------------------
     @property
@@ -103,7 +113,7 @@ class ELMModel(nn.Module):
     # ---- batched encoders (inference) ---------------------------------------------------
     @torch.no_grad()
     def encode_eeg(self, windows, normalize: bool = True, batch_size: int = 32,
-                   precision: str = "fp32") -> np.ndarray:
+                   precision: str = "fp32", backend: str | None = None) -> np.ndarray:
         """Embed EEG windows.
 
         Parameters
@@ -119,15 +129,26 @@ class ELMModel(nn.Module):
             ``bf16`` runs the convolutions under bfloat16 autocast (about 1.5x faster on
             CPUs with AVX512-BF16 or AMX; cosine to fp32 > 0.9999); ``auto`` picks it where
             the CPU has such units.
+        backend : {"torch", "onnxruntime", "openvino", "auto"} | None
+            Inference engine (``elmsearch.models.backends``): a compiled backend is used
+            when it is installed and matches torch fp32 on this machine (cosine >= 0.9999),
+            else torch; ``auto`` is the fastest such. None: ``self.backend`` (``set_backend``).
 
         Returns
         -------
         array of float32, shape (n_windows, 256)
         """
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cpu" and cpu_has_bf16() else "fp32"
-        if precision not in {"fp32", "bf16"}:
-            raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+        from elmsearch.models.backends import get_encoder
+
+        enc = get_encoder(self, backend or self.backend, precision)
+        precision = enc.precision
+        if enc.name != "torch":
+            out = [enc(np.array(windows[i : i + batch_size], dtype=np.float32))
+                   for i in range(0, len(windows), batch_size)]
+            z = np.concatenate(out) if out else np.zeros((0, self.eeg.out_dim), np.float32)
+            if normalize:
+                z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+            return z.astype(np.float32, copy=False)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         was_training = self.training
         self.eval()
