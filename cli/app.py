@@ -42,6 +42,7 @@ from cli.options import (
     WindowOpt,
     WorkersOpt,
     check_fractions,
+    check_jobs,
     check_prompts,
 )
 
@@ -448,8 +449,9 @@ def index(
     db: DbOpt = Path("elmsearch-index"),
     model: ModelDirOpt = None,
     reports: ReportsOpt = None,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="Reader processes (each file isolated: "
-                                         "a crash or a hang fails that file alone); 0 reads in this process.")] = 1,
+    workers: Annotated[str, typer.Option("--workers", "-j", callback=check_jobs, help="Reader processes (each "
+                                         "file isolated: a crash or a hang fails that file alone); 0 reads in this "
+                                         "process; auto: one per 4 cores, the rest embed.")] = "auto",
     prune: Annotated[bool, typer.Option("--prune", help="Remove recordings whose files are gone.")] = False,
     db_url: DbUrlOpt = None,
     precision: Annotated[Precision, typer.Option(help="EEG encoder precision: auto (bf16 where the CPU has "

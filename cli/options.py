@@ -89,6 +89,13 @@ BackendOpt = Annotated[Backend, typer.Option(
     "--backend", help="EEG encoder engine: auto (the fastest that matches torch fp32 on this machine, "
     "measured once), torch, openvino or onnxruntime (torch when missing or not matching).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
+
+
+def check_jobs(value: str) -> str:
+    """``-j``: ``auto`` or a whole number >= 0."""
+    if value == "auto" or (value.isdigit() and int(value) >= 0):
+        return value
+    raise typer.BadParameter(f"{value!r} is not 'auto' or a whole number >= 0")
 ReportsOpt = Annotated[
     Path | None,
     typer.Option("--reports", exists=True, dir_okay=False,

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import IndexRun, Patient, Recording, Report, Segment, Session, Status, Window, to_blob
 from db.models import utcnow
-from elmsearch.archive import ArchiveEntry, Walk, archive_path, discover, load_report_text
+from elmsearch.archive import ArchiveEntry, Walk, archive_path, discover, file_hash, load_report_text
 from elmsearch.channels import TCP_CH_NAMES
 from elmsearch.chunked import LONG_RECORDING_S, iter_windows_chunked, n_times_out, open_span_reader
 from elmsearch.edf import read_header
@@ -40,21 +40,11 @@ from elmsearch.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
 from indexer.store import IndexStore
-from indexer.workers import DEFAULT_TIMEOUT_S, failure_reason, run_isolated
+from indexer.workers import DEFAULT_TIMEOUT_S, auto_jobs, failure_reason, run_isolated
 
 logger = logging.getLogger(__name__)
 
-HASH_CHUNK = 1 << 20
 SPILL_CHUNK_S = 1800.0  # long recordings are preprocessed 30 min at a time (elmsearch.chunked)
-
-
-def file_hash(fname: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(fname, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -423,7 +413,7 @@ class Indexer:
             return ("updated" if existing is not None else "added"), meta.duration / 3600
 
     # ---- the run ------------------------------------------------------------------------
-    def run(self, root: str | os.PathLike, reports: str | os.PathLike | None = None, n_jobs: int = 1,
+    def run(self, root: str | os.PathLike, reports: str | os.PathLike | None = None, n_jobs: int | str = "auto",
             prune: bool = False, on_item: Callable[[str, str, float], None] | None = None,
             on_plan: Callable[[int, int], None] | None = None, retry_failed: bool = False) -> IndexSummary:
         """Index (or update the index of) an archive, holding the index folder's writer lock.
@@ -434,10 +424,10 @@ class Indexer:
             Archive folder or one file.
         reports : path-like | None
             JSON-lines reports side file.
-        n_jobs : int
+        n_jobs : int | "auto"
             Worker processes that read and preprocess while this process embeds; each file
             is isolated (a crash or a run past ``timeout`` fails that file alone). 0 reads
-            in this process (no isolation).
+            in this process (no isolation); ``"auto"``: one per four cores.
         prune : bool
             Remove recordings under ``root`` whose files are gone.
         on_item : callable | None
@@ -459,6 +449,7 @@ class Indexer:
         # oversubscribes the CPU, and its spinning threads slow the encoder down badly on a
         # busy machine (measured on 2 cores, 24 h recording: 1 thread 108 s, 2 threads 122 s
         # idle, 650 s with one core taken by another process).
+        n_jobs = auto_jobs(n_jobs)
         threads = torch.get_num_threads()
         if n_jobs > 0:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - n_jobs))
@@ -593,7 +584,7 @@ def _stat(path: Path) -> tuple[int, float, str | None]:
 
 
 def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path: str | os.PathLike,
-                  reports: str | os.PathLike | None = None, n_jobs: int = 1, prune: bool = False,
+                  reports: str | os.PathLike | None = None, n_jobs: int | str = "auto", prune: bool = False,
                   db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None,
                   retry_failed: bool = False, report_text: bool | None = None,
                   timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto") -> IndexSummary:

@@ -21,19 +21,22 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from sqlalchemy import Select, select
 
 from db import Patient, Recording, Report, Segment, Session, Status, Window, from_blob
-from elmsearch.archive import archive_path
+from elmsearch.archive import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
-from elmsearch.models.factory import config_hash, load_model
-from elmsearch.models.model import ELMModel, NoTextModelError
 from elmsearch.report import parse_report
-from indexer import vectors
 from indexer.store import IndexStateError, IndexStore
+
+if TYPE_CHECKING:
+    from elmsearch.models.model import ELMModel
+
+# torch, the model and FAISS are imported where first needed: `elmsearch show` needs none of
+# them, and a query by recording id needs FAISS but no model (tests/test_cold_imports.py).
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +170,8 @@ class Index:
     @property
     def model(self) -> ELMModel:
         """The model the index was built with (loaded and checked on first use)."""
+        from elmsearch.models.factory import config_hash, load_model
+
         if self._model is None:
             path = self.manifest["model_path"]
             if not Path(path).exists():
@@ -192,9 +197,13 @@ class Index:
     # ---- helpers --------------------------------------------------------------------------
     def _text_query(self, text: str) -> np.ndarray:
         if not self.manifest.get("has_text"):
+            from elmsearch.models.model import NoTextModelError
+
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model "
                                    f"({self.manifest['model_path']}); text queries need a model trained "
                                    "with `elmsearch train`")
+        import torch
+
         model = self.model
         # One intra-op thread for a single short text: with torch's default (one per core) the
         # text encoding of a query that also reads window embeddings from SQL took 2x longer on
@@ -231,6 +240,8 @@ class Index:
         pass, SQL lists every passing row: up to ``EXACT_BELOW`` are scored exactly from
         their stored embeddings, more are searched in FAISS with an ID selector.
         """
+        from indexer import vectors
+
         index = self.faiss(name)
         empty = np.zeros(0, np.float32), np.zeros(0, np.int64)
         if index is None:
@@ -344,7 +355,6 @@ class Index:
                 return Query(from_blob(r.emb), r.id, patient, r.path)
             if fname is None:
                 raise QueryError("give a file or a recording id")
-            from indexer.pipeline import file_hash  # reading EEG needs scipy/MNE: only for files
             path = Path(fname)
             if not path.is_file():
                 raise QueryError(f"{fname}: no such file")
@@ -408,6 +418,8 @@ class Index:
                        k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """EEG → report: the reports that best describe a recording, each with its best sentence."""
         if not self.manifest.get("has_text"):
+            from elmsearch.models.model import NoTextModelError
+
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model; reports need a model "
                                    "trained with `elmsearch train`")
         query = self.resolve(fname, recording_id)

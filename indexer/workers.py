@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -18,6 +19,17 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 1800.0  # per file: a 72 h recording at 1 kHz is read and preprocessed well within it
+
+
+def auto_jobs(n_jobs: int | str = "auto") -> int:
+    """Reader processes for ``n_jobs``: ``"auto"`` is one per four cores (at least one).
+
+    Reading and preprocessing take about a tenth of the embedding's time per recording
+    (bench/), so the embedding process keeps most cores for its torch threads.
+    """
+    if n_jobs == "auto":
+        return max(1, (os.cpu_count() or 1) // 4)
+    return int(n_jobs)
 
 
 def failure_reason(err: BaseException, timeout: float | None = None) -> str:

@@ -216,12 +216,13 @@ def test_iter_recording_windows_too_short(write_edf):
 
 def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tmp_path, demo_model_dir, monkeypatch):
     """Long recordings go through chunks and a memory-mapped file; embeddings match whole-file processing."""
+    from sqlalchemy import select
+
     import indexer.pipeline as pipeline
     from db import Window, from_blob
     from elmsearch.embedding import embed_recording
     from elmsearch.models import load_model
     from indexer.store import IndexStore
-    from sqlalchemy import select
 
     sfreq = 256.0
     x = _long_volts(sfreq, 20 * 60.0, seed=11)

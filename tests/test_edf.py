@@ -112,7 +112,7 @@ def test_header_lies_about_its_length(write_edf, lie):
 def test_unreadable_header_number(write_edf):
     path = write_edf(duration=5)
     _patch(path, 252, "ab  ")  # number of signals
-    with pytest.raises(CorruptFileError, match="unreadable number of signals in the header \('ab'\)") as info:
+    with pytest.raises(CorruptFileError, match=r"unreadable number of signals in the header \('ab'\)") as info:
         read_edf_header(path)
     _assert_one_line_naming(info.value, path)
 

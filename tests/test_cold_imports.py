@@ -1,0 +1,86 @@
+"""Cold starts: commands that need no model never import torch (issue 12).
+
+Each command runs in a fresh interpreter, which reports at exit which heavy modules it
+imported. Importing torch alone takes about a second; `show` and `stats` must not pay it.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db import Recording, Status
+from indexer.pipeline import index_archive
+from indexer.store import IndexStore
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "mne", "scipy", "faiss", "pyarrow", "sqlalchemy")
+MARK = "cold-imports: "
+
+# Runs `elmsearch ARGS` as the console script does, then prints the heavy modules imported.
+PROBE = f"""
+import atexit, json, sys
+atexit.register(lambda: print({MARK!r} + json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)),
+                              file=sys.stderr))
+sys.argv = ["elmsearch", *json.loads(sys.argv[1])]
+from cli.app import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def built(demo_archive, demo_model_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("cold") / "idx"
+    index_archive(demo_archive.root, db, demo_model_dir)
+    with IndexStore.open(db).session() as s:
+        rec_id = s.scalar(select(Recording.id).where(Recording.status == Status.INDEXED).order_by(Recording.id))
+    return db, rec_id
+
+
+def _run(args: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(MARK)]
+    assert lines, proc.stderr
+    return proc, set(json.loads(lines[-1][len(MARK):]))
+
+
+@pytest.mark.parametrize("command", ["show", "stats", "export", "--help", "show --help"])
+def test_commands_without_a_model_never_import_torch(built, tmp_path, command):
+    db, rec_id = built
+    args = {"show": ["show", str(rec_id), "--db", str(db)],
+            "stats": ["stats", "--db", str(db)],
+            "export": ["export", "--db", str(db), "--out", str(tmp_path / "export")],
+            }.get(command, command.split())
+    proc, imported = _run(args)
+    assert proc.returncode == 0, proc.stderr
+    assert not imported & {"torch", "transformers", "mne", "scipy"}, imported
+    if "--help" in args:
+        assert "Usage" in proc.stdout
+        assert not imported & {"faiss", "sqlalchemy", "pyarrow"}, imported
+    else:  # the probe sees what a command does import
+        assert "sqlalchemy" in imported
+        assert "faiss" not in imported  # counts and metadata come from SQL and the manifest
+    if command == "export":
+        assert "pyarrow" in imported and (tmp_path / "export" / "recordings.parquet").is_file()
+
+
+@pytest.mark.parametrize("command", ["similar", "reports"])
+def test_queries_by_recording_id_use_stored_embeddings_without_torch(built, command):
+    db, rec_id = built
+    proc, imported = _run([command, "--recording", str(rec_id), "--db", str(db), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hits"]
+    assert "faiss" in imported
+    assert not imported & {"torch", "transformers", "mne", "scipy"}, imported
+
+
+def test_a_text_query_imports_the_model(built):
+    db, _ = built
+    proc, imported = _run(["search", "generalized spike and wave", "--db", str(db), "--json", "-k", "3"])
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["hits"]) == 3
+    assert "faiss" in imported and "mne" not in imported
