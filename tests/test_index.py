@@ -3,9 +3,6 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from db import IndexRun, Recording, Report, Segment, Status, Window, from_blob
 from indexer import vectors
 from indexer.pipeline import index_archive
 from indexer.search import Index
-from indexer.store import INDEX_NAMES, IndexStateError, IndexStore
+from indexer.store import IndexStateError, IndexStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,42 +136,6 @@ def test_bad_files_are_recorded_and_never_stop_the_run(archive, demo_model_dir, 
     assert doc["failed"] == summary.failed and {Path(f["path"]).name for f in doc["failures"]} == set(reasons)
     # a failed file is not retried until it changes
     assert index_archive(archive, tmp_path / "idx", demo_model_dir).failed == 0
-
-
-def test_kill_dash_9_then_resume_gives_the_same_index(archive, demo_model_dir, tmp_path):
-    db = tmp_path / "idx"
-    code = ("import sys; from indexer.pipeline import index_archive; "
-            "index_archive(sys.argv[1], sys.argv[2], sys.argv[3])")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(archive), str(db), str(demo_model_dir)], cwd=ROOT)
-    deadline = time.time() + 120
-    killed_at = 0
-    while time.time() < deadline and proc.poll() is None:
-        if (db / "elmsearch.sqlite").is_file():
-            try:
-                store = IndexStore(db)
-                with store.session() as s:
-                    killed_at = s.scalar(select(func.count()).select_from(Recording))
-                store.engine.dispose()
-            except Exception:
-                killed_at = 0
-            if killed_at >= 3:
-                proc.send_signal(signal.SIGKILL)
-                break
-        time.sleep(0.05)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the indexer finished before it could be killed"
-    resumed = index_archive(archive, db, demo_model_dir)
-    n = len(_edfs(archive))
-    assert resumed.skipped >= killed_at and resumed.added + resumed.skipped == n
-    store = IndexStore.open(db)
-    store.verify()
-    recs, n_win = _db_state(store)
-    clean = index_archive(archive, tmp_path / "clean", demo_model_dir)
-    recs_clean, n_win_clean = _db_state(IndexStore.open(tmp_path / "clean"))
-    assert clean.added == n and len(recs) == n and n_win == n_win_clean
-    assert recs == recs_clean
-    for name in INDEX_NAMES:
-        assert len(_ids(store, name)) == store.manifest["counts"][name]
 
 
 def test_changing_the_model_reembeds_everything(archive, demo_model_dir, tmp_path, shared_data):
