@@ -10,14 +10,17 @@ then the median and minimum of ``--runs`` runs. Commands:
 
 - ``show ID``, ``stats``: no model, no torch, no FAISS;
 - ``similar --recording ID``: stored embedding, FAISS, no torch;
-- ``search TEXT``: the same query each time (text-embedding cache hit: torch and the model
-  load, the language model does not) and new queries (cache miss: the traced text encoder runs).
+- ``search TEXT``: the same query each time (text-embedding cache hit) and new queries (cache
+  miss: the language model runs); both through the compiled query model the indexer leaves
+  (``elmsearch.models.compiled``: ONNX Runtime, no torch);
+- ``similar FILE.edf``: a file not in the index (``--edf``, default a real EEGMAT recording
+  when ``../shared`` is there): read, preprocess, embed, search.
 
 Each command is also run once under a probe that lists the heavy modules it imported.
 ``--baseline DIR`` runs every command a second time from another checkout (e.g. the commit
 before the imports were made lazy: ``git worktree add DIR COMMIT``) on the same index folders.
 
-Targets: ``show`` ≤ 0.5 s, ``search`` ≤ 1.0 s at 1e5 recordings.
+Targets: ``show`` ≤ 0.5 s, ``search`` ≤ 1.0 s, ``similar FILE.edf`` ≤ 1.5 s at 1e5 recordings.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from run_all import machine, machine_line
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HEAVY = ("torch", "transformers", "mne", "scipy", "faiss", "pyarrow", "sqlalchemy")
-TARGETS_S = {"show": 0.5, "search (same text)": 1.0, "search (new text)": 1.0}
+TARGETS_S = {"show": 0.5, "search (same text)": 1.0, "search (new text)": 1.0, "similar FILE.edf": 1.5}
+SHARED_EDF = REPO.parent / "shared" / "data" / "eegmat" / "Subject00_1.edf"
 PROBE = f"""
 import atexit, json, sys
 atexit.register(lambda: print("cold-imports: " + json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)),
@@ -66,23 +70,24 @@ def _imports(args: list[str], repo: Path) -> list[str]:
     return json.loads(lines[-1].split(": ", 1)[1]) if lines else ["? " + r.stderr.strip()[-200:]]
 
 
-def commands(folder: Path, rec_id: int) -> dict[str, list[str]]:
+def commands(folder: Path, rec_id: int, edf: Path) -> dict[str, list[str]]:
     """Name → arguments of each measured command (``search (new text)`` gets a new text per run)."""
     db = ["--db", str(folder)]
     return {"show": ["show", str(rec_id), *db], "stats": ["stats", *db],
             "similar --recording": ["-q", "similar", "--recording", str(rec_id), *db, "--json"],
             "search (same text)": ["-q", "search", "generalized spike and wave", *db, "--json"],
-            "search (new text)": ["-q", "search", "{new}", *db, "--json"]}
+            "search (new text)": ["-q", "search", "{new}", *db, "--json"],
+            "similar FILE.edf": ["-q", "similar", str(edf), *db, "--json"]}
 
 
-def measure(folder: Path, rec_id: int, repo: Path, runs: int, seed: int) -> dict:
+def measure(folder: Path, rec_id: int, repo: Path, runs: int, seed: int, edf: Path) -> dict:
     """Median and minimum wall time and the heavy imports of every command, from checkout ``repo``.
 
     ``seed`` picks the new query texts: give each call its own.
     """
     out = {}
     new_texts = iter(query_texts(runs + 2, seed))
-    for name, args in commands(folder, rec_id).items():
+    for name, args in commands(folder, rec_id, edf).items():
         def argv(args=args):
             return [next(new_texts) if a == "{new}" else a for a in args]
 
@@ -121,6 +126,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to time the same commands from")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--edf", type=Path, default=None,
+                    help="a recording not in the index for `similar FILE` (default: EEGMAT Subject00_1 or a demo EDF)")
     ap.add_argument("--tmp", type=Path, default=None, help="parent folder of the temporary indices")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "cold.json")
     args = ap.parse_args()
@@ -137,6 +144,12 @@ def main() -> None:
                  "baseline": str(args.baseline) if args.baseline else None, "results": []}
     try:
         model_dir = args.model.resolve() if args.model else train_quick_model(tmp / "train", args.seed)
+        edf = args.edf or (SHARED_EDF if SHARED_EDF.is_file() else None)
+        if edf is None:
+            from elmsearch.synthetic import generate_archive
+
+            edf = sorted(generate_archive(tmp / "edf", n_recordings=1, seed=args.seed + 99).root.rglob("*.edf"))[0]
+        res["edf"] = str(edf)
         res["model"] = str(model_dir) if args.model else "quick (1 epoch, 16 demo recordings)"
         model = load_model(model_dir)
         model_hash = config_hash(model)
@@ -147,9 +160,9 @@ def main() -> None:
             with IndexStore.open(folder).session() as s:
                 rec_id = s.scalar(select(Recording.id).order_by(Recording.id).offset(n // 2).limit(1))
             row = {"n": n, "build": {k: v for k, v in build.items() if k.endswith("_s")},
-                   "current": measure(folder, rec_id, REPO, args.runs, args.seed + 1000 + n)}
+                   "current": measure(folder, rec_id, REPO, args.runs, args.seed + 1000 + n, edf)}
             if args.baseline:
-                row["baseline"] = measure(folder, rec_id, args.baseline.resolve(), args.runs, args.seed + 2000 + n)
+                row["baseline"] = measure(folder, rec_id, args.baseline.resolve(), args.runs, args.seed + 2000 + n, edf)
             res["results"].append(row)
             shutil.rmtree(folder)
     finally:

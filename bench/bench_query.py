@@ -185,9 +185,12 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
     t1 = time.perf_counter()
     counts = store.rebuild(model_hash, str(model_dir), model.config, force=True, run_id=run_id)
     t_build = time.perf_counter() - t1
+    from elmsearch.models.compiled import write_query_model
     from elmsearch.models.factory import load_model
 
-    load_model(model_dir).text_encoder.write_trace()  # as the indexer does at the end of a run (once)
+    trained = load_model(model_dir)  # as the indexer does at the end of a run (once per machine)
+    trained.text_encoder.write_trace()
+    write_query_model(trained, model_dir)
     with store.engine.connect() as con:  # fold the WAL into the database file before measuring it
         con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     store.engine.dispose()
@@ -420,9 +423,9 @@ def cold_cli(folder: Path, runs: int, seed: int) -> dict:
     same = [_cli(folder, query) for _ in range(runs)]
     new = [_cli(folder, q) for q in query_texts(runs, seed + 99)]  # never seen: cache misses
     # baseline, same run: the same with the traced text encoder moved away (transformers loads)
-    from elmsearch.models.text import trace_dir
+    from elmsearch.cache import machine_cache_dir
 
-    traces = list(trace_dir().glob("text-*.pt"))
+    traces = list(machine_cache_dir().glob("text-*.pt"))
     for f in traces:
         f.rename(f.with_name(f.name + ".hidden"))
     try:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from elmsearch.errors import CorruptFileError
-from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
 from elmsearch.recording import Recording, make_windows, read_recording, usable_windows, window_mask
+
+if TYPE_CHECKING:  # torch is imported only where a torch model runs
+    from elmsearch.models.model import ELMModel
 
 
 @dataclasses.dataclass

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from elmsearch.models.model import ELMModel
+if TYPE_CHECKING:  # torch is imported only where a torch model runs
+    from elmsearch.models.model import ELMModel
+
 
 # Prompt-template ensemble: each prompt is embedded in every template and averaged.
 TEMPLATES: tuple[str, ...] = (

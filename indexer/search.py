@@ -143,6 +143,7 @@ class Index:
         self.backend = "auto"
         self.manifest = store.manifest
         self._model = model
+        self._query_model = None
         self._model_checked = False  # config_hash hashes every weight (~5 ms): once per Index
         self._faiss: dict[str, object] = {}
         # A run newer than the FAISS files is writing (or died): every hit is checked in SQL,
@@ -188,6 +189,24 @@ class Index:
             self._model_checked = True
         return self._model
 
+    @property
+    def query_model(self):
+        """What embeds query texts and files: the compiled query model, else ``model``.
+
+        The compiled model (``elmsearch.models.compiled``: ONNX Runtime and numpy, no torch)
+        serves when ``backend`` is ``auto`` or ``onnxruntime`` and the indexer left one for
+        this index's model on this machine.
+        """
+        if self._query_model is None:
+            if self.backend in {"auto", "onnxruntime"} and self._model is None:
+                from elmsearch.models.compiled import QueryModel
+
+                self._query_model = QueryModel.load(self.manifest["model_hash"], self.manifest["model_path"],
+                                                    self.store.folder / "cache")
+            if self._query_model is None:
+                self._query_model = self.model
+        return self._query_model
+
     def faiss(self, name: str):
         """A FAISS index of this store, read once."""
         if name not in self._faiss:
@@ -202,9 +221,11 @@ class Index:
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model "
                                    f"({self.manifest['model_path']}); text queries need a model trained "
                                    "with `elmsearch train`")
+        model = self.query_model
+        if not hasattr(model, "eeg"):  # the compiled model: one ONNX Runtime thread already
+            return model.encode_text([text])[0]
         import torch
 
-        model = self.model
         # One intra-op thread for a single short text: with torch's default (one per core) the
         # text encoding of a query that also reads window embeddings from SQL took 2x longer on
         # 2 cores (bench/bench_query.py: 41 vs 24 ms p50); on its own it is ~2 ms faster.
@@ -367,8 +388,8 @@ class Index:
         from elmsearch.embedding import embed_recording
         from elmsearch.recording import path_info_for
 
-        emb = embed_recording(self.model, path, pooling="attention" if self.model.has_text else "mean",
-                              backend=self.backend)
+        model = self.query_model
+        emb = embed_recording(model, path, pooling="attention" if model.has_text else "mean", backend=self.backend)
         patient = path_info_for(path).subject or emb.recording.meta.subject
         return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb)
 
@@ -450,7 +471,7 @@ class Index:
         """Zero-shot probabilities of each prompt for a recording (prompt order)."""
         from elmsearch.zeroshot import zero_shot
 
-        return zero_shot(self.model, self.resolve(fname, recording_id).emb, prompts)
+        return zero_shot(self.query_model, self.resolve(fname, recording_id).emb, prompts)
 
     def show(self, recording_id: int) -> dict:
         """Everything stored about a recording: metadata, report by section, windows."""

@@ -17,7 +17,7 @@ from indexer.pipeline import index_archive
 from indexer.store import IndexStore
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "mne", "scipy", "faiss", "pyarrow", "sqlalchemy")
+HEAVY = ("torch", "transformers", "mne", "scipy", "scipy.signal", "faiss", "pyarrow", "sqlalchemy", "onnxruntime")
 MARK = "cold-imports: "
 
 # Runs `elmsearch ARGS` as the console script does, then prints the heavy modules imported.
@@ -78,9 +78,37 @@ def test_queries_by_recording_id_use_stored_embeddings_without_torch(built, comm
     assert not imported & {"torch", "transformers", "mne", "scipy"}, imported
 
 
-def test_a_text_query_imports_the_model(built):
+def test_a_text_query_runs_the_compiled_query_model_without_torch(built):
     db, _ = built
     proc, imported = _run(["search", "generalized spike and wave", "--db", str(db), "--json", "-k", "3"])
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["hits"]) == 3
-    assert "faiss" in imported and "mne" not in imported
+    assert {"faiss", "onnxruntime"} <= imported
+    assert not imported & {"torch", "transformers", "mne", "scipy"}, imported
+
+
+def test_backend_torch_answers_the_same_with_torch(built):
+    db, _ = built
+    args = ["search", "generalized spike and wave", "--db", str(db), "--json", "-k", "5"]
+    fast, _ = _run(args)
+    proc, imported = _run([*args, "--backend", "torch"])
+    assert proc.returncode == 0, proc.stderr
+    assert "torch" in imported and "onnxruntime" not in imported
+    got = [(h["recording_id"], h["score"]) for h in json.loads(proc.stdout)["hits"]]
+    want = [(h["recording_id"], h["score"]) for h in json.loads(fast.stdout)["hits"]]
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(got, want, strict=True)) < 1e-4
+
+
+def test_similar_to_a_new_file_reads_and_embeds_it_without_torch(built, demo_archive, tmp_path):
+    import shutil
+
+    db, _ = built
+    new = tmp_path / "new.edf"  # not in the index: read, preprocessed and embedded now
+    shutil.copy(sorted(demo_archive.root.rglob("*.edf"))[0], new)
+    proc, imported = _run(["similar", str(new), "--db", str(db), "--json", "-k", "3"])
+    assert proc.returncode == 0, proc.stderr
+    hits = json.loads(proc.stdout)["hits"]
+    assert hits and hits[0]["score"] > 0.999  # its twin in the archive
+    assert "onnxruntime" in imported
+    assert not imported & {"torch", "transformers", "scipy.signal"}, imported

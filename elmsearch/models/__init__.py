@@ -1,20 +1,22 @@
-"""Models: the ELM EEG encoder, the frozen text encoder with its projection, MIL pooling."""
+"""Models: the ELM EEG encoder, the frozen text encoder with its projection, MIL pooling.
 
-from elmsearch.models.eeg_resnet import EEGResNet
-from elmsearch.models.factory import (
-    config_hash,
-    create_model,
-    get_config,
-    list_models,
-    load_model,
-    save_model,
-)
-from elmsearch.models.model import ELMModel, NoTextModelError
-from elmsearch.models.pooling import AttentionPool, mean_pool
-from elmsearch.models.text import FrozenTextEncoder, TextProjection, resolve_text_model
+Exports load lazily: ``elmsearch.models.compiled`` (the torch-free query model) must be
+importable without importing torch.
+"""
 
-__all__ = [
-    "AttentionPool", "EEGResNet", "ELMModel", "FrozenTextEncoder", "NoTextModelError",
-    "TextProjection", "config_hash", "create_model", "get_config", "list_models", "load_model",
-    "mean_pool", "resolve_text_model", "save_model",
-]
+from elmsearch._lazy import lazy_exports
+
+_MODULES = {
+    "elmsearch.models.compiled": ("QueryModel", "write_query_model"),
+    "elmsearch.models.eeg_resnet": ("EEGResNet",),
+    "elmsearch.models.factory": ("config_hash", "create_model", "get_config", "list_models", "load_model",
+                                 "save_model"),
+    "elmsearch.models.model": ("ELMModel", "NoTextModelError"),
+    "elmsearch.models.pooling": ("AttentionPool", "mean_pool"),
+    "elmsearch.models.text": ("FrozenTextEncoder", "TextProjection", "resolve_text_model"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

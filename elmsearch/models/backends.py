@@ -3,7 +3,7 @@
 Training stays in torch; these only run ``model.eeg`` forward for inference. The encoder
 is exported once per machine with ``torch.onnx.export`` (dynamic batch axis) and the
 artefacts live in ``$ELMSEARCH_CACHE_DIR/eeg-backends`` (default ``~/.cache/elmsearch``,
-see ``elmsearch.models.text.trace_dir``), keyed by ``config_hash(model)`` + backend name
+see ``elmsearch.cache.machine_cache_dir``), keyed by ``config_hash(model)`` + backend name
 + backend version + precision, written atomically with mode 0600:
 
 - ``{hash}-torch{version}.onnx``: the export (what both backends read);
@@ -35,7 +35,9 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# torch is imported where used: a query served by the compiled query model never imports it
+# (elmsearch.models.compiled reads this cache).
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,9 @@ _memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(nam
 
 def cache_folder() -> Path:
     """Folder of the per-machine compiled EEG encoders."""
-    from elmsearch.models.text import trace_dir
+    from elmsearch.cache import machine_cache_dir
 
-    return trace_dir() / "eeg-backends"
+    return machine_cache_dir() / "eeg-backends"
 
 
 def installed() -> list[str]:
@@ -62,6 +64,8 @@ def installed() -> list[str]:
 def backend_version(name: str) -> str:
     """Version of a backend's package."""
     if name == "torch":
+        import torch
+
         return torch.__version__.split("+")[0]
     if name == "onnxruntime":
         import onnxruntime
@@ -100,14 +104,16 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
 
 
-@torch.no_grad()
 def torch_fp32(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Eager torch fp32 embeddings (unnormalised), the reference, shape (n, 256)."""
+    import torch
+
     was_training = model.training
     model.eval()
     try:
-        return np.concatenate([model.eeg(torch.as_tensor(x[i : i + batch_size], device=model.device))
-                               .float().cpu().numpy() for i in range(0, len(x), batch_size)])
+        with torch.no_grad():
+            return np.concatenate([model.eeg(torch.as_tensor(x[i : i + batch_size], device=model.device))
+                                   .float().cpu().numpy() for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 
@@ -155,6 +161,8 @@ def _update_record(path: Path, update) -> dict:
 def export_onnx(model, path: Path) -> Path:
     """Export ``model.eeg`` (eval, fp32, CPU) to ONNX with a dynamic batch axis, atomically."""
     import copy
+
+    import torch
 
     eeg = copy.deepcopy(model.eeg).float().cpu().eval()
     x = torch.zeros(2, eeg_n_chans(model), model.n_times)
@@ -219,9 +227,10 @@ class TorchEncoder(Encoder):
         super().__init__("torch", precision, threads)
         self._model = weakref.ref(model)  # memoised encoders must not keep their model alive
 
-    @torch.no_grad()
     def __call__(self, x):  # noqa: D102
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        import torch
+
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self._model().eeg(torch.as_tensor(x)).float().numpy()
 
 
@@ -340,7 +349,7 @@ def build(model, name: str, precision: str = "fp32", threads: int | None = None)
         return None
     if name == "onnxruntime":
         precision = "fp32"
-    threads = int(threads or torch.get_num_threads())
+    threads = int(threads or _torch_threads())
     folder = cache_folder()
     key = config_hash(model)
     record_path = folder / f"{key}.json"
@@ -391,6 +400,12 @@ def build(model, name: str, precision: str = "fp32", threads: int | None = None)
     return None
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def throughput(enc, x: np.ndarray, batch_size: int = 32, repeats: int = 1) -> float:
     """Windows per second of ``enc`` over ``x`` in batches (after one warm-up batch)."""
     enc(x[:batch_size])
@@ -410,7 +425,7 @@ def choose_auto(model, precision: str = "fp32", threads: int | None = None) -> E
     from elmsearch.models.factory import config_hash
 
     precision = resolve_precision(precision)
-    threads = int(threads or torch.get_num_threads())
+    threads = int(threads or _torch_threads())
     record_path = cache_folder() / f"{config_hash(model)}.json"
     slot = f"{precision}-{threads}t"
     choice = _read_record(record_path).get("auto", {}).get(slot)
@@ -428,6 +443,8 @@ def choose_auto(model, precision: str = "fp32", threads: int | None = None) -> E
         return candidates[f"torch/{precision}"]
     x = verify_windows(eeg_n_chans(model), model.n_times, n=96, seed=1)
     speed = {}
+    import torch
+
     with torch.no_grad():
         prev = model.training
         model.eval()
@@ -469,7 +486,7 @@ def get_encoder(model, name: str = "torch", precision: str = "fp32", threads: in
     if name not in (*BACKENDS, "auto"):
         raise ValueError(f"backend must be auto, torch, onnxruntime or openvino, got {name!r}")
     precision = resolve_precision("fp32" if precision == "auto" and model.device.type != "cpu" else precision)
-    threads = int(threads or torch.get_num_threads())
+    threads = int(threads or _torch_threads())
     if name == "torch" or model.device.type != "cpu":
         return TorchEncoder(model, precision, threads)
     stamp = tuple((t.data_ptr(), t._version) for t in model.eeg.state_dict(keep_vars=True).values())

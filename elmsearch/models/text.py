@@ -7,7 +7,7 @@ Query-time fast path: importing ``transformers`` and building the model takes ~3
 trace of it (``torch.jit.trace``) plus its fast tokenizer (``tokenizers``, configured as
 ``transformers`` configures it) computes the same vectors and loads in ~0.15 s. The trace
 depends only on the language model, its pooling and length, and the torch version, so it is
-kept once per machine in ``trace_dir()`` (``$ELMSEARCH_CACHE_DIR``, else
+kept once per machine in ``machine_cache_dir()`` (``$ELMSEARCH_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/elmsearch`` or ``~/.cache/elmsearch``). ``write_trace`` makes it (the
 indexer calls it at the end of a run) and keeps it only if it reproduces the eager model on
 probe texts (max abs difference ≤ 1e-4); it is used only when ``fast=True`` (queries).
@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import warnings
 from pathlib import Path
 
@@ -29,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from elmsearch.cache import machine_cache_dir
 from elmsearch.errors import ElmsearchError
+from elmsearch.models.textcache import cache_file, cached_embed
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,6 @@ PROBE_TEXTS = (  # padded batch, an unpadded single text and a truncated one che
     "the posterior dominant rhythm is 9 hz, reactive to eye opening " * 40,
     "",
 )
-
-
-def trace_dir() -> Path:
-    """Folder of the per-machine traced text encoders (see the module notes)."""
-    if os.environ.get("ELMSEARCH_CACHE_DIR"):
-        return Path(os.environ["ELMSEARCH_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "elmsearch"
 
 
 def resolve_text_model(name_or_path: str | os.PathLike | None) -> Path:
@@ -98,7 +92,7 @@ class FrozenTextEncoder:
     batch_size : int
         Texts per forward pass.
     fast : bool
-        Use the traced encoder in ``trace_dir()`` when there is one (see the module notes).
+        Use the traced encoder in ``machine_cache_dir()`` when there is one (see the module notes).
     """
 
     def __init__(self, model=None, pooling: str = "mean", max_length: int = 128,
@@ -117,13 +111,8 @@ class FrozenTextEncoder:
         ident = json.dumps({"config": cfg, "weights": [(p.name, p.stat().st_size) for p in weights],
                             "pooling": pooling, "max_length": self.max_length}, sort_keys=True)
         self.key = hashlib.sha256(ident.encode()).hexdigest()[:16]
-        self.trace_file = trace_dir() / f"text-{self.key}-torch{torch.__version__.split('+')[0]}.pt"
-        self._db = None
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            self._db = Path(cache_dir) / f"text-{self.key}.sqlite"
-            with sqlite3.connect(self._db) as con:
-                con.execute("CREATE TABLE IF NOT EXISTS emb (h TEXT PRIMARY KEY, v BLOB NOT NULL)")
+        self.trace_file = machine_cache_dir() / f"text-{self.key}-torch{torch.__version__.split('+')[0]}.pt"
+        self._db = None if cache_dir is None else cache_file(cache_dir, self.key)
 
     def _load(self) -> None:
         if self._model is not None:
@@ -186,18 +175,16 @@ class FrozenTextEncoder:
             return self._encode_traced(texts, *self._traced)
         return self._encode_eager(texts)
 
-    def write_trace(self) -> bool:
-        """Write (once per machine) the traced encoder and its tokenizer into ``trace_dir()``.
+    def fast_tokenizer(self):
+        """A ``tokenizers.Tokenizer`` configured as ``transformers`` configures this model's (None if slow).
 
-        The trace is kept only if it reproduces the eager model's vectors on ``PROBE_TEXTS``
-        within ``TRACE_ATOL``. Returns whether a usable trace exists afterwards.
+        Pads each batch to its longest text and truncates at ``max_length``, on the sides and
+        with the pad token the model's tokenizer uses.
         """
-        if self.trace_file.is_file():
-            return True
         self._load()
         backend = getattr(self._tokenizer, "backend_tokenizer", None)
         if backend is None:  # a slow (Python) tokenizer has no ``tokenizers`` twin
-            return False
+            return None
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_str(backend.to_str())  # a copy, configured as transformers would
@@ -205,6 +192,20 @@ class FrozenTextEncoder:
         tokenizer.enable_truncation(self.max_length, direction=self._tokenizer.truncation_side)
         tokenizer.enable_padding(direction=self._tokenizer.padding_side, pad_id=self._tokenizer.pad_token_id,
                                  pad_type_id=self._tokenizer.pad_token_type_id, pad_token=self._tokenizer.pad_token)
+        return tokenizer
+
+    def write_trace(self) -> bool:
+        """Write (once per machine) the traced encoder and its tokenizer into ``machine_cache_dir()``.
+
+        The trace is kept only if it reproduces the eager model's vectors on ``PROBE_TEXTS``
+        within ``TRACE_ATOL``. Returns whether a usable trace exists afterwards.
+        """
+        if self.trace_file.is_file():
+            return True
+        self._load()
+        tokenizer = self.fast_tokenizer()
+        if tokenizer is None:
+            return False
 
         class _States(nn.Module):
             def __init__(self, model):
@@ -248,25 +249,7 @@ class FrozenTextEncoder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Pooled, unnormalised vectors, shape (n_texts, dim), float32 (cached)."""
-        texts = list(texts)
-        if self._db is None:
-            return self._encode(texts)
-        hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-        found: dict[str, np.ndarray] = {}
-        with sqlite3.connect(self._db) as con:
-            uniq = list(dict.fromkeys(hashes))
-            for i in range(0, len(uniq), 500):
-                chunk = uniq[i : i + 500]
-                rows = con.execute(f"SELECT h, v FROM emb WHERE h IN ({','.join('?' * len(chunk))})", chunk)
-                found.update((h, np.frombuffer(v, np.float32)) for h, v in rows)
-            todo = [i for i, h in enumerate(hashes) if h not in found]
-            todo = list({hashes[i]: i for i in todo}.values())
-            if todo:
-                vecs = self._encode([texts[i] for i in todo])
-                con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
-                                [(hashes[i], v.astype(np.float32).tobytes()) for i, v in zip(todo, vecs, strict=True)])
-                found.update((hashes[i], v) for i, v in zip(todo, vecs, strict=True))
-        return np.stack([found[h] for h in hashes]) if texts else np.zeros((0, self.dim), np.float32)
+        return cached_embed(texts, self._db, self._encode, self.dim)
 
 
 class TextProjection(nn.Module):
