@@ -14,9 +14,10 @@ Measured (the model, a quick one trained on a small demo archive unless ``--mode
 
 - warm: ``Index.open`` once, 5 warm-up queries, then ``search_text(q, k=10)`` on 200 distinct
   generated query strings (text-embedding cache misses), the same 200 again (cache hits), with the
-  split text encoding (``model.encode_text``, timed inside the same calls) / the rest (the
-  ``Index.model`` property, FAISS, SQL), and each part also timed on its own; a filtered query
-  (``Filters(sex="F", age_min=40)``); the language model alone with torch's default threads and 1;
+  split text encoding (``Index.query_model.encode_text``, timed inside the same calls; the
+  compiled ONNX Runtime query model the indexer leaves) / the rest (FAISS, SQL), and each part
+  also timed on its own; a filtered query (``Filters(sex="F", age_min=40)``); the language model
+  alone with torch's default threads and 1;
 - cold: ``elmsearch -q search TEXT --db FOLDER --json -k 10`` as a subprocess on the largest index,
   median wall time of 5 runs after one warm-up run (OS page cache warm), with the same query (text
   cache hit: the language model is never loaded) and with new queries (cache miss); plus the stages
@@ -226,7 +227,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
     t0 = time.perf_counter()
     index.search_text("normal awake EEG", k=10)
     t_first = time.perf_counter() - t0
-    model = index.model
+    model = index.query_model  # the compiled query model when the indexer left one, else the torch model
     enc_times: list[float] = []
     encode = model.encode_text
 
@@ -268,7 +269,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
     with index.store.session() as s:
         for q in qvecs:
             t = time.perf_counter()
-            _ = index.model  # the property (it re-hashed every weight on each access before the fix)
+            _ = index.query_model  # the property (it re-hashed every weight on each access before a fix)
             t_model.append(time.perf_counter() - t)
             t = time.perf_counter()
             scores, ids = vectors.search(faiss_index, q, 10)
@@ -386,11 +387,8 @@ def cold_probe(folder: str, query: str) -> dict:
     index.faiss("eeg_recording")
     st["read_faiss"] = time.perf_counter() - t
     t = time.perf_counter()
-    model = index.model
-    st["load_model_and_hash"] = time.perf_counter() - t
-    t = time.perf_counter()
-    _ = model.text_encoder
-    st["text_encoder_init"] = time.perf_counter() - t
+    model = index.query_model
+    st["load_query_model"] = time.perf_counter() - t
     t = time.perf_counter()
     model.encode_text([query])
     st["encode_text"] = time.perf_counter() - t
@@ -404,9 +402,9 @@ def cold_probe(folder: str, query: str) -> dict:
     return {k: round(v, 3) for k, v in st.items()}
 
 
-def _cli(folder: Path, query: str) -> float:
+def _cli(folder: Path, query: str, *extra: str) -> float:
     t = time.perf_counter()
-    r = subprocess.run([str(ELMSEARCH), "-q", "search", query, "--db", str(folder), "--json", "-k", "10"],
+    r = subprocess.run([str(ELMSEARCH), "-q", "search", query, "--db", str(folder), "--json", "-k", "10", *extra],
                        capture_output=True, text=True)
     wall = time.perf_counter() - t
     if r.returncode != 0:
@@ -422,14 +420,16 @@ def cold_cli(folder: Path, runs: int, seed: int) -> dict:
     _cli(folder, query)  # warm-up: OS page cache, text-embedding cache
     same = [_cli(folder, query) for _ in range(runs)]
     new = [_cli(folder, q) for q in query_texts(runs, seed + 99)]  # never seen: cache misses
-    # baseline, same run: the same with the traced text encoder moved away (transformers loads)
+    # baselines, same run: torch with its TorchScript trace of the language model, and torch with
+    # the trace moved away (transformers loads)
+    torch_trace = [_cli(folder, q, "--backend", "torch") for q in query_texts(runs, seed + 149)]
     from elmsearch.cache import machine_cache_dir
 
     traces = list(machine_cache_dir().glob("text-*.pt"))
     for f in traces:
         f.rename(f.with_name(f.name + ".hidden"))
     try:
-        eager = [_cli(folder, q) for q in query_texts(runs, seed + 199)]
+        eager = [_cli(folder, q, "--backend", "torch") for q in query_texts(runs, seed + 199)]
     finally:
         for f in traces:
             f.with_name(f.name + ".hidden").rename(f)
@@ -444,6 +444,7 @@ def cold_cli(folder: Path, runs: int, seed: int) -> dict:
     return {"query": query, "runs": runs, "page_cache": "warm (one warm-up run first)",
             "same_query_median_s": round(statistics.median(same), 3), "same_query_s": [round(x, 3) for x in same],
             "new_query_median_s": round(statistics.median(new), 3), "new_query_s": [round(x, 3) for x in new],
+            "torch_traced_new_query_median_s": round(statistics.median(torch_trace), 3),
             "eager_text_encoder_new_query_median_s": round(statistics.median(eager), 3),
             "traced_trace_files": [f.name for f in traces],
             "python_startup_s": round(t_python, 3), "stages_text_cache_hit": probe["hit"],

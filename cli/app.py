@@ -225,14 +225,14 @@ def demo(
     console.print(f"     added {summary.added}, unchanged {summary.skipped}, failed {summary.failed}; "
                   f"{summary.counts.get('eeg_window', 0)} windows, {summary.counts.get('segment', 0)} report sentences")
     console.print("[bold]4/4 queries[/bold]")
-    index = _open_index(db)
-    _print_hits(TEXT_QUERY, _query(lambda: index.search_text(TEXT_QUERY, k=5)), False,
+    svc = _open_service(db)
+    _print_hits(_query(lambda: svc.search(TEXT_QUERY, k=5)), False,
                 f'text → EEG: elmsearch search "{TEXT_QUERY}" --db {db}')
     query = demo_query_recording(made, model_dir)
     rel = query.relative_to(made.root)
-    _print_hits(str(rel), _query(lambda: index.search_reports(query, k=3)), False,
+    _print_hits(_query(lambda: svc.reports(query, k=3, label=str(rel))), False,
                 f"EEG → report: elmsearch reports {rel} --db {db}")
-    _print_hits(str(rel), _query(lambda: index.similar(query, k=5)), False,
+    _print_hits(_query(lambda: svc.similar(query, k=5, label=str(rel))), False,
                 f"prior cases (other patients): elmsearch similar {rel} --db {db}")
     console.print(f"done in {time.perf_counter() - t0:.0f} s. Try: elmsearch search \"focal slowing\" --db {db}")
 
@@ -329,25 +329,19 @@ def classify(
     as_json: JsonOpt = False,
 ) -> None:
     """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
-    if model is None and db is None:
-        db = Path("elmsearch-index")
-    if model is None:
-        manifest = db / "manifest.json"
-        if not manifest.is_file():
-            raise _fail(f"{db}: no index manifest (build one with `elmsearch index`)")
-        model = Path(json.loads(manifest.read_text())["model_path"])
-    from elmsearch.embedding import embed_recording
     from elmsearch.errors import ElmsearchError
-    from elmsearch.zeroshot import zero_shot
 
-    net = _load_model_or_fail(model)
-    try:
-        emb = embed_recording(net, fname, backend=backend.value)
-        probs = zero_shot(net, emb.recording_emb, prompt)
-    except ElmsearchError as err:
-        raise _fail(str(err)) from None
-    doc = {"recording": str(fname),
-           "scores": [{"prompt": p, "probability": round(float(q), 6)} for p, q in zip(prompt, probs, strict=True)]}
+    if model is None:
+        svc = _open_service(db or DEFAULT_DB, backend=backend)
+        doc = _query(lambda: svc.classify(prompt, fname=fname))
+    else:
+        from indexer.service import classify_file
+
+        net = _load_model_or_fail(model)
+        try:
+            doc = classify_file(net, fname, prompt, backend.value)
+        except ElmsearchError as err:
+            raise _fail(str(err)) from None
     if as_json:
         out.print_json(json.dumps(doc))
         return
@@ -538,21 +532,20 @@ def export(
 DEFAULT_DB = Path("elmsearch-index")
 
 
-def _open_index(db: Path, db_url: str | None = None):
-    from indexer.search import Index
+def _open_service(db: Path, db_url: str | None = None, backend: Backend = Backend.auto):
+    from indexer.service import SearchService
     from indexer.store import IndexStateError
 
     try:
-        return Index.open(db, db_url)
+        return SearchService.open(db, db_url, backend.value)
     except IndexStateError as err:
         raise _fail(str(err)) from None
 
 
 def _filters(sex, age_min, age_max, after, before, montage, min_duration):
-    from indexer.search import Filters
+    from indexer.service import parse_filters
 
-    return Filters(sex=sex, age_min=age_min, age_max=age_max, after=after.date() if after else None,
-                   before=before.date() if before else None, montage=montage, min_duration=min_duration)
+    return parse_filters(sex, age_min, age_max, after, before, montage, min_duration)
 
 
 def _query(run):
@@ -565,10 +558,14 @@ def _query(run):
         raise _fail(str(err).splitlines()[0]) from None
 
 
-def _print_hits(query: str, hits, as_json: bool, title: str) -> None:
+def _print_hits(doc: dict, as_json: bool, title: str) -> None:
+    """Print a ranked-query document (``indexer.service.hits_document``)."""
     if as_json:
-        out.print_json(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}))
+        out.print_json(json.dumps(doc))
         return
+    from indexer.search import Hit
+
+    hits = [Hit(**h) for h in doc["hits"]]
     table = Table(title=title)
     for name in ("#", "score", "id", "patient", "date", "age/sex", "window (s)"):
         table.add_column(name, no_wrap=True)
@@ -598,11 +595,9 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
-    index = _open_index(db)
-    index.backend = backend.value  # the query is text: only an EEG encoder backend exists so far
-    f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
-    hits = _query(lambda: index.search_text(text, k, level.value, f))
-    _print_hits(text, hits, as_json, f"text → EEG: {text}")
+    svc = _open_service(db, backend=backend)
+    f = _query(lambda: _filters(sex, age_min, age_max, after, before, montage, min_duration))
+    _print_hits(_query(lambda: svc.search(text, k, level.value, f)), as_json, f"text → EEG: {text}")
 
 
 @app.command()
@@ -617,12 +612,10 @@ def reports(
     as_json: JsonOpt = False,
 ) -> None:
     """EEG → report: the reports that best describe a recording, best sentence first."""
-    index = _open_index(db)
-    index.backend = backend.value
-    f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
-    hits = _query(lambda: index.search_reports(fname, recording, k, f))
-    label = str(fname) if fname is not None else f"recording {recording}"
-    _print_hits(label, hits, as_json, f"EEG → report: {label}")
+    svc = _open_service(db, backend=backend)
+    f = _query(lambda: _filters(sex, age_min, age_max, after, before, montage, min_duration))
+    doc = _query(lambda: svc.reports(fname, recording, k, f))
+    _print_hits(doc, as_json, f"EEG → report: {doc['query']}")
 
 
 @app.command()
@@ -639,50 +632,51 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Prior cases: the most similar recordings of other patients (one per patient)."""
-    index = _open_index(db)
-    index.backend = backend.value
-    f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
-    hits = _query(lambda: index.similar(fname, recording, k, include_same_patient, not all_per_patient, f))
-    label = str(fname) if fname is not None else f"recording {recording}"
-    _print_hits(label, hits, as_json, f"prior cases like {label}")
+    svc = _open_service(db, backend=backend)
+    f = _query(lambda: _filters(sex, age_min, age_max, after, before, montage, min_duration))
+    doc = _query(lambda: svc.similar(fname, recording, k, include_same_patient, not all_per_patient, f))
+    _print_hits(doc, as_json, f"prior cases like {doc['query']}")
 
 
 @app.command()
 def show(
     recording_id: Annotated[int, typer.Argument(help="Recording id (from search, similar, stats).")],
     db: DbOpt = DEFAULT_DB,
+    match: Annotated[str | None, typer.Option("--match", help="A text query: also show the report sentence "
+                                              "nearest to it.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Everything stored about a recording: metadata, report by section, windows."""
-    index = _open_index(db, None)
-    doc = _query(lambda: index.show(recording_id))
+    svc = _open_service(db)
+    doc = _query(lambda: svc.show(recording_id, match))
     if as_json:
         out.print_json(json.dumps(doc))
         return
     table = Table(show_header=False, title=f"recording {recording_id}")
     for key, v in doc.items():
-        if key not in {"report", "windows"}:
+        if key not in {"report", "windows", "match"}:
             table.add_row(key, "" if v is None else str(v))
     w = doc["windows"]
     table.add_row("windows", f"{len(w)} × {w[0]['end_s'] - w[0]['start_s']:g} s" if w else "0")
     out.print(table)
     if doc["report"]:
         for sec in doc["report"]["sections"]:
-            out.print(f"[bold]{sec['heading'] or '(preamble)'}[/bold]\n{sec['text']}\n", highlight=False)
+            out.print(f"[bold]{escape(sec['heading'] or '(preamble)')}[/bold]\n{escape(sec['text'])}\n",
+                      highlight=False)
+    if doc.get("match"):
+        m = doc["match"]
+        out.print(f"nearest sentence to {match!r} ({m['score']:.3f}): {m['section'] or ''}: {m['text'] or ''}",
+                  highlight=False, soft_wrap=True)
 
 
 def _read_prompts(fname: Path) -> dict[str, list[str]]:
-    """The ``--prompts`` file: JSON ``{"column": ["negative prompt", "positive prompt"]}``."""
+    from elmsearch.errors import InputFileError
+    from indexer.service import read_prompts
+
     try:
-        doc = json.loads(fname.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise _fail(f"{fname}: not valid JSON ({err})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise _fail(f"{fname}: cannot read ({err})") from None
-    if not (isinstance(doc, dict) and all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v) for v in doc.values())):
-        raise _fail(f'{fname}: expected {{"column": ["negative prompt", "positive prompt"], ...}}')
-    return doc
+        return read_prompts(fname)
+    except InputFileError as err:
+        raise _fail(str(err)) from None
 
 
 @app.command(name="eval")
@@ -711,7 +705,7 @@ def evaluate(
     extra = _read_prompts(prompts) if prompts else None  # before the heavy imports: a typo fails at once
     from indexer.evaluate import evaluate_index, write_report
 
-    index = _open_index(db)
+    index = _open_service(db).index
     result = _query(lambda: evaluate_index(
         index, labels, root or labels.parent, columns.split(",") if columns else None, extra,
         seeds=tuple(range(seeds)), n_per_class=n_per_class, elm_weights=elm_weights))
@@ -742,6 +736,31 @@ def evaluate(
                           f"{r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f}")
     out.print(t)
     out.print("written: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def serve(
+    db: DbOpt = DEFAULT_DB,
+    host: Annotated[str, typer.Option(help="Address to listen on (another than 127.0.0.1 exposes the archive "
+                                      "to the network: put it behind your hospital's authentication).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    db_url: DbUrlOpt = None,
+    backend: BackendOpt = Backend.auto,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest EDF accepted by the upload.")] = 512,
+    workers_threads: Annotated[int, typer.Option("--threads", min=1, help="Requests answered at once.")] = 16,
+) -> None:
+    """HTTP API and search page over an index (read-only; models loaded once)."""
+    import uvicorn
+
+    from cli.web.app import create_app
+
+    svc = _open_service(db, db_url, backend)
+    svc.max_upload_bytes = max_upload_mb * 2**20
+    _query(svc.warm)
+    app_ = create_app(svc, workers_threads)
+    console.print(f"elmsearch: serving {db} on http://{host}:{port}/ (API: /docs, /openapi.json); Ctrl-C stops")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
 def _usage_line(err: Exception) -> int:

@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +147,7 @@ class Index:
         self._query_model = None
         self._model_checked = False  # config_hash hashes every weight (~5 ms): once per Index
         self._faiss: dict[str, object] = {}
+        self._loading = threading.RLock()  # lazy loads happen once when threads share an Index
         # A run newer than the FAISS files is writing (or died): every hit is checked in SQL,
         # since that run may have changed or removed the rows behind some FAISS ids.
         self.stale = store.pending_run is not None
@@ -173,21 +175,22 @@ class Index:
         """The model the index was built with (loaded and checked on first use)."""
         from elmsearch.models.factory import config_hash, load_model
 
-        if self._model is None:
-            path = self.manifest["model_path"]
-            if not Path(path).exists():
-                raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
-            self._model = load_model(path)
-            self._model.cache_dir = self.store.folder / "cache"
-            if self._model.has_text:
-                self._model.text_encoder.fast = True  # the traced encoder the indexer left, if any
-        if not self._model_checked:
-            if config_hash(self._model) != self.manifest["model_hash"]:
-                raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
-                                      f"but {self.manifest['model_path']} is now {config_hash(self._model)}; "
-                                      "re-run `elmsearch index`")
-            self._model_checked = True
-        return self._model
+        with self._loading:
+            if self._model is None:
+                path = self.manifest["model_path"]
+                if not Path(path).exists():
+                    raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
+                self._model = load_model(path)
+                self._model.cache_dir = self.store.folder / "cache"
+                if self._model.has_text:
+                    self._model.text_encoder.fast = True  # the traced encoder the indexer left, if any
+            if not self._model_checked:
+                if config_hash(self._model) != self.manifest["model_hash"]:
+                    raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
+                                          f"but {self.manifest['model_path']} is now {config_hash(self._model)}; "
+                                          "re-run `elmsearch index`")
+                self._model_checked = True
+            return self._model
 
     @property
     def query_model(self):
@@ -197,21 +200,23 @@ class Index:
         serves when ``backend`` is ``auto`` or ``onnxruntime`` and the indexer left one for
         this index's model on this machine.
         """
-        if self._query_model is None:
-            if self.backend in {"auto", "onnxruntime"} and self._model is None:
-                from elmsearch.models.compiled import QueryModel
-
-                self._query_model = QueryModel.load(self.manifest["model_hash"], self.manifest["model_path"],
-                                                    self.store.folder / "cache")
+        with self._loading:
             if self._query_model is None:
-                self._query_model = self.model
-        return self._query_model
+                if self.backend in {"auto", "onnxruntime"} and self._model is None:
+                    from elmsearch.models.compiled import QueryModel
+
+                    self._query_model = QueryModel.load(self.manifest["model_hash"], self.manifest["model_path"],
+                                                        self.store.folder / "cache")
+                if self._query_model is None:
+                    self._query_model = self.model
+            return self._query_model
 
     def faiss(self, name: str):
         """A FAISS index of this store, read once."""
-        if name not in self._faiss:
-            self._faiss[name] = self.store.load_index(name)
-        return self._faiss[name]
+        with self._loading:
+            if name not in self._faiss:
+                self._faiss[name] = self.store.load_index(name)
+            return self._faiss[name]
 
     # ---- helpers --------------------------------------------------------------------------
     def _text_query(self, text: str) -> np.ndarray:
@@ -395,13 +400,13 @@ class Index:
 
     def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
                 include_same_patient: bool = False, one_per_patient: bool = True,
-                filters: Filters | None = None) -> list[Hit]:
+                filters: Filters | None = None, query: Query | None = None) -> list[Hit]:
         """Prior cases: the recordings nearest to a recording, never the recording itself.
 
         One hit per patient by default; the query's own patient is excluded unless
         ``include_same_patient``.
         """
-        query = self.resolve(fname, recording_id)
+        query = query or self.resolve(fname, recording_id)
         filters = filters or Filters()
         with self.store.session() as s:
             n_total = self.manifest["counts"]["eeg_recording"]
@@ -436,14 +441,17 @@ class Index:
             return self._hits(s, keep_ids, keep_scores, None, self._best_windows(s, keep_ids, query.emb))
 
     def search_reports(self, fname: str | os.PathLike | None = None, recording_id: int | None = None,
-                       k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        """EEG → report: the reports that best describe a recording, each with its best sentence."""
+                       k: int = 10, filters: Filters | None = None, query: Query | None = None) -> list[Hit]:
+        """EEG → report: the reports that best describe a recording, each with its best sentence.
+
+        ``query`` (from ``resolve``) instead of a file or id: a file embedded once serves several queries.
+        """
         if not self.manifest.get("has_text"):
             from elmsearch.models.model import NoTextModelError
 
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model; reports need a model "
                                    "trained with `elmsearch train`")
-        query = self.resolve(fname, recording_id)
+        query = query or self.resolve(fname, recording_id)
         filters = filters or Filters()
         with self.store.session() as s:
             scores, rep_ids = self._rank(s, "report", query.emb, k, filters)
@@ -472,6 +480,29 @@ class Index:
         from elmsearch.zeroshot import zero_shot
 
         return zero_shot(self.query_model, self.resolve(fname, recording_id).emb, prompts)
+
+    def match_sentence(self, recording_id: int, text: str) -> dict | None:
+        """The sentence of a recording's report nearest to a text query, or None (no report).
+
+        Returns
+        -------
+        dict | None
+            ``{"section": ..., "text": ..., "score": ...}`` (``text`` None in an index built
+            with ``--no-report-text``).
+        """
+        q = self._text_query(text)
+        with self.store.session() as s:
+            r = s.get(Recording, int(recording_id))
+            if r is None:
+                raise QueryError(f"recording {recording_id}: no such id in {self.store.folder}")
+            best = None
+            for section, sentence, emb in s.execute(select(Segment.section, Segment.text, Segment.emb)
+                                                    .where(Segment.report_id == r.report_id,
+                                                           Segment.emb.is_not(None))):
+                score = float(from_blob(emb) @ q)
+                if best is None or score > best["score"]:
+                    best = {"section": section, "text": sentence, "score": round(score, 6)}
+            return best
 
     def show(self, recording_id: int) -> dict:
         """Everything stored about a recording: metadata, report by section, windows."""

@@ -8,19 +8,29 @@ by either is never embedded again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
 
-def cache_file(folder: str | Path, key: str) -> Path:
-    """The cache of text encoder ``key`` in ``folder``, created if needed."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
+
+def cache_file(folder: str | Path, key: str) -> Path | None:
+    """The cache of text encoder ``key`` in ``folder``, created if needed; None if it cannot be.
+
+    A read-only index folder (a server's, a backup's) works without a cache.
+    """
     path = Path(folder) / f"text-{key}.sqlite"
-    with sqlite3.connect(path) as con:
-        con.execute("CREATE TABLE IF NOT EXISTS emb (h TEXT PRIMARY KEY, v BLOB NOT NULL)")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS emb (h TEXT PRIMARY KEY, v BLOB NOT NULL)")
+    except (OSError, sqlite3.Error) as err:
+        logger.info("text feature cache %s unusable (%s); texts are embedded every time", path, err)
+        return None
     return path
 
 
@@ -47,7 +57,10 @@ def cached_embed(texts: list[str], path: Path | None, encode: Callable[[list[str
         todo = list({h: i for i, h in enumerate(hashes) if h not in found}.values())
         if todo:
             vecs = encode([texts[i] for i in todo])
-            con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
-                            [(hashes[i], v.astype(np.float32).tobytes()) for i, v in zip(todo, vecs, strict=True)])
+            try:
+                con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
+                                [(hashes[i], v.astype(np.float32).tobytes()) for i, v in zip(todo, vecs, strict=True)])
+            except sqlite3.Error as err:  # read-only or busy: the vectors are right, just not kept
+                logger.debug("text feature cache %s not written (%s)", path, err)
             found.update((hashes[i], v) for i, v in zip(todo, vecs, strict=True))
     return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)

@@ -1,0 +1,231 @@
+// elmsearch search page: the URL holds the whole state, so every view can be bookmarked and shared.
+//   /?q=TEXT&sex=F&...           text -> EEG search
+//   /recordings/ID?start=&end=   one recording (waveform, spectrogram, report)
+//   /recordings/ID/similar       prior cases like it
+//   /recordings/ID/reports       reports that describe it
+// Everything comes from the JSON API (/api/...); text is inserted as text, never as HTML.
+"use strict";
+
+const FILTERS = ["sex", "age_min", "age_max", "after", "before", "montage", "min_duration"];
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === "") continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function status(message, isError = false) {
+  const s = $("#status");
+  s.textContent = message || "";
+  s.className = isError ? "error" : "";
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  let body = null;
+  try { body = await response.json(); } catch (e) { /* not JSON */ }
+  if (!response.ok) throw new Error((body && body.detail) || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function filterParams(params) {
+  const out = new URLSearchParams();
+  for (const name of FILTERS) if (params.get(name)) out.set(name, params.get(name));
+  return out;
+}
+
+function go(url) {
+  history.pushState(null, "", url);
+  route();
+}
+
+function link(href, text, cls) {
+  return el("a", {href, class: cls, onclick: (e) => {
+    if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    go(href);
+  }}, text);
+}
+
+function span(hit) {
+  // The best-matching window with a little context on each side (the plots take up to 60 s).
+  if (hit.start_s === null || hit.start_s === undefined) return [0, 10];
+  const pad = Math.max(0, (10 - (hit.end_s - hit.start_s)) / 2);
+  return [Math.max(0, hit.start_s - pad), hit.end_s + pad];
+}
+
+function plots(id, start, end) {
+  const q = `start=${start.toFixed(2)}&end=${end.toFixed(2)}`;
+  return el("div", {class: "plots"},
+    el("img", {class: "waveform", alt: `EEG ${start.toFixed(1)}–${end.toFixed(1)} s of recording ${id}`,
+               src: `/api/recordings/${id}/window.png?${q}`, loading: "lazy"}),
+    el("img", {class: "spectrogram", alt: `spectrogram ${start.toFixed(1)}–${end.toFixed(1)} s`,
+               src: `/api/recordings/${id}/spectrogram.png?${q}`, loading: "lazy"}));
+}
+
+function metaLine(h) {
+  const age = h.age === null || h.age === undefined ? "" : `${h.age} y`;
+  return [h.patient && `patient ${h.patient}`, h.date && h.date.slice(0, 10), [age, h.sex].filter(Boolean).join(" "),
+          h.montage].filter(Boolean).join(" · ");
+}
+
+function hitCard(h, query) {
+  const [start, end] = span(h);
+  const open = new URLSearchParams({start: start.toFixed(2), end: end.toFixed(2)});
+  if (query) open.set("q", query);
+  if (h.sentence) open.set("hl", h.sentence.replace(/^[^:]*: /, ""));
+  const window = h.start_s === null || h.start_s === undefined ? "" : ` · best window ${h.start_s}–${h.end_s} s`;
+  return el("article", {class: "hit", "data-id": h.recording_id},
+    el("h3", {}, el("span", {class: "score", title: "cosine similarity"}, h.score.toFixed(3)),
+       link(`/recordings/${h.recording_id}?${open}`, `#${h.rank} recording ${h.recording_id}`, "open"),
+       el("span", {class: "meta"}, metaLine(h) + window)),
+    h.sentence ? el("p", {class: "sentence"}, "Best sentence: ", el("mark", {}, h.sentence)) : null,
+    el("p", {class: "impression"}, h.impression ? `Impression: ${h.impression}` : "(no report)"),
+    plots(h.recording_id, start, end),
+    el("div", {class: "links"},
+       link(`/recordings/${h.recording_id}/similar`, "Similar cases", "similar"),
+       link(`/recordings/${h.recording_id}/reports`, "Reports like this", "reports"),
+       link(`/recordings/${h.recording_id}?${open}`, "Open recording", "open")));
+}
+
+function showHits(doc, title, query) {
+  const results = $("#results");
+  results.replaceChildren(el("h2", {class: "title"}, title));
+  if (!doc.hits.length) results.append(el("p", {}, "No recordings match."));
+  for (const h of doc.hits) results.append(hitCard(h, query));
+}
+
+async function runSearch(params) {
+  const q = params.get("q");
+  $("#q").value = q;
+  const form = $("#search");
+  for (const name of [...FILTERS, "k", "level"]) if (form.elements[name]) form.elements[name].value = params.get(name) || form.elements[name].defaultValue || "";
+  if (FILTERS.some((n) => params.get(n))) $("#filters").open = true;
+  status("Searching…");
+  const api_params = filterParams(params);
+  api_params.set("q", q);
+  api_params.set("k", params.get("k") || "10");
+  if (params.get("level")) api_params.set("level", params.get("level"));
+  const t0 = performance.now();
+  const doc = await api(`/api/search?${api_params}`);
+  status(`${doc.hits.length} hits in ${Math.round(performance.now() - t0)} ms`);
+  showHits(doc, `Text → EEG: “${q}”`, q);
+}
+
+function reportView(report, highlight) {
+  if (!report) return el("p", {}, "No report for this recording.");
+  const box = el("div", {class: "report"});
+  for (const sec of report.sections) {
+    const p = el("p");
+    const text = sec.text || "";
+    const at = highlight ? text.indexOf(highlight) : -1;
+    if (at >= 0) p.append(text.slice(0, at), el("mark", {}, highlight), text.slice(at + highlight.length));
+    else p.append(text);
+    box.append(el("section", {}, el("h4", {}, sec.heading || "Report"), p));
+  }
+  return box;
+}
+
+async function showRecording(id, params) {
+  status("Loading…");
+  const match = params.get("q");
+  const doc = await api(`/api/recordings/${id}` + (match ? `?match=${encodeURIComponent(match)}` : ""));
+  let start = parseFloat(params.get("start") || "0");
+  let end = parseFloat(params.get("end") || String(start + 10));
+  if (!(end > start)) end = start + 10;
+  const highlight = params.get("hl") || (doc.match && doc.match.text) || null;
+  const length = end - start;
+  const move = (delta) => {
+    const s = Math.max(0, Math.min(start + delta, (doc.duration_s || end) - length));
+    const next = new URLSearchParams(params);
+    next.set("start", s.toFixed(2));
+    next.set("end", (s + length).toFixed(2));
+    go(`/recordings/${id}?${next}`);
+  };
+  const kv = el("dl", {class: "kv"});
+  for (const [k, v] of [["patient", doc.patient], ["session", doc.session], ["date", doc.date],
+                        ["age / sex", [doc.age, doc.sex].filter((x) => x !== null).join(" ")],
+                        ["montage", doc.montage], ["duration", doc.duration_s && `${doc.duration_s} s`],
+                        ["native rate", doc.native_sfreq && `${doc.native_sfreq} Hz`], ["file", doc.path]]) {
+    kv.append(el("dt", {}, k), el("dd", {}, v === null || v === undefined || v === "" ? "–" : v));
+  }
+  $("#results").replaceChildren(el("article", {class: "recording hit", "data-id": id},
+    el("h2", {}, `Recording ${id}`), kv,
+    el("div", {class: "span-nav"},
+       el("button", {type: "button", onclick: () => move(-length)}, "◀ earlier"),
+       el("span", {}, `${start.toFixed(1)}–${end.toFixed(1)} s`),
+       el("button", {type: "button", onclick: () => move(length)}, "later ▶")),
+    plots(id, start, end),
+    el("div", {class: "links"},
+       link(`/recordings/${id}/similar`, "Similar cases", "similar"),
+       link(`/recordings/${id}/reports`, "Reports like this", "reports")),
+    el("h3", {}, "Report"), reportView(doc.report, highlight)));
+  status(doc.match ? `Sentence nearest to “${match}” highlighted (score ${doc.match.score.toFixed(3)})` : "");
+}
+
+async function showRelated(id, view, params) {
+  status("Searching…");
+  const query = filterParams(params);
+  const doc = await api(`/api/recordings/${id}/${view}?${query}`);
+  status(`${doc.hits.length} hits`);
+  showHits(doc, view === "similar" ? `Prior cases like recording ${id} (other patients)`
+                                   : `Reports that describe recording ${id}`);
+}
+
+async function showHome() {
+  $("#results").replaceChildren();
+  const s = await api("/api/stats");
+  status(`${s.recordings} recordings, ${s.hours.toFixed(1)} h of EEG, ${s.reports} reports. Type a description above.`);
+}
+
+async function uploadFile(file) {
+  const body = new FormData();
+  body.append("file", file);
+  status(`Reading ${file.name}…`);
+  const doc = await api("/api/upload", {method: "POST", body});
+  const results = $("#results");
+  showHits(doc.similar, `Prior cases like ${doc.filename} (${doc.n_windows} windows; not added to the index)`);
+  if (doc.reports) {
+    results.append(el("h2", {class: "title"}, `Reports that describe ${doc.filename}`));
+    for (const h of doc.reports.hits) results.append(hitCard(h));
+  }
+  status("");
+}
+
+async function route() {
+  const params = new URLSearchParams(location.search);
+  const m = location.pathname.match(/^\/recordings\/(\d+)(?:\/(similar|reports))?\/?$/);
+  try {
+    if (m && m[2]) await showRelated(m[1], m[2], params);
+    else if (m) await showRecording(m[1], params);
+    else if (params.get("q")) await runSearch(params);
+    else await showHome();
+  } catch (err) {
+    status(err.message, true);
+  }
+}
+
+$("#search").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const params = new URLSearchParams();
+  for (const [k, v] of form.entries()) if (v !== "" && !(k === "k" && v === "10") && !(k === "level" && v === "recording")) params.set(k, v);
+  go(`/?${params}`);
+});
+$("#file").addEventListener("change", (e) => {
+  if (e.target.files.length) uploadFile(e.target.files[0]).catch((err) => status(err.message, true));
+  e.target.value = "";
+});
+window.addEventListener("popstate", route);
+route();

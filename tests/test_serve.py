@@ -1,0 +1,200 @@
+"""`elmsearch serve`: every API route through FastAPI's test client, JSON equal to the CLI's (issue 13)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from cli.app import app as cli_app
+from cli.web.app import create_app
+from indexer.pipeline import index_archive
+from indexer.service import SearchService
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def served(demo_archive, demo_model_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("serve") / "idx"
+    index_archive(demo_archive.root, db, demo_model_dir)
+    svc = SearchService.open(db).warm()
+    with TestClient(create_app(svc, threads=8)) as client:
+        yield db, svc, client
+
+
+def _cli(*args) -> dict:
+    result = CliRunner().invoke(cli_app, ["-q", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _get(client, url, status=200):
+    r = client.get(url)
+    assert r.status_code == status, (url, r.status_code, r.text[:300])
+    return r
+
+
+def test_search_json_equals_the_cli(served):
+    db, _, client = served
+    api = _get(client, "/api/search?q=focal%20slowing&k=4").json()
+    assert api == _cli("search", "focal slowing", "--db", str(db), "-k", "4")
+    assert len(api["hits"]) == 4 and api["query"] == "focal slowing"
+    assert [h["rank"] for h in api["hits"]] == [1, 2, 3, 4]
+    filt = _get(client, "/api/search?q=normal%20EEG&k=10&sex=F&age_min=20&level=window").json()
+    assert filt == _cli("search", "normal EEG", "--db", str(db), "-k", "10", "--sex", "F", "--age-min", "20",
+                        "--level", "window")
+    assert all(h["sex"] == "F" and h["age"] >= 20 for h in filt["hits"])
+
+
+def test_recording_similar_reports_equal_the_cli(served):
+    db, _, client = served
+    rid = _get(client, "/api/search?q=normal&k=1").json()["hits"][0]["recording_id"]
+    assert _get(client, f"/api/recordings/{rid}").json() == _cli("show", str(rid), "--db", str(db))
+    similar = _get(client, f"/api/recordings/{rid}/similar?k=3").json()
+    assert similar == _cli("similar", "--recording", str(rid), "--db", str(db), "-k", "3")
+    assert rid not in [h["recording_id"] for h in similar["hits"]]
+    same = _get(client, f"/api/recordings/{rid}/similar?k=3&include_same_patient=true&after=2000-01-01").json()
+    assert same == _cli("similar", "--recording", str(rid), "--db", str(db), "-k", "3", "--include-same-patient",
+                        "--after", "2000-01-01")
+    reports = _get(client, f"/api/recordings/{rid}/reports?k=2").json()
+    assert reports == _cli("reports", "--recording", str(rid), "--db", str(db), "-k", "2")
+    assert all(h["sentence"] for h in reports["hits"])
+    match = _get(client, f"/api/recordings/{rid}?match=normal%20background").json()
+    assert match == _cli("show", str(rid), "--db", str(db), "--match", "normal background")
+    texts = [s["text"] for s in match["report"]["sections"]]
+    assert match["match"]["text"] and any(match["match"]["text"] in t for t in texts)
+
+
+def test_classify_and_stats(served, demo_archive):
+    db, _, client = served
+    prompts = ["normal EEG", "abnormal EEG with focal slowing"]
+    r = client.post("/api/classify", json={"recording_id": 1, "prompts": prompts})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert [s["prompt"] for s in doc["scores"]] == prompts
+    assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5)
+    assert _get(client, "/api/stats").json() == _cli("stats", "--db", str(db))
+    assert _get(client, "/healthz").json()["status"] == "ok"
+    spec = _get(client, "/openapi.json").json()
+    for path in ("/api/search", "/api/recordings/{recording_id}", "/api/recordings/{recording_id}/similar",
+                 "/api/recordings/{recording_id}/reports", "/api/classify", "/api/upload",
+                 "/api/recordings/{recording_id}/window.png", "/api/recordings/{recording_id}/spectrogram.png",
+                 "/api/stats"):
+        assert path in spec["paths"], path
+
+
+def test_bad_parameters_are_one_line_errors(served):
+    _, _, client = served
+    for url, status, words in [
+        ("/api/search?q=x&k=0", 422, "k"), ("/api/search?q=x&k=abc", 422, "k"), ("/api/search?k=3", 422, "q"),
+        ("/api/search?q=x&sex=X", 422, "sex"), ("/api/search?q=x&after=2020-13-45", 422, "after"),
+        ("/api/search?q=x&level=sentence", 422, "level"), ("/api/search?q=%20%20", 400, "q"),
+        ("/api/recordings/999999", 404, "999999"), ("/api/recordings/999999/similar", 404, "999999"),
+        ("/api/recordings/abc", 422, "recording_id"),
+        ("/api/recordings/1/window.png?start=0&end=100", 400, "60 s"),
+        ("/api/recordings/999999/window.png", 404, "999999"),
+    ]:
+        r = client.get(url)
+        assert r.status_code == status, (url, r.status_code, r.text)
+        detail = r.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail and words in detail, (url, detail)
+    r = client.post("/api/classify", json={"recording_id": 1, "prompts": ["only one"]})
+    assert r.status_code == 422 and "prompts" in r.json()["detail"]
+
+
+def test_pictures(served):
+    _, _, client = served
+    r = _get(client, "/api/recordings/1/window.png?start=2&end=8")
+    assert r.headers["content-type"] == "image/png" and r.content.startswith(PNG)
+    from matplotlib.image import imread
+
+    h, w = imread(io.BytesIO(r.content)).shape[:2]
+    assert (w, h) == (1100, 520)
+    s = _get(client, "/api/recordings/1/spectrogram.png?start=0&end=10")
+    assert s.content.startswith(PNG) and s.content != r.content
+    assert _get(client, "/api/recordings/1/window.png").content.startswith(PNG)  # default: the first 10 s
+
+
+def test_upload_is_answered_and_never_indexed(served, demo_archive):
+    db, svc, client = served
+    before = _get(client, "/api/stats").json()["recordings"]
+    edf = sorted(demo_archive.root.rglob("*.edf"))[3]
+    leftovers = set(Path(tempfile.gettempdir()).glob("elmsearch-upload-*"))
+    r = client.post("/api/upload", files={"file": ("new.edf", edf.read_bytes(), "application/octet-stream")},
+                    params={"k": 3})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["filename"] == "new.edf" and doc["n_windows"] > 0
+    assert doc["similar"]["hits"] and doc["reports"]["hits"]
+    assert _get(client, "/api/stats").json()["recordings"] == before
+    assert set(Path(tempfile.gettempdir()).glob("elmsearch-upload-*")) == leftovers  # the temp copy is gone
+    bad = client.post("/api/upload", files={"file": ("x.edf", b"0       not an edf at all", "application/octet-stream")})
+    assert bad.status_code == 400 and "\n" not in bad.json()["detail"]
+    wrong = client.post("/api/upload", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert wrong.status_code == 400 and ".edf" in wrong.json()["detail"]
+    limit, svc.max_upload_bytes = svc.max_upload_bytes, 1000
+    try:
+        big = client.post("/api/upload", files={"file": ("big.edf", edf.read_bytes(), "application/octet-stream")})
+        assert big.status_code == 413 and "limit" in big.json()["detail"]
+    finally:
+        svc.max_upload_bytes = limit
+
+
+def test_the_page_is_served_without_external_assets(served):
+    _, _, client = served
+    for url in ("/", "/?q=spike", "/recordings/1", "/recordings/1/similar", "/recordings/1/reports"):
+        r = _get(client, url)
+        assert "text/html" in r.headers["content-type"] and 'id="search"' in r.text
+    html = _get(client, "/").text
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    js = _get(client, "/static/app.js").text
+    assert "/api/search" in js and "pushState" in js and "innerHTML" not in js
+    assert _get(client, "/static/style.css").text
+    _get(client, "/static/../app.py", 404)
+    _get(client, "/recordings/..%2F..%2Fetc%2Fpasswd", 404)
+
+
+def test_threads_share_one_service(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, svc, _ = served
+    texts = [f"query {i % 7} focal slowing" for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        docs = list(pool.map(lambda t: svc.search(t, k=3), texts))
+    for t, d in zip(texts, docs, strict=True):
+        assert d == svc.search(t, k=3)
+
+
+def test_serve_defaults_to_loopback():
+    import inspect
+
+    from cli.app import serve
+
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+    result = CliRunner().invoke(cli_app, ["serve", "--db", "/nonexistent/index"])
+    assert result.exit_code == 1 and "/nonexistent/index" in result.output
+
+
+def test_service_documents_are_json_plain(served):
+    _, svc, _ = served
+    doc = svc.search("spike", k=2)
+    assert json.loads(json.dumps(doc)) == doc
+    assert not any(isinstance(v, np.generic) for h in doc["hits"] for v in h.values())
