@@ -100,7 +100,7 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
     import numpy as np
     from sqlalchemy import insert
 
-    from db import IndexRun, Patient, Recording, Report, Session, Window, to_blob
+    from db import IndexRun, Patient, Recording, Report, Visit, Window, to_blob
     from indexer.store import IndexStore
 
     rng = np.random.default_rng(seed)
@@ -136,7 +136,7 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
     used_sessions = np.unique(2 * patient + sess_no)
     with store.session() as s, s.begin():
         for a in range(0, len(used_sessions), CHUNK):
-            s.execute(insert(Session), [
+            s.execute(insert(Visit), [
                 {"id": int(sid) + 1, "patient_id": int(sid // 2) + 1, "key": f"s{sid % 2 + 1:03d}_{p_year[sid // 2]}",
                  "date": dt.date(int(p_year[sid // 2]) + int(sid % 2), 1 + int(sid % 12), 1 + int(sid % 28))}
                 for sid in used_sessions[a : a + CHUNK].tolist()])

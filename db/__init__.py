@@ -11,12 +11,12 @@ from db.models import (
     Recording,
     Report,
     Segment,
-    Session,
     Status,
+    Visit,
     Window,
     from_blob,
     to_blob,
 )
 
-__all__ = ["DB_FILE", "Base", "IndexRun", "Patient", "Recording", "Report", "Segment", "Session", "Status",
+__all__ = ["DB_FILE", "Base", "IndexRun", "Patient", "Recording", "Report", "Segment", "Status", "Visit",
            "Window", "from_blob", "make_engine", "make_sessionmaker", "sqlite_url", "to_blob"]

@@ -76,11 +76,14 @@ class Patient(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(128), unique=True)
     sex: Mapped[str | None] = mapped_column(String(1))
-    sessions: Mapped[list[Session]] = relationship(back_populates="patient")
+    sessions: Mapped[list[Visit]] = relationship(back_populates="patient")
 
 
-class Session(Base):
-    """A visit: ``sNNN`` of a patient, with the date from the folder name when known."""
+class Visit(Base):
+    """A visit (TUH's session ``sNNN``) of a patient, with the date from the folder name when known.
+
+    Named apart from SQLAlchemy's ``Session``; the table keeps its name ``sessions``.
+    """
 
     __tablename__ = "sessions"
     __table_args__ = (Index("uq_sessions_patient_key", "patient_id", "key", unique=True),)
@@ -161,7 +164,7 @@ class Recording(Base):
     emb: Mapped[bytes | None] = mapped_column(LargeBinary)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     patient: Mapped[Patient | None] = relationship()
-    session: Mapped[Session | None] = relationship()
+    session: Mapped[Visit | None] = relationship()
     report: Mapped[Report | None] = relationship()
     windows: Mapped[list[Window]] = relationship(back_populates="recording", cascade="all, delete-orphan",
                                                  passive_deletes=True, order_by="Window.ordinal")

@@ -13,7 +13,7 @@ _MODULES = {
     "elmsearch.errors": ("CorruptFileError", "ElmsearchError", "InputFileError", "MissingChannelError",
                          "RecordingError", "ReportError", "TooShortError", "UnsupportedFileError"),
     "elmsearch.preprocessing": ("PreprocessingParams", "elm_reference", "preprocess"),
-    "elmsearch.recording": ("Recording", "RecordingMeta", "make_windows", "read_recording"),
+    "elmsearch.recording": ("PreprocessedRecording", "RecordingMeta", "make_windows", "read_recording"),
     "elmsearch.report": ("Report", "Section", "Sentence", "parse_report", "read_report"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

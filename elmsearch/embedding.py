@@ -10,7 +10,7 @@ import numpy as np
 
 from elmsearch.errors import CorruptFileError
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import Recording, make_windows, read_recording, usable_windows, window_mask
+from elmsearch.recording import PreprocessedRecording, make_windows, read_recording, usable_windows, window_mask
 
 if TYPE_CHECKING:  # torch is imported only where a torch model runs
     from elmsearch.models.model import ELMModel
@@ -22,7 +22,7 @@ class EmbeddedRecording:
 
     Attributes
     ----------
-    recording : Recording
+    recording : PreprocessedRecording
     window_emb : array of float32, shape (n_kept, 256)
         Normalised embeddings of the windows that carry signal.
     window_index : array of int, shape (n_kept,)
@@ -32,7 +32,7 @@ class EmbeddedRecording:
         Attention-MIL pooled (mean for EEG-only models), normalised.
     """
 
-    recording: Recording
+    recording: PreprocessedRecording
     window_emb: np.ndarray
     recording_emb: np.ndarray
     window_index: np.ndarray | None = None

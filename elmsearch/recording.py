@@ -69,7 +69,7 @@ class RecordingMeta:
 
 
 @dataclasses.dataclass(frozen=True)
-class Recording:
+class PreprocessedRecording:
     """A preprocessed recording.
 
     Attributes
@@ -297,7 +297,7 @@ def read_recording(
     fname: str | os.PathLike,
     params: PreprocessingParams | None = None,
     min_duration: float = 5.0,
-) -> Recording:
+) -> PreprocessedRecording:
     """Read an EDF/BDF file and apply ELM preprocessing.
 
     Parameters
@@ -314,7 +314,7 @@ def read_recording(
 
     Returns
     -------
-    Recording
+    PreprocessedRecording
         ``data`` has shape (20, n_times) at 100 Hz, float32.
 
     Raises
@@ -329,7 +329,7 @@ def read_recording(
     out = preprocess(data, sfreq, params)
     if not np.isfinite(out).all():
         raise CorruptFileError(fname, "preprocessing gave non-finite values (amplitudes beyond float32 range)")
-    return Recording(out, TCP_CH_NAMES, params.sfreq, meta, params, flat_seconds(data, sfreq))
+    return PreprocessedRecording(out, TCP_CH_NAMES, params.sfreq, meta, params, flat_seconds(data, sfreq))
 
 
 def flat_seconds(data: np.ndarray, sfreq: float) -> np.ndarray:
@@ -348,7 +348,7 @@ def flat_seconds(data: np.ndarray, sfreq: float) -> np.ndarray:
     return ((blocks.max(axis=-1) - blocks.min(axis=-1)) < FLAT_V).all(axis=0)
 
 
-def window_mask(recording: Recording, seconds: float) -> np.ndarray:
+def window_mask(recording: PreprocessedRecording, seconds: float) -> np.ndarray:
     """Which of ``make_windows(recording, seconds)`` carry EEG, shape (n_windows,) bool.
 
     A window is left out when every second of it was flat in the raw file (``flat_seconds``)
@@ -364,26 +364,26 @@ def window_mask(recording: Recording, seconds: float) -> np.ndarray:
     return keep
 
 
-def make_windows(recording: Recording | np.ndarray, seconds: float, sfreq: float = 100.0
+def make_windows(recording: PreprocessedRecording | np.ndarray, seconds: float, sfreq: float = 100.0
                  ) -> np.ndarray:
     """Cut a recording into non-overlapping windows (the remainder is dropped).
 
     Parameters
     ----------
-    recording : Recording | array, shape (n_chans, n_times)
+    recording : PreprocessedRecording | array, shape (n_chans, n_times)
         A preprocessed recording, or its data.
     seconds : float
         Window length (ELM: 5 or 60).
     sfreq : float
-        Sampling rate of an array input (a ``Recording`` brings its own).
+        Sampling rate of an array input (a ``PreprocessedRecording`` brings its own).
 
     Returns
     -------
     array, shape (n_windows, n_chans, seconds * sfreq)
         A read-only view on the recording's data.
     """
-    name = recording.meta.fname if isinstance(recording, Recording) else "<array>"
-    if isinstance(recording, Recording):
+    name = recording.meta.fname if isinstance(recording, PreprocessedRecording) else "<array>"
+    if isinstance(recording, PreprocessedRecording):
         data, sfreq = recording.data, recording.sfreq
     else:
         data = np.asarray(recording)

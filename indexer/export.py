@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from db import Patient, Recording, Report, Segment, Session, Window
+from db import Patient, Recording, Report, Segment, Visit, Window
 from indexer.private import private_dir, private_umask, secure_tree
 from indexer.store import IndexStore
 
@@ -57,8 +57,8 @@ def export_parquet(store: IndexStore, out_dir: str | os.PathLike) -> dict[str, i
 def _export(store: IndexStore, out: Path) -> dict[str, int]:
     written = {}
     with store.session() as s:
-        q = (select(Recording, Patient.key, Session.key).outerjoin(Patient, Recording.patient_id == Patient.id)
-             .outerjoin(Session, Recording.session_id == Session.id).order_by(Recording.id))
+        q = (select(Recording, Patient.key, Visit.key).outerjoin(Patient, Recording.patient_id == Patient.id)
+             .outerjoin(Visit, Recording.session_id == Visit.id).order_by(Recording.id))
         rows, emb = [], []
         for r, patient, session in s.execute(q):
             rows.append({"recording_id": r.id, "path": r.path, "key": r.key, "patient": patient, "session": session,

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from db import IndexRun, Patient, Recording, Report, Segment, Session, Status, Window, to_blob
+from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window, to_blob
 from db.models import utcnow
 from elmsearch.archive import ArchiveEntry, Walk, archive_path, discover, file_hash, load_report_text
 from elmsearch.channels import TCP_CH_NAMES
@@ -276,7 +276,7 @@ class Indexer:
                         "faiss_s": 0.0}
 
     # ---- per-recording writes -----------------------------------------------------------
-    def _patient_session(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Session | None]:
+    def _patient_session(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Visit | None]:
         key = entry.info.subject or (meta.subject if meta else None) or entry.path.stem
         patient = s.scalar(select(Patient).where(Patient.key == key))
         if patient is None:
@@ -285,10 +285,10 @@ class Indexer:
             s.flush()
         session = None
         if entry.info.session:
-            session = s.scalar(select(Session).where(Session.patient_id == patient.id,
-                                                     Session.key == entry.info.session))
+            session = s.scalar(select(Visit).where(Visit.patient_id == patient.id,
+                                                     Visit.key == entry.info.session))
             if session is None:
-                session = Session(patient_id=patient.id, key=entry.info.session, date=entry.info.session_date)
+                session = Visit(patient_id=patient.id, key=entry.info.session, date=entry.info.session_date)
                 s.add(session)
                 s.flush()
         return patient, session

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Select, select
 
-from db import Patient, Recording, Report, Segment, Session, Status, Window, from_blob
+from db import Patient, Recording, Report, Segment, Status, Visit, Window, from_blob
 from elmsearch.archive import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
 from elmsearch.report import parse_report
@@ -307,9 +307,9 @@ class Index:
         """Hits with metadata, in the given order; best window by ``q`` unless given."""
         rows = {}
         for chunk in _chunks(rec_ids):
-            stmt = (select(Recording, Patient.key, Session.key, Report.impression)
+            stmt = (select(Recording, Patient.key, Visit.key, Report.impression)
                     .outerjoin(Patient, Recording.patient_id == Patient.id)
-                    .outerjoin(Session, Recording.session_id == Session.id)
+                    .outerjoin(Visit, Recording.session_id == Visit.id)
                     .outerjoin(Report, Recording.report_id == Report.id).where(Recording.id.in_(chunk)))
             rows.update((r.id, (r, p, ss, imp)) for r, p, ss, imp in s.execute(stmt))
         if windows is None and q is not None:
@@ -511,7 +511,7 @@ class Index:
             if r is None:
                 raise QueryError(f"recording {recording_id}: no such id in {self.store.folder}")
             patient = s.get(Patient, r.patient_id).key if r.patient_id else None
-            session = s.get(Session, r.session_id) if r.session_id else None
+            session = s.get(Visit, r.session_id) if r.session_id else None
             report = s.get(Report, r.report_id) if r.report_id else None
             windows = s.execute(select(Window.ordinal, Window.start_s, Window.end_s)
                                 .where(Window.recording_id == r.id).order_by(Window.ordinal)).all()

@@ -27,8 +27,8 @@ from db import (
     Recording,
     Report,
     Segment,
-    Session,
     Status,
+    Visit,
     Window,
     make_engine,
     make_sessionmaker,
@@ -135,7 +135,7 @@ class IndexStore:
     def delete_orphans(self, s) -> None:
         """Remove reports, sessions and patients no recording refers to."""
         s.execute(delete(Report).where(~exists().where(Recording.report_id == Report.id)))
-        s.execute(delete(Session).where(~exists().where(Recording.session_id == Session.id)))
+        s.execute(delete(Visit).where(~exists().where(Recording.session_id == Visit.id)))
         s.execute(delete(Patient).where(~exists().where(Recording.patient_id == Patient.id)))
 
     def _vectors(self, s, name: str, model_hash: str) -> tuple[np.ndarray, np.ndarray]:

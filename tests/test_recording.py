@@ -16,7 +16,7 @@ from elmsearch.errors import (
     UnsupportedFileError,
 )
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import Recording, make_windows, read_recording
+from elmsearch.recording import PreprocessedRecording, make_windows, read_recording
 
 NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 
@@ -28,7 +28,7 @@ def _labels(spell) -> list[str]:
 def test_read_synthetic_tuh(write_edf):
     path = write_edf(duration=30, sfreq=250)
     rec = read_recording(path)
-    assert isinstance(rec, Recording)
+    assert isinstance(rec, PreprocessedRecording)
     assert rec.data.shape == (20, 3000)
     assert rec.data.dtype == np.float32
     assert np.abs(rec.data).max() <= 80

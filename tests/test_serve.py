@@ -146,7 +146,7 @@ def test_upload_is_answered_and_never_indexed(served, demo_archive):
     assert doc["similar"]["hits"] and doc["reports"]["hits"]
     assert _get(client, "/api/stats").json()["recordings"] == before
     assert set(Path(tempfile.gettempdir()).glob("elmsearch-upload-*")) == leftovers  # the temp copy is gone
-    bad = client.post("/api/upload", files={"file": ("x.edf", b"0       not an edf at all", "application/octet-stream")})
+    bad = client.post("/api/upload", files={"file": ("x.edf", b"0       not an edf", "application/octet-stream")})
     assert bad.status_code == 400 and "\n" not in bad.json()["detail"]
     wrong = client.post("/api/upload", files={"file": ("notes.txt", b"hello", "text/plain")})
     assert wrong.status_code == 400 and ".edf" in wrong.json()["detail"]

@@ -160,7 +160,7 @@ async function showRecording(id, params) {
                         ["native rate", doc.native_sfreq && `${doc.native_sfreq} Hz`], ["file", doc.path]]) {
     kv.append(el("dt", {}, k), el("dd", {}, v === null || v === undefined || v === "" ? "–" : v));
   }
-  $("#results").replaceChildren(el("article", {class: "recording hit", "data-id": id},
+  $("#results").replaceChildren(el("article", {class: "recording card", "data-id": id},
     el("h2", {}, `Recording ${id}`), kv,
     el("div", {class: "span-nav"},
        el("button", {type: "button", onclick: () => move(-length)}, "◀ earlier"),
