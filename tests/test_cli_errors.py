@@ -98,7 +98,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("classify-one-prompt", ["classify", "{edf}", "-p", "a", "--model", "eeg_model"], USAGE, "two"),
     ("classify-missing-model", ["classify", "{edf}", "-p", "a", "-p", "b", "--model", "missing_model"], USAGE,
      "missing_model"),
-    ("classify-no-index", ["classify", "{edf}", "-p", "a", "-p", "b", "--db", "empty"], RUNTIME, "manifest"),
+    ("classify-no-index", ["classify", "{edf}", "-p", "a", "-p", "b", "--db", "empty"], RUNTIME, "no elmsearch index"),
+    # serve
+    ("serve-no-index", ["serve", "--db", "empty"], RUNTIME, "no elmsearch index"),
+    ("serve-bad-port", ["serve", "--db", "empty", "--port", "70000"], USAGE, "--port"),
+    ("serve-bad-upload-limit", ["serve", "--db", "empty", "--max-upload-mb", "0"], USAGE, "--max-upload-mb"),
     ("classify-missing-file", ["classify", "missing.edf", "-p", "a", "-p", "b", "--model", "eeg_model"], RUNTIME,
      "missing.edf"),
     # probe

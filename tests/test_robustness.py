@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from db import Recording, Report, Segment, Status, Window
+from db import Base, Recording, Report, Segment, Status, Window, make_engine
 from indexer.lock import IndexLock, IndexLockedError, lock_holder
 from indexer.pipeline import index_archive
 from indexer.search import Index
@@ -25,6 +25,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _edfs(root):
     return sorted(root.rglob("*.edf"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    """The concurrency tests run on SQLite and, where ELMSEARCH_TEST_PG_URL is set, on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    url = os.environ.get("ELMSEARCH_TEST_PG_URL")
+    if not url:
+        pytest.skip("set ELMSEARCH_TEST_PG_URL=postgresql+psycopg://... to run this on PostgreSQL too")
+    pytest.importorskip("psycopg")
+    engine = make_engine(url, create=False)
+    try:
+        Base.metadata.drop_all(engine)
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 def _rows(db):
@@ -64,7 +82,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(archive, demo_model_dir, t
     assert "stale lock" in caplog.text and f"pid {int(dead.stdout)} on ward-7" in caplog.text
 
 
-def test_queries_during_a_run_answer_from_the_last_complete_index(archive, demo_model_dir, tmp_path):
+def test_queries_during_a_run_answer_from_the_last_complete_index(archive, demo_model_dir, tmp_path, db_url):
     db = tmp_path / "idx"
     files = _edfs(archive)
     later = tmp_path / "later"
@@ -72,7 +90,7 @@ def test_queries_during_a_run_answer_from_the_last_complete_index(archive, demo_
         dest = later / f.relative_to(archive)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(f, dest)
-    index_archive(archive, db, demo_model_dir)
+    index_archive(archive, db, demo_model_dir, db_url=db_url)
     before = Index.open(db).search_text("generalized spike and wave", k=3)
     old_ids = set(_ids_of(db))
     shutil.copytree(later, archive, dirs_exist_ok=True)
@@ -92,7 +110,7 @@ def test_queries_during_a_run_answer_from_the_last_complete_index(archive, demo_
                             str(demo_model_dir)], capture_output=True, text=True, cwd=ROOT)
         seen.append(r)
 
-    summary = index_archive(archive, db, demo_model_dir, on_item=during)
+    summary = index_archive(archive, db, demo_model_dir, on_item=during, db_url=db_url)
     assert summary.added == len(files) - 6
     (hit_ids, similar_ids), second = seen
     assert hit_ids == [h.recording_id for h in before] and set(similar_ids) <= old_ids
@@ -106,18 +124,21 @@ def test_queries_during_a_run_answer_from_the_last_complete_index(archive, demo_
 # ---- kill -9 at several points --------------------------------------------------------------
 @pytest.mark.parametrize("kill_after", [1, 6, "all"])
 def test_sigkill_at_several_points_then_resume_gives_the_rows_of_a_clean_run(archive, demo_model_dir, tmp_path,
-                                                                             kill_after):
+                                                                             kill_after, db_url):
+    if db_url and kill_after != 6:
+        pytest.skip("on PostgreSQL one kill point (mid-run) is enough")
     n = len(_edfs(archive))
     target = n if kill_after == "all" else kill_after
     db = tmp_path / "idx"
     code = ("import sys; from indexer.pipeline import index_archive; "
-            "index_archive(sys.argv[1], sys.argv[2], sys.argv[3])")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(archive), str(db), str(demo_model_dir)], cwd=ROOT)
+            "index_archive(sys.argv[1], sys.argv[2], sys.argv[3], db_url=sys.argv[4] or None)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(archive), str(db), str(demo_model_dir), db_url or ""],
+                            cwd=ROOT)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if (db / "elmsearch.sqlite").is_file():
+        if db_url or (db / "elmsearch.sqlite").is_file():
             try:
-                store = IndexStore(db)
+                store = IndexStore(db, db_url)
                 with store.session() as s:
                     count = s.scalar(select(func.count()).select_from(Recording))
                 store.engine.dispose()
@@ -130,9 +151,9 @@ def test_sigkill_at_several_points_then_resume_gives_the_rows_of_a_clean_run(arc
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the indexer finished before it could be killed"
     assert lock_holder(db) is None  # the kernel dropped the lock with the process (and its workers)
-    resumed = index_archive(archive, db, demo_model_dir)
+    resumed = index_archive(archive, db, demo_model_dir, db_url=db_url)
     assert resumed.added + resumed.skipped == n
-    clean = tmp_path / "clean"
+    clean = tmp_path / "clean"  # in SQLite: the rows must not depend on the database either
     index_archive(archive, clean, demo_model_dir)
     assert _rows(db) == _rows(clean)
     store = IndexStore.open(db)
