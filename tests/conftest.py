@@ -50,6 +50,40 @@ def _trace_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture
+def restore_logging():
+    """Put the root logger back after a test: the CLI's root callback reconfigures logging
+    onto the streams of Typer's CliRunner, which it closes."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL server's URL (``ELMSEARCH_TEST_PG_URL``) with every elmsearch table dropped and
+    re-created (isolation); skips when it is not set."""
+    import os
+
+    url = os.environ.get("ELMSEARCH_TEST_PG_URL")
+    if not url:
+        pytest.skip("set ELMSEARCH_TEST_PG_URL=postgresql+psycopg://... to run the PostgreSQL tests")
+    pytest.importorskip("psycopg")
+    from db import Base, make_engine
+
+    engine = make_engine(url, create=False)
+    try:
+        Base.metadata.drop_all(engine)
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared integration data folder (``../shared/data`` next to the repository)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -17,14 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TUH_FILE = Path("edf/000/aaaaaaab/s001_2015_03_04/01_tcp_ar/aaaaaaab_s001_t000.edf")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI's root callback reconfigures logging onto the runner's (closed) streams."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

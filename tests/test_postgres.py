@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from db import Base, Recording, Report, Segment, Status, Window, from_blob, make_engine
+from db import Recording, Report, Segment, Status, Window, from_blob
 from indexer import vectors
 from indexer.export import export_parquet
 from indexer.pipeline import index_archive
@@ -26,19 +26,6 @@ PG_URL = os.environ.get("ELMSEARCH_TEST_PG_URL")
 
 pytestmark = pytest.mark.skipif(
     not PG_URL, reason="set ELMSEARCH_TEST_PG_URL=postgresql+psycopg://... to run the PostgreSQL tests")
-
-
-@pytest.fixture
-def pg_url():
-    """The server's URL, with every elmsearch table dropped and re-created (isolation)."""
-    pytest.importorskip("psycopg")
-    engine = make_engine(PG_URL, create=False)
-    try:
-        Base.metadata.drop_all(engine)
-        Base.metadata.create_all(engine)
-    finally:
-        engine.dispose()
-    return PG_URL
 
 
 def _edfs(root):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from db import Base, Recording, Report, Segment, Status, Window, make_engine
+from db import Recording, Report, Segment, Status, Window
 from indexer.lock import IndexLock, IndexLockedError, lock_holder
 from indexer.pipeline import index_archive
 from indexer.search import Index
@@ -30,19 +30,7 @@ def _edfs(root):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request):
     """The concurrency tests run on SQLite and, where ELMSEARCH_TEST_PG_URL is set, on PostgreSQL."""
-    if request.param == "sqlite":
-        return None
-    url = os.environ.get("ELMSEARCH_TEST_PG_URL")
-    if not url:
-        pytest.skip("set ELMSEARCH_TEST_PG_URL=postgresql+psycopg://... to run this on PostgreSQL too")
-    pytest.importorskip("psycopg")
-    engine = make_engine(url, create=False)
-    try:
-        Base.metadata.drop_all(engine)
-        Base.metadata.create_all(engine)
-    finally:
-        engine.dispose()
-    return url
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 
 def _rows(db):

@@ -8,25 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-
-class Hit(BaseModel):
-    """One ranked recording (``sentence`` only on EEG → report hits)."""
-
-    rank: int
-    score: float
-    recording_id: int
-    patient: str | None
-    session: str | None
-    date: str | None
-    age: float | None
-    sex: str | None
-    montage: str
-    path: str
-    start_s: float | None
-    end_s: float | None
-    impression: str | None
-    report_id: int | None
-    sentence: str | None = None
+from indexer.search import Hit  # a dataclass: pydantic documents its fields as they are
 
 
 class HitsDocument(BaseModel):
