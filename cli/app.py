@@ -36,6 +36,7 @@ from cli.options import (
     Precision,
     RecordingIdOpt,
     ReportsOpt,
+    Runner,
     SeedOpt,
     SexOpt,
     TextPooling,
@@ -390,8 +391,14 @@ def probe(
 
 
 def _run_index(archive: Path, db: Path, model: Path, reports: Path | None, workers: int, prune: bool,
-               db_url: str | None, precision: str = "auto", **options):
-    from indexer.pipeline import index_archive
+               db_url: str | None, precision: str = "auto", runner: str = "local", ray_address: str | None = None,
+               **options):
+    if runner == "ray":
+        from indexer.ray_runner import index_archive_ray as index_archive
+
+        options["address"] = ray_address
+    else:
+        from indexer.pipeline import index_archive
 
     columns = (TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeRemainingColumn())
@@ -458,6 +465,12 @@ def index(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds one file may take to read and "
                                            "preprocess before its worker is stopped.")] = 1800.0,
     backend: BackendOpt = Backend.auto,
+    runner: Annotated[Runner, typer.Option("--runner", help="local: this machine; ray: Ray actors read and embed "
+                                           "(GPU actors when the cluster has GPUs), this process writes the index "
+                                           "(pip install -e '.[ray]'); -j is then reader processes per actor."
+                                           )] = Runner.local,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use (e.g. auto, "
+                                                    "ray://head:10001); default: start Ray on this machine.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index an archive: preprocess, embed, store in SQL + FAISS. Incremental and resumable."""
@@ -465,6 +478,8 @@ def index(
 
     if not archive.exists():
         raise _fail(f"{archive}: no such file or folder")
+    if ray_address and runner != Runner.ray:
+        raise _fail("--ray-address needs --runner ray")
     if model is None:
         manifest = db / "manifest.json"
         if not manifest.is_file():
@@ -473,7 +488,7 @@ def index(
     try:
         summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
                              retry_failed=retry_failed, report_text=report_text, timeout=timeout,
-                             backend=backend.value)
+                             backend=backend.value, runner=runner.value, ray_address=ray_address)
     except (ElmsearchError, OSError) as err:
         raise _fail(str(err).splitlines()[0]) from None
     if as_json:

@@ -28,6 +28,13 @@ class Backend(StrEnum):
     onnxruntime = "onnxruntime"
 
 
+class Runner(StrEnum):
+    """Where ``elmsearch index`` reads and embeds: this machine, or a Ray cluster."""
+
+    local = "local"
+    ray = "ray"
+
+
 class Level(StrEnum):
     """What a text search ranks."""
 

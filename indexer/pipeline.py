@@ -64,6 +64,8 @@ class Prepared:
     error: str | None = None
     report_error: str | None = None
     seconds: float = 0.0
+    eeg: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    text_emb: tuple[np.ndarray | None, np.ndarray | None] | None = None
 
 
 class SpilledWindows:
@@ -196,6 +198,122 @@ def run_error(err: BaseException) -> bool:
     return isinstance(err, DBAPIError | MemoryError) or (isinstance(err, OSError) and err.errno in {28, 122})
 
 
+def file_error(err: BaseException) -> str:
+    """One line saying why embedding or storing one recording failed (its ``Recording.error``)."""
+    return getattr(err, "reason", None) or failure_reason(err)
+
+
+def _sentence_text(section: str, text: str) -> str:
+    return f"{section}: {text}" if section else text
+
+
+def clean_report_text(text: str | None) -> str | None:
+    """A report as it is stored: PostgreSQL text cannot hold NUL (SQLite can), so they are dropped."""
+    return text.replace("\x00", "") if text else text
+
+
+def embed_report(model: ELMModel, parsed) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Embeddings of a parsed report: one per sentence, and the report's (mean of its units, normalised).
+
+    Parameters
+    ----------
+    model : ELMModel
+    parsed : ParsedReport
+        ``elmsearch.report.parse_report`` of the cleaned text (``clean_report_text``).
+
+    Returns
+    -------
+    seg_emb : array of float32, shape (n_sentences, 256) | None
+    rep_emb : array of float32, shape (256,) | None
+        Both None when the model has no text side or the report no sentence.
+    """
+    texts = [_sentence_text(x.section, x.text) for x in parsed.sentences]
+    if not (model.has_text and texts):
+        return None, None
+    seg_emb = model.encode_text(texts)
+    units = parsed.segments("sentence") or texts
+    rep = model.encode_text(units).mean(0)
+    return seg_emb, rep / max(float(np.linalg.norm(rep)), 1e-12)
+
+
+def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os.PathLike, precision: str,
+              backend: str, pooling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window and recording embeddings of one prepared recording.
+
+    Returns
+    -------
+    window_emb : array of float32, shape (n_kept, 256)
+    window_index : array of int64, shape (n_kept,)
+    rec_emb : array of float32, shape (256,)
+
+    Raises
+    ------
+    RecordingError
+        No window carries signal, or an embedding is not finite.
+    """
+    window_emb, index = embed_windows(model, windows, fname, precision, keep, backend=backend)
+    rec_emb = model.pool_windows(window_emb, pooling)
+    if not np.isfinite(rec_emb).all():
+        raise RecordingError(fname, "pooling gave a non-finite recording embedding")
+    return window_emb, index, rec_emb
+
+
+def embed_prepared(p: Prepared, model: ELMModel, precision: str, backend: str, pooling: str,
+                   text: bool = True, timings: dict | None = None) -> Prepared:
+    """Embed a prepared recording in place (``p.eeg``, and ``p.text_emb`` with ``text``); never raises for the file.
+
+    Both runners call this between ``prepare`` and ``Indexer._write``: the local one with
+    ``text=False`` (a report is embedded while it is written, only when it changed), the Ray
+    actors with ``text=True`` (they cannot see the database). A recording whose embedding
+    fails gets ``p.error`` (``file_error``); its windows (and spilled windows file) are
+    released either way. Errors of the run (``run_error``) propagate.
+
+    Parameters
+    ----------
+    p : Prepared
+        From ``prepare``; unchanged files (no windows) and failed ones are left as they are.
+    model : ELMModel
+    precision, backend : str
+        See ``ELMModel.encode_eeg``.
+    pooling : str
+        See ``ELMModel.pool_windows``.
+    text : bool
+        Also embed the report text.
+    timings : dict | None
+        ``embed_eeg_s`` and ``embed_text_s`` are added to it.
+
+    Returns
+    -------
+    Prepared
+        ``p``.
+    """
+    timings = {} if timings is None else timings
+    try:
+        if p.error is None and (p.windows is not None or p.windows_file is not None):
+            try:
+                t0 = time.perf_counter()
+                windows = SpilledWindows(p.windows_file) if p.windows_file is not None else p.windows
+                p.eeg = embed_eeg(model, windows, p.keep, p.entry.path, precision, backend, pooling)
+                timings["embed_eeg_s"] = timings.get("embed_eeg_s", 0.0) + time.perf_counter() - t0
+                report = clean_report_text(p.report_text)
+                if text and report:
+                    t0 = time.perf_counter()
+                    p.text_emb = embed_report(model, parse_report(report))
+                    timings["embed_text_s"] = timings.get("embed_text_s", 0.0) + time.perf_counter() - t0
+            except Exception as err:
+                if run_error(err):
+                    raise
+                logger.debug("%s", p.entry.path, exc_info=True)
+                p.eeg = p.text_emb = None
+                p.error = file_error(err)
+    finally:
+        p.windows = p.keep = None
+        if p.windows_file is not None:
+            p.windows_file.unlink(missing_ok=True)
+            p.windows_file = None
+    return p
+
+
 @dataclasses.dataclass
 class IndexSummary:
     """What a run did."""
@@ -226,10 +344,6 @@ def _versions() -> dict:
 
     return {"elmsearch": elmsearch.__version__, "torch": torch.__version__, "faiss": faiss.__version__,
             "mne": mne.__version__, "sqlalchemy": sqlalchemy.__version__, "numpy": np.__version__}
-
-
-def _sentence_text(section: str, text: str) -> str:
-    return f"{section}: {text}" if section else text
 
 
 class Indexer:
@@ -293,9 +407,10 @@ class Indexer:
                 s.flush()
         return patient, session
 
-    def _report(self, s, entry: ArchiveEntry, text: str | None) -> Report | None:
-        # PostgreSQL text cannot hold NUL (SQLite can); drop them before hashing and parsing (offsets)
-        text = text.replace("\x00", "") if text else text
+    def _report(self, s, entry: ArchiveEntry, text: str | None,
+                text_emb: tuple[np.ndarray | None, np.ndarray | None] | None = None) -> Report | None:
+        """The report row of ``text``, written when new or changed; ``text_emb`` embeds it when given."""
+        text = clean_report_text(text)  # before hashing and parsing (offsets)
         if not text:
             return None
         source = str(entry.report_path.resolve()) if entry.report_path else \
@@ -317,14 +432,11 @@ class Indexer:
         s.flush()
         wanted = {h.upper() for h in FINDING_HEADINGS}
         sentences = list(parsed.sentences)
-        texts = [_sentence_text(x.section, x.text) for x in sentences]
-        seg_emb = rep_emb = None
-        if self.model.has_text and texts:
+        if text_emb is not None:  # embedded elsewhere (a Ray actor) from this very text
+            seg_emb, rep_emb = text_emb
+        else:
             t0 = time.perf_counter()
-            seg_emb = self.model.encode_text(texts)
-            units = parsed.segments("sentence") or texts
-            rep = self.model.encode_text(units).mean(0)
-            rep_emb = rep / max(float(np.linalg.norm(rep)), 1e-12)
+            seg_emb, rep_emb = embed_report(self.model, parsed)
             self.timings["embed_text_s"] += time.perf_counter() - t0
         for i, x in enumerate(sentences):
             report.segments.append(Segment(
@@ -337,34 +449,29 @@ class Indexer:
         return report
 
     def _write(self, p: Prepared, existing: Recording | None) -> tuple[str, float]:
-        """Write one prepared recording in one transaction; returns its outcome and hours of EEG.
+        """Embed (unless done) and write one prepared recording in one transaction.
 
-        An exception that concerns this recording (embedding, a value the database refuses)
-        rolls its transaction back and records it as failed; one of the run (``run_error``)
-        propagates.
+        Returns its outcome and hours of EEG. Both runners store every recording through
+        here. An exception that concerns this recording (embedding, a value the database
+        refuses) rolls its transaction back and records it as failed; one of the run
+        (``run_error``) propagates.
         """
-        try:
-            if p.error is None:
-                try:
-                    if p.windows_file is not None:
-                        p.windows = SpilledWindows(p.windows_file)
-                    return self._write_rows(p, existing)
-                except Exception as err:
-                    if run_error(err):
-                        raise
-                    logger.debug("%s", p.entry.path, exc_info=True)
-                    p.error = getattr(err, "reason", None) or failure_reason(err)
-            return self._write_rows(p, existing)
-        finally:
-            if p.windows_file is not None:
-                p.windows = None
-                p.windows_file.unlink(missing_ok=True)
+        embed_prepared(p, self.model, self.precision, self.backend, self.pooling, text=False, timings=self.timings)
+        if p.error is None:
+            try:
+                return self._write_rows(p, existing)
+            except Exception as err:
+                if run_error(err):
+                    raise
+                logger.debug("%s", p.entry.path, exc_info=True)
+                p.error = file_error(err)
+        return self._write_rows(p, existing)
 
     def _write_rows(self, p: Prepared, existing: Recording | None) -> tuple[str, float]:
         path = archive_path(p.entry.path)
         with self.store.session() as s, s.begin():
             rec = s.get(Recording, existing.id) if existing is not None else None
-            if rec is not None and p.error is None and p.windows is None and p.windows_file is None:
+            if rec is not None and p.error is None and p.eeg is None:
                 # same bytes, new mtime
                 rec.size, rec.mtime = p.size, p.mtime
                 return "skipped", 0.0
@@ -394,16 +501,10 @@ class Indexer:
             rec.date = meta.start or (dt.datetime.combine(p.entry.info.session_date, dt.time())
                                       if p.entry.info.session_date else None)
             rec.date_suspect = meta.date_suspect
-            report = self._report(s, p.entry, p.report_text)
+            report = self._report(s, p.entry, p.report_text, p.text_emb)
             rec.report_id = report.id if report else None
-            t0 = time.perf_counter()
-            window_emb, index = embed_windows(self.model, p.windows, p.entry.path, self.precision, p.keep,
-                                              backend=self.backend)
-            rec_emb = self.model.pool_windows(window_emb, self.pooling)
-            if not np.isfinite(rec_emb).all():
-                raise RecordingError(p.entry.path, "pooling gave a non-finite recording embedding")
+            window_emb, index, rec_emb = p.eeg
             rec.emb = to_blob(rec_emb)
-            self.timings["embed_eeg_s"] += time.perf_counter() - t0
             rec.n_windows = len(window_emb)
             s.flush()
             w = self.window_seconds
@@ -462,6 +563,33 @@ class Indexer:
 
     def _run(self, root, reports, n_jobs, prune, on_item, on_plan, retry_failed) -> IndexSummary:
         t_run = time.perf_counter()
+        run_id, summary, todo = self.plan(root, reports, prune, on_plan, retry_failed)
+        spill = self.store.folder / "tmp"  # long recordings' windows, memory-mapped (private, like the index)
+        shutil.rmtree(spill, ignore_errors=True)  # left by a killed run
+        spill.mkdir(mode=0o700)
+        jobs = (((entry, ex), (entry, self.params, self.window_seconds, self.known_hash(ex), spill))
+                for entry, ex in todo)
+        for (entry, ex), p, error in run_isolated(prepare, jobs, n_jobs, self.timeout):
+            if p is None:  # the worker died or ran out of time: the file alone fails
+                p = Prepared(entry, *_stat(entry.path), error=error)
+            self.store_prepared(p, ex, summary, on_item)
+        shutil.rmtree(spill, ignore_errors=True)
+        return self.finish(run_id, summary, t_run)
+
+    # ---- the steps of a run, shared with indexer.ray_runner ------------------------------
+    def plan(self, root, reports=None, prune: bool = False, on_plan: Callable[[int, int], None] | None = None,
+             retry_failed: bool = False) -> tuple[int, IndexSummary, list[tuple[ArchiveEntry, Recording | None]]]:
+        """Start a run: discover, record an ``IndexRun``, and list what changed (the caller holds the lock).
+
+        Returns
+        -------
+        run_id : int
+            The new ``IndexRun`` row.
+        summary : IndexSummary
+            With ``skipped``, ``skipped_files`` and ``removed`` filled in.
+        todo : list of (ArchiveEntry, Recording | None)
+            Files to prepare, in archive order, with their row when they have one.
+        """
         summary = IndexSummary()
         walk = Walk()
         entries = discover(root, reports, walk)
@@ -497,35 +625,35 @@ class Indexer:
         if on_plan:
             on_plan(len(todo), summary.skipped)
         logger.info("%d recordings to index, %d unchanged", len(todo), summary.skipped)
+        return run_id, summary, todo
 
-        def known_hash(ex: Recording | None) -> str | None:
-            return ex.content_hash if ex is not None and ex.model_hash == self.model_hash \
-                and ex.status == Status.INDEXED else None
+    def known_hash(self, ex: Recording | None) -> str | None:
+        """Content hash of a file indexed with this model (``prepare`` skips reading it when it is the same)."""
+        return ex.content_hash if ex is not None and ex.model_hash == self.model_hash \
+            and ex.status == Status.INDEXED else None
 
-        spill = self.store.folder / "tmp"  # long recordings' windows, memory-mapped (private, like the index)
-        shutil.rmtree(spill, ignore_errors=True)  # left by a killed run
-        spill.mkdir(mode=0o700)
-        jobs = (((entry, ex), (entry, self.params, self.window_seconds, known_hash(ex), spill))
-                for entry, ex in todo)
-        for (entry, ex), p, error in run_isolated(prepare, jobs, n_jobs, self.timeout):
-            if p is None:  # the worker died or ran out of time: the file alone fails
-                p = Prepared(entry, *_stat(entry.path), error=error)
-            self.timings["read_preprocess_s"] += p.seconds
-            t0 = time.perf_counter()
-            embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"]
-            outcome, hours = self._write(p, ex)
-            embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"] - embedding
-            self.timings["db_s"] += time.perf_counter() - t0 - embedding
-            setattr(summary, outcome, getattr(summary, outcome) + 1)
-            summary.hours += hours
-            if p.error:
-                logger.warning("%s: %s", p.entry.path, p.error)
-                summary.failures.append({"path": str(p.entry.path), "reason": p.error})
-            if p.report_error:
-                logger.warning("report of %s: %s", p.entry.path, p.report_error)
-            if on_item:
-                on_item(str(p.entry.path), outcome, hours)
-        shutil.rmtree(spill, ignore_errors=True)
+    def store_prepared(self, p: Prepared, ex: Recording | None, summary: IndexSummary,
+                       on_item: Callable[[str, str, float], None] | None = None) -> str:
+        """Write one prepared (or prepared and embedded) recording and count it in ``summary``; returns the outcome."""
+        self.timings["read_preprocess_s"] += p.seconds
+        t0 = time.perf_counter()
+        embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"]
+        outcome, hours = self._write(p, ex)
+        embedding = self.timings["embed_eeg_s"] + self.timings["embed_text_s"] - embedding
+        self.timings["db_s"] += time.perf_counter() - t0 - embedding
+        setattr(summary, outcome, getattr(summary, outcome) + 1)
+        summary.hours += hours
+        if p.error:
+            logger.warning("%s: %s", p.entry.path, p.error)
+            summary.failures.append({"path": str(p.entry.path), "reason": p.error})
+        if p.report_error:
+            logger.warning("report of %s: %s", p.entry.path, p.report_error)
+        if on_item:
+            on_item(str(p.entry.path), outcome, hours)
+        return outcome
+
+    def finish(self, run_id: int, summary: IndexSummary, t_run: float) -> IndexSummary:
+        """End a run: rebuild the FAISS indices, write the query model, close the ``IndexRun`` row."""
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
@@ -598,10 +726,20 @@ def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path
     ``report_text=None`` keeps the index's setting (text stored unless an earlier run was
     told ``report_text=False``).
     """
+    indexer = make_indexer(db_dir, model_path, db_url, precision, report_text, timeout, backend)
+    return indexer.run(root, reports, n_jobs, prune, on_item, on_plan, retry_failed)
+
+
+def make_indexer(db_dir: str | os.PathLike, model_path: str | os.PathLike, db_url: str | None = None,
+                 precision: str = "fp32", report_text: bool | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto") -> Indexer:
+    """Load a model, create or open the index in ``db_dir`` and check that it was built with that model.
+
+    ``report_text=None`` keeps the index's setting; the other parameters are ``Indexer``'s.
+    """
     model = load_model(model_path)
     store = IndexStore.create(db_dir, db_url)
     if report_text is None:
         report_text = (store.read_manifest() or {}).get("report_text", True)
     store.check_model(config_hash(model))
-    return Indexer(store, model, model_path, precision, report_text, timeout, backend).run(
-        root, reports, n_jobs, prune, on_item, on_plan, retry_failed)
+    return Indexer(store, model, model_path, precision, report_text, timeout, backend)
