@@ -104,13 +104,13 @@ def _elm_one(f: Path, model) -> tuple[dict, float, np.ndarray]:
 
 
 def _ours_one(f: Path, model, params: PreprocessingParams) -> tuple[dict, float, np.ndarray]:
-    """elmsearch's EEG side, one EDF: read_recording + make_windows + encode_eeg(auto, batch 32)."""
+    """elmsearch's EEG side, one EDF: read_recording + make_windows + encode_eeg(backend and precision auto, batch 32)."""
     t0 = time.perf_counter()
     rec = read_recording(f, params, min_duration=model.window_seconds)
     t1 = time.perf_counter()
     w = make_windows(rec, model.window_seconds)
     t2 = time.perf_counter()
-    e = model.encode_eeg(w, precision="auto")
+    e = model.encode_eeg(w, precision="auto", backend="auto")
     t3 = time.perf_counter()
     return ({"read_preprocess_s": t1 - t0, "window_s": t2 - t1, "embed_eeg_s": t3 - t2},
             rec.meta.duration, e)

@@ -481,10 +481,12 @@ def index(
     if ray_address and runner != Runner.ray:
         raise _fail("--ray-address needs --runner ray")
     if model is None:
-        manifest = db / "manifest.json"
-        if not manifest.is_file():
-            raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from")
-        model = Path(json.loads(manifest.read_text())["model_path"])
+        from indexer.service import manifest_model_path
+
+        try:
+            model = manifest_model_path(db)
+        except ElmsearchError:
+            raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from") from None
     try:
         summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
                              retry_failed=retry_failed, report_text=report_text, timeout=timeout,
