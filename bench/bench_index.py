@@ -104,7 +104,7 @@ def _elm_one(f: Path, model) -> tuple[dict, float, np.ndarray]:
 
 
 def _ours_one(f: Path, model, params: PreprocessingParams) -> tuple[dict, float, np.ndarray]:
-    """elmsearch's EEG side, one EDF: read_recording + make_windows + encode_eeg(backend and precision auto, batch 32)."""
+    """elmsearch's EEG side, one EDF: read_recording + make_windows + encode_eeg(auto, batch 32)."""
     t0 = time.perf_counter()
     rec = read_recording(f, params, min_duration=model.window_seconds)
     t1 = time.perf_counter()
