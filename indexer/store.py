@@ -3,13 +3,19 @@
 ```
 DIR/elmsearch.sqlite      metadata and embeddings (unless --db-url points elsewhere)
 DIR/faiss/*.faiss         eeg_recording, eeg_window, report, segment (ids = row ids)
+DIR/faiss/*.ivfdata       inverted lists of the on-disk kind (from 2e6 vectors), named by the .faiss file
 DIR/manifest.json         model, index types, counts; written last, atomically
 DIR/cache/                frozen text-encoder embeddings
 ```
+
+FAISS files follow the database (``IndexStore.rebuild``): exact indices are rebuilt, IVF ones
+updated with the rows added, changed and removed since the last run unless the retraining rule
+(:func:`indexer.faiss_scale.retrain_reason`) asks for a rebuild; see :class:`FaissPolicy`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -36,13 +42,57 @@ from db import (
 )
 from elmsearch.errors import ElmsearchError
 from indexer.lock import lock_holder
-from indexer.private import FILE_MODE, private_dir, secure_tree
+from indexer.private import FILE_MODE, private_dir, private_umask, secure_tree
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 INDEX_NAMES = ("eeg_recording", "eeg_window", "report", "segment")
 CHUNK = 50_000
+ID_BATCH = 500  # ids per `IN (...)` when reading the embeddings of given rows
+
+
+@dataclasses.dataclass
+class FaissPolicy:
+    """How :meth:`IndexStore.rebuild` chooses, builds and updates the FAISS indices.
+
+    Attributes
+    ----------
+    exact_below : int
+        Below this many vectors an index is exact (``flat_ip``), rebuilt on every run that
+        changed something (50 000 vectors: under a second).
+    large_from : int
+        From this many vectors an index is the on-disk kind (``ivf_sq8_ondisk``), built in
+        shards from chunks of rows; in between it is ``ivf_sq8``, built in memory.
+    shard_size : int
+        Vectors per shard of the on-disk kind.
+    incremental : bool
+        Update IVF indices with the changed rows instead of rebuilding them.
+    retrain_fraction, drift_tolerance : float
+        The retraining rule (:func:`indexer.faiss_scale.retrain_reason`).
+    min_drift_count : int
+        Vectors added since the training before the drift part of the rule applies.
+    target_recall : float
+        Recall@10 the ``nprobe`` tuning aims for.
+    seed : int
+        Seed of every sample, k-means and tuning query set.
+    """
+
+    exact_below: int = 50_000
+    large_from: int = 2_000_000
+    shard_size: int = 1_000_000
+    incremental: bool = True
+    retrain_fraction: float = 0.2
+    drift_tolerance: float = 0.25
+    min_drift_count: int = 1000
+    target_recall: float = 0.95
+    seed: int = 0
+
+    def kind(self, n: int) -> str:
+        """The index kind for ``n`` vectors (the names of :mod:`indexer.vectors`)."""
+        if n < self.exact_below:
+            return "flat_ip"
+        return "ivf_sq8" if n < self.large_from else "ivf_sq8_ondisk"
 
 
 class IndexStateError(ElmsearchError):
@@ -74,10 +124,12 @@ class IndexStore:
     """Database and FAISS files of one index.
 
     Use ``IndexStore.create`` to make or extend one and ``IndexStore.open`` to query one.
+    ``faiss_policy`` (a :class:`FaissPolicy`) says how :meth:`rebuild` treats the FAISS files.
     """
 
     def __init__(self, folder: str | os.PathLike, db_url: str | None = None, create: bool = False):
         self.folder = Path(folder)
+        self.faiss_policy = FaissPolicy()
         self.pending_run: dict | None = None  # set by verify(full=False): a newer run, unfinished
         manifest = self.read_manifest()
         self.db_url = db_url or (manifest or {}).get("db_url") or sqlite_url(self.folder)
@@ -138,27 +190,92 @@ class IndexStore:
         s.execute(delete(Visit).where(~exists().where(Recording.session_id == Visit.id)))
         s.execute(delete(Patient).where(~exists().where(Recording.patient_id == Patient.id)))
 
-    def _vectors(self, s, name: str, model_hash: str) -> tuple[np.ndarray, np.ndarray]:
+    def _rows(self, name: str, model_hash: str, with_emb: bool = True):
+        """The SELECT of the rows behind FAISS index ``name``: ``(id, emb)`` or ``(id,)``, by id."""
         ok = (Recording.status == Status.INDEXED) & (Recording.model_hash == model_hash)
         if name == "eeg_recording":
-            q = select(Recording.id, Recording.emb).where(ok, Recording.emb.is_not(None))
+            cols = (Recording.id, Recording.emb) if with_emb else (Recording.id,)
+            q = select(*cols).where(ok, Recording.emb.is_not(None))
         elif name == "eeg_window":
-            q = select(Window.id, Window.emb).join(Recording, Window.recording_id == Recording.id).where(ok)
+            cols = (Window.id, Window.emb) if with_emb else (Window.id,)
+            q = select(*cols).join(Recording, Window.recording_id == Recording.id).where(ok)
         elif name == "report":
-            q = select(Report.id, Report.emb).where(
+            cols = (Report.id, Report.emb) if with_emb else (Report.id,)
+            q = select(*cols).where(
                 Report.emb.is_not(None), Report.model_hash == model_hash,
                 exists().where(Recording.report_id == Report.id, ok))
         else:
-            q = select(Segment.id, Segment.emb).join(Report, Segment.report_id == Report.id).where(
+            cols = (Segment.id, Segment.emb) if with_emb else (Segment.id,)
+            q = select(*cols).join(Report, Segment.report_id == Report.id).where(
                 Segment.emb.is_not(None), Report.model_hash == model_hash,
                 exists().where(Recording.report_id == Report.id, ok))
+        return q.order_by(cols[0])
+
+    @staticmethod
+    def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+
+    def _vectors(self, s, name: str, model_hash: str) -> tuple[np.ndarray, np.ndarray]:
         ids, embs = [], []
-        for rows in s.execute(q.order_by(q.selected_columns[0])).partitions(CHUNK):
-            ids.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
-            embs.append(np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1))
+        for rows in s.execute(self._rows(name, model_hash)).partitions(CHUNK):
+            i, e = self._decode(rows)
+            ids.append(i)
+            embs.append(e)
         if not ids:
             return np.zeros((0, 256), np.float32), np.zeros(0, np.int64)
         return np.concatenate(embs), np.concatenate(ids)
+
+    def _vector_chunks(self, name: str, model_hash: str):
+        """A re-iterable source of ``(ids, vectors)`` chunks (``indexer.faiss_scale.Chunks``)."""
+
+        def chunks():
+            with self.session() as s:
+                for rows in s.execute(self._rows(name, model_hash)).partitions(CHUNK):
+                    yield self._decode(rows)
+
+        return chunks
+
+    def _ids(self, s, name: str, model_hash: str) -> np.ndarray:
+        """The ids of the rows behind FAISS index ``name``, sorted."""
+        parts = [np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                 for rows in s.execute(self._rows(name, model_hash, with_emb=False)).partitions(CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _changed_ids(self, s, name: str, since: dt.datetime) -> np.ndarray:
+        """Ids of index ``name``'s rows written by a run after ``since`` (maybe not all still indexed).
+
+        A run rewrites a recording, its windows and its report (with the report's segments) in
+        one transaction that sets ``Recording.indexed_at``; the rows of recordings written
+        after ``since`` therefore include every row whose embedding may have changed.
+        """
+        new = Recording.indexed_at > since
+        if name == "eeg_recording":
+            q = select(Recording.id).where(new)
+        elif name == "eeg_window":
+            q = select(Window.id).join(Recording, Window.recording_id == Recording.id).where(new)
+        elif name == "report":
+            q = select(Report.id).where(exists().where(Recording.report_id == Report.id, new))
+        else:
+            q = select(Segment.id).where(exists().where(Recording.report_id == Segment.report_id, new))
+        return np.unique(np.fromiter((r[0] for r in s.execute(q)), np.int64))
+
+    def _vectors_of(self, s, name: str, ids: np.ndarray) -> np.ndarray:
+        """The embeddings of the given rows, in the order of ``ids``."""
+        model = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
+        out = np.empty((len(ids), 256), np.float32)
+        pos = {int(k): i for i, k in enumerate(ids)}
+        for start in range(0, len(ids), ID_BATCH):
+            batch = [int(k) for k in ids[start:start + ID_BATCH]]
+            for key, emb in s.execute(select(model.id, model.emb).where(model.id.in_(batch))):
+                out[pos[key]] = np.frombuffer(emb, np.float32)
+        return out
+
+    def _last_write(self) -> str | None:
+        """When the last recording was written (``max(indexed_at)``, ISO 8601), the FAISS sync point."""
+        with self.session() as s:
+            last = s.scalar(select(func.max(Recording.indexed_at)))
+        return last.isoformat() if last is not None else None
 
     def db_counts(self, model_hash: str | None = None) -> dict:
         """Row counts that the FAISS indices must match."""
@@ -178,15 +295,20 @@ class IndexStore:
 
     def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True,
                 run_id: int | None = None, extra: dict | None = None) -> dict:
-        """Build the FAISS indices from the database and write the manifest (atomically, manifest last).
+        """Bring the FAISS indices in line with the database and write the manifest (manifest last).
 
         With ``force=False`` and a manifest that already agrees with the database, no FAISS file
-        is rewritten. ``run_id``, the ``IndexRun`` that made this state, goes into the manifest:
+        is rewritten. Otherwise each index is built or updated as ``faiss_policy`` says (exact
+        ones are rebuilt; IVF ones get the rows added, changed and removed since the previous
+        sync, unless the retraining rule asks for a rebuild; from ``large_from`` vectors the
+        on-disk kind is built in shards from chunks of rows). Every new file is written under a
+        temporary or new name first and the index files are renamed only once all four are
+        ready, so an error (or a crash) before that leaves the previous files and manifest as
+        they were; data files no index file names any more are deleted after the manifest.
+        ``run_id``, the ``IndexRun`` that made this state, goes into the manifest:
         ``verify(full=False)`` compares it with the newest run in the database. Returns the
         vector counts.
         """
-        from indexer import vectors  # FAISS: not for `stats`, `show` or `export`
-
         if not force:
             try:
                 self.verify(model_hash)
@@ -197,20 +319,31 @@ class IndexStore:
                 return manifest["counts"]
             except IndexStateError:
                 pass
+        from indexer import faiss_scale  # FAISS: not for `stats`, `show` or `export`
+
         self.analyze()
-        infos, counts = {}, {}
-        with self.session() as s:
-            for name in INDEX_NAMES:
-                vecs, ids = self._vectors(s, name, model_hash)
-                counts[name] = len(ids)
-                fname = self.folder / "faiss" / f"{name}.faiss"
-                if len(ids) == 0:
-                    fname.unlink(missing_ok=True)
-                    continue
-                index, info = vectors.build_index(vecs, ids)
-                vectors.write_index(index, fname)
-                infos[name] = {**info.to_dict(), "bytes": fname.stat().st_size}
-                logger.info("%s: %d vectors, %s", name, len(ids), info.kind)
+        previous = self.read_manifest() or {}
+        same_model = previous.get("model_hash") == model_hash
+        since = previous.get("faiss_synced_at") if same_model else None
+        synced_at = self._last_write()
+        counts = self.db_counts(model_hash)
+        staged: list = []
+        with private_umask():
+            try:
+                for name in INDEX_NAMES:
+                    old = (previous.get("indices") or {}).get(name) if same_model else None
+                    staged.append(self._sync_index(name, model_hash, counts[name], old, since))
+            except BaseException:
+                for st in staged:
+                    st.discard()
+                raise
+            for st in staged:  # renames only, from here to the manifest
+                st.commit()
+        infos = {}
+        for name, st in zip(INDEX_NAMES, staged, strict=True):
+            if st.info is not None:
+                infos[name] = {**st.info.to_dict(), "bytes": st.nbytes(), "last_sync": st.how}
+            logger.info("%s: %d vectors, %s (%s)", name, counts[name], st.info.kind if st.info else "no index", st.how)
         manifest = {
             "format": 1, "model_hash": model_hash, "model_path": model_path,
             "window_seconds": model_config["eeg"]["window_seconds"],
@@ -218,11 +351,83 @@ class IndexStore:
             "has_text": counts["report"] > 0 or counts["segment"] > 0,
             "db_url": None if self.db_url == sqlite_url(self.folder) else public_url(self.db_url),
             "counts": counts, "indices": infos, "updated": dt.datetime.now(dt.UTC).isoformat(),
-            "run_id": run_id, **(extra or {}),
+            "faiss_synced_at": synced_at, "run_id": run_id, **(extra or {}),
         }
         _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
+        faiss_scale.collect_garbage(self.folder / "faiss")  # data files of replaced indices, leftovers
         secure_tree(self.folder)
         return counts
+
+    def _sync_index(self, name: str, model_hash: str, n: int, old: dict | None, since: str | None):
+        """Bring FAISS index ``name`` in line with the database; returns an uncommitted ``Staged``.
+
+        IVF indices whose kind still suits their size are updated with the rows added, changed
+        and removed since ``since`` (the previous sync), unless the retraining rule says
+        otherwise; everything else is built anew.
+        """
+        from indexer import faiss_scale, vectors
+
+        fname = self.folder / "faiss" / f"{name}.faiss"
+        policy = self.faiss_policy
+        if n == 0:
+            return faiss_scale.Staged(fname, action="delete", how="deleted")
+        kind = policy.kind(n)
+        if (policy.incremental and old is not None and since is not None and fname.is_file()
+                and old.get("kind") == kind and kind != vectors.KIND_EXACT):
+            staged = self._update_index(name, model_hash, fname, vectors.IndexInfo.from_dict(old),
+                                        dt.datetime.fromisoformat(since))
+            if staged is not None:
+                return staged
+        t0 = dt.datetime.now()
+        if kind == vectors.KIND_ONDISK:
+            staged = faiss_scale.build_ondisk(
+                self._vector_chunks(name, model_hash), n, fname, shard_size=policy.shard_size,
+                target_recall=policy.target_recall, seed=policy.seed)
+        else:
+            with self.session() as s:
+                vecs, ids = self._vectors(s, name, model_hash)
+            index, info = vectors.build_index(vecs, ids, exact_below=policy.exact_below,
+                                              target_recall=policy.target_recall, seed=policy.seed)
+            del vecs
+            tmp = fname.with_name(f".{fname.name}.{os.getpid()}.{t0:%H%M%S%f}.tmp")
+            vectors.write_index(index, tmp)
+            staged = faiss_scale.Staged(fname, tmp, None, info)
+        return staged
+
+    def _update_index(self, name: str, model_hash: str, fname: Path, info, since: dt.datetime):
+        """An incremental update of an IVF index (``Staged``), None when it must be rebuilt."""
+        from indexer import faiss_scale, vectors
+
+        try:
+            index = vectors.read_index(fname, mmap=True)
+            in_index = np.sort(vectors.index_ids(index))
+            del index
+        except (ValueError, OSError, RuntimeError) as err:  # an unreadable file: rebuild it
+            logger.warning("%s: cannot update (%s); rebuilding", fname, err)
+            return None
+        if len(in_index) != info.n:
+            logger.warning("%s holds %d vectors, the manifest says %d; rebuilding", fname, len(in_index), info.n)
+            return None
+        with self.session() as s:
+            in_db = self._ids(s, name, model_hash)
+            changed = self._changed_ids(s, name, since)
+            gone = np.union1d(np.setdiff1d(in_index, in_db, assume_unique=True),
+                              np.intersect1d(changed, in_index, assume_unique=True))
+            new = np.union1d(np.setdiff1d(in_db, in_index, assume_unique=True),
+                             np.intersect1d(changed, in_db, assume_unique=True))
+            if len(gone) == 0 and len(new) == 0:
+                info.ivfdata = vectors.ondisk_data_name(fname) or ""  # the file's word over the manifest's
+                return faiss_scale.Staged(fname, info=info, action="keep", how="unchanged")
+            vecs = self._vectors_of(s, name, new)
+        p = self.faiss_policy
+        staged = faiss_scale.update_index(fname, info, vecs, new, gone, retrain_fraction=p.retrain_fraction,
+                                          drift_tolerance=p.drift_tolerance, min_drift_count=p.min_drift_count)
+        if staged is not None and staged.info.n != len(in_db):
+            logger.warning("%s: %d vectors after the update, the database has %d; rebuilding", fname,
+                           staged.info.n, len(in_db))
+            staged.discard()
+            return None
+        return staged
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics (``ANALYZE``; 0.6 s at 1e6 recordings on SQLite).
@@ -299,23 +504,33 @@ class IndexStore:
         return {"run": last.id, "started": started, "running": running}
 
     def _check_files(self, counts: dict) -> None:
+        infos = (self.read_manifest() or {}).get("indices") or {}
         for name in INDEX_NAMES:
             fname = self.folder / "faiss" / f"{name}.faiss"
             if counts[name] and not fname.is_file():
                 raise IndexStateError(f"{fname}: missing; run `elmsearch index` again to rebuild it")
+            data = (infos.get(name) or {}).get("ivfdata")
+            if counts[name] and data and not (fname.parent / data).is_file():
+                raise IndexStateError(f"{fname.parent / data}: missing; run `elmsearch index` again to rebuild it")
 
     def load_index(self, name: str):
         """A FAISS index of this store, memory-mapped read-only (None when it has no vectors).
 
         Mapping instead of reading makes opening a 1e6-vector index 4 ms instead of 0.2 s; the
-        indexer replaces files atomically, so a mapped index never changes under a query.
+        indexer replaces files atomically, so a mapped index never changes under a query. The
+        on-disk kind maps its ``.ivfdata`` file (named by the index file, in the same folder).
         """
         from indexer import vectors
 
         fname = self.folder / "faiss" / f"{name}.faiss"
         if not fname.is_file():
             return None
-        index = vectors.read_index(fname, mmap=True)
+        try:
+            index = vectors.read_index(fname, mmap=True)
+        except FileNotFoundError:
+            # the indexer replaced the index file and deleted the data file the old one named
+            # between our two reads: the index file now names a data file that exists
+            index = vectors.read_index(fname, mmap=True)
         want = self.manifest["counts"].get(name, 0)
         if index.ntotal != want:
             raise IndexStateError(f"{fname}: holds {index.ntotal} vectors, the manifest says {want}; "

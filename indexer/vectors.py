@@ -5,13 +5,19 @@ A FAISS id is always the database row id (int64, never a position in an array), 
 can be looked up in SQL directly; ``-1`` is reserved by FAISS for "no result" and therefore
 cannot be a row id.
 
-Two kinds of index, chosen by size:
+Three kinds of index, chosen by size:
 
 - ``"flat_ip"`` (exact): ``IndexIDMap2(IndexFlatIP)``, below ``exact_below`` vectors;
 - ``"ivf_sq8"`` (approximate): ``IndexIVFScalarQuantizer`` with 8-bit scalar quantisation and
   inner-product metric; ``nlist`` is about ``4 * sqrt(n)`` rounded to a power of two, and
   ``nprobe`` is tuned at build time as the smallest power of two whose recall@10 against exact
-  search reaches a target (0.95 by default) on queries drawn from the data.
+  search reaches a target (0.95 by default) on queries drawn from the data;
+- ``"ivf_sq8_ondisk"`` (approximate, from a few million vectors): the same SQ8 codes with an HNSW
+  coarse quantizer, built in shards and merged into one ``.ivfdata`` file next to the index file,
+  which is memory-mapped (see :mod:`indexer.faiss_scale`).
+
+The two IVF kinds can be updated in place of a rebuild (:func:`indexer.faiss_scale.update_index`);
+``IndexInfo`` records when and on how much data their quantizers were trained.
 
 Conventions shared by :func:`search` and :func:`exact_scores`: results have shape
 ``(n_queries, k)``, scores are float32 inner products, best first, and slots without a
@@ -21,6 +27,7 @@ result (``k`` larger than the number of candidates) hold id ``-1`` and score ``-
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -37,7 +44,10 @@ logger = logging.getLogger(__name__)
 DIM = 256
 KIND_EXACT = "flat_ip"
 KIND_IVF = "ivf_sq8"
+KIND_ONDISK = "ivf_sq8_ondisk"
+KINDS = (KIND_EXACT, KIND_IVF, KIND_ONDISK)
 RECALL_K = 10
+IVFDATA_SUFFIX = ".ivfdata"
 
 # Indexes whose storage is a read-only memory map: FAISS aborts the process (it does not raise)
 # when such an index is modified, so the editing helpers here refuse them first.
@@ -51,9 +61,10 @@ class IndexInfo:
     Attributes
     ----------
     kind : str
-        ``"flat_ip"`` (exact) or ``"ivf_sq8"`` (IVF with 8-bit scalar quantisation).
+        ``"flat_ip"`` (exact), ``"ivf_sq8"`` (IVF with 8-bit scalar quantisation) or
+        ``"ivf_sq8_ondisk"`` (the same, HNSW quantizer, lists in an ``.ivfdata`` file).
     n : int
-        Number of vectors at build time.
+        Number of vectors (at build time, then after each incremental update).
     dim : int
         Vector dimension.
     nlist : int
@@ -67,9 +78,30 @@ class IndexInfo:
     n_train : int
         Vectors used to train the IVF quantizers (0 for the exact kind).
     build_seconds : float
-        Wall time of :func:`build_index` (training, adding and tuning).
+        Wall time of the last full build (training, adding, merging and tuning).
     seed : int
         Seed of the training sample and of the tuning queries.
+    train_seconds, add_seconds, merge_seconds, tune_seconds : float
+        Parts of ``build_seconds`` (``merge_seconds``: on-disk kind only).
+    trained_at : str
+        UTC time (ISO 8601) the quantizers were trained; kept by incremental updates.
+    n_at_train : int
+        Vectors in the index when it was trained.
+    train_residual : float
+        Mean squared distance of the indexed vectors to their nearest centroid at training
+        (the reference of the drift rule, :func:`indexer.faiss_scale.retrain_reason`).
+    n_added_since_train, n_removed_since_train : int
+        Vectors added and removed by incremental updates since the training.
+    added_residual : float
+        Mean squared distance to the nearest centroid of the vectors added since the training.
+    n_updates : int
+        Incremental updates since the training.
+    update_seconds : float
+        Wall time of the last incremental update (0 after a full build).
+    ivfdata : str
+        Name of the inverted-list file next to the index file (on-disk kind), else ``""``.
+    n_shards : int
+        Shards the on-disk kind was built in (0 otherwise).
     """
 
     kind: str
@@ -82,6 +114,20 @@ class IndexInfo:
     n_train: int = 0
     build_seconds: float = 0.0
     seed: int = 0
+    train_seconds: float = 0.0
+    add_seconds: float = 0.0
+    merge_seconds: float = 0.0
+    tune_seconds: float = 0.0
+    trained_at: str = ""
+    n_at_train: int = 0
+    train_residual: float = 0.0
+    n_added_since_train: int = 0
+    n_removed_since_train: int = 0
+    added_residual: float = 0.0
+    n_updates: int = 0
+    update_seconds: float = 0.0
+    ivfdata: str = ""
+    n_shards: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of the fields."""
@@ -101,7 +147,7 @@ class IndexInfo:
         missing = [name for name in ("kind", "n") if name not in kwargs]
         if missing:
             raise ValueError(f"IndexInfo dict lacks {', '.join(missing)}")
-        if kwargs["kind"] not in (KIND_EXACT, KIND_IVF):
+        if kwargs["kind"] not in KINDS:
             raise ValueError(f"unknown index kind {kwargs['kind']!r}")
         return cls(**kwargs)
 
@@ -169,19 +215,31 @@ def _empty_result(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
 
 
+def ondisk_lists(index: faiss.Index) -> faiss.OnDiskInvertedLists | None:
+    """The inverted lists of an on-disk IVF index (kept in an ``.ivfdata`` file), else None."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return None
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    return lists if isinstance(lists, faiss.OnDiskInvertedLists) and lists.filename else None
+
+
 def index_kind(index: faiss.Index) -> str:
-    """``"ivf_sq8"`` for an IVF index, ``"flat_ip"`` otherwise.
+    """``"ivf_sq8_ondisk"``, ``"ivf_sq8"`` for another IVF index, ``"flat_ip"`` otherwise.
 
     Parameters
     ----------
     index : faiss.Index
-        An index made by :func:`build_index` (or read back by :func:`read_index`).
+        An index made by :func:`build_index` or :func:`indexer.faiss_scale.build_ondisk` (or
+        read back by :func:`read_index`).
 
     Returns
     -------
     str
     """
-    return KIND_IVF if faiss.try_extract_index_ivf(index) is not None else KIND_EXACT
+    if faiss.try_extract_index_ivf(index) is None:
+        return KIND_EXACT
+    return KIND_ONDISK if ondisk_lists(index) is not None else KIND_IVF
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,13 +388,47 @@ def tune_nprobe(
     recall : float
         Mean recall@k measured at that value.
     """
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
+    if faiss.try_extract_index_ivf(index) is None:
         raise ValueError("tune_nprobe needs an IVF index")
     vectors = _as_vectors(vectors, index.d, check_norm=False)
     ids = _as_ids(ids, len(vectors), unique=False)
     queries = tuning_queries(vectors, n_queries=n_queries, seed=seed)
     truth = exact_neighbours(vectors, ids, queries, k)
+    return tune_nprobe_on(index, queries, truth, target_recall=target_recall, k=k)
+
+
+def tune_nprobe_on(
+    index: faiss.Index, queries: np.ndarray, truth: np.ndarray, target_recall: float = 0.95, k: int = RECALL_K
+) -> tuple[int, float]:
+    """Set an IVF index's ``nprobe`` to the smallest power of two reaching a recall target.
+
+    The part of :func:`tune_nprobe` that works from given queries and their exact neighbours
+    (for indexes whose vectors are not all in memory, see :func:`indexer.faiss_scale.exact_topk`).
+
+    Parameters
+    ----------
+    index : faiss.Index
+        An IVF index.
+    queries : array, shape (n_queries, d)
+        Tuning queries.
+    truth : array of int64, shape (n_queries, k)
+        Their exact top-``k`` ids.
+    target_recall : float
+        Required mean recall@k.
+    k : int
+        Recall depth.
+
+    Returns
+    -------
+    nprobe : int
+        The chosen value, also set on the index.
+    recall : float
+        Mean recall@k measured at that value.
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        raise ValueError("tune_nprobe_on needs an IVF index")
+    queries = _as_queries(queries, index.d)
     candidates = [1 << i for i in range(int(np.log2(ivf.nlist)) + 1) if (1 << i) < ivf.nlist] + [ivf.nlist]
     recall = 0.0
     for nprobe in candidates:
@@ -422,9 +514,10 @@ def build_index(
         index.train(sample)
         del sample
         t_add = time.perf_counter()
-        index.add_with_ids(x, ids)
+        residual_sum = add_assigned(index, x, ids)
         t_tune = time.perf_counter()
         nprobe, recall = tune_nprobe(index, x, ids, target_recall=target_recall, n_queries=n_tune_queries, seed=seed)
+        t_end = time.perf_counter()
         logger.info(
             "IVF index: n=%d nlist=%d train %.1f s (%d vectors), add %.1f s, tune %.1f s -> nprobe %d recall@10 %.3f",
             n,
@@ -432,7 +525,7 @@ def build_index(
             t_add - t_train,
             n_train,
             t_tune - t_add,
-            time.perf_counter() - t_tune,
+            t_end - t_tune,
             nprobe,
             recall,
         )
@@ -446,10 +539,102 @@ def build_index(
             target_recall=target_recall,
             n_train=n_train,
             seed=seed,
+            train_seconds=t_add - t_train,
+            add_seconds=t_tune - t_add,
+            tune_seconds=t_end - t_tune,
+            trained_at=utc_now(),
+            n_at_train=n,
+            train_residual=residual_sum / n,
         )
     info.build_seconds = time.perf_counter() - t0
     logger.info("built %s index of %d vectors in %.2f s", info.kind, n, info.build_seconds)
     return index, info
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 (as recorded in ``IndexInfo.trained_at``)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def centroid_sq_norms(index: faiss.Index) -> np.ndarray:
+    """Squared norms of an IVF index's centroids, array of float32, shape (nlist,)."""
+    ivf = faiss.extract_index_ivf(index)
+    c = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    return np.einsum("ij,ij->i", c, c).astype(np.float32)
+
+
+def assign(
+    index: faiss.Index, vectors: np.ndarray, sq_norms: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest list of each vector in an IVF index, and the squared distance to its centroid.
+
+    Parameters
+    ----------
+    index : faiss.Index
+        A trained IVF index (inner-product quantizer).
+    vectors : array, shape (n, d)
+        Unit vectors.
+    sq_norms : array, shape (nlist,), optional
+        :func:`centroid_sq_norms` of the index, when the caller assigns many chunks.
+
+    Returns
+    -------
+    lists : array of int64, shape (n,)
+        List numbers (what FAISS itself would choose: the quantizer's best match).
+    residuals : array of float32, shape (n,)
+        ``||x - c||^2`` for the chosen centroid ``c`` (the drift statistic).
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        raise ValueError("assign needs an IVF index")
+    x = _as_vectors(vectors, index.d, check_norm=False)
+    if sq_norms is None:
+        sq_norms = centroid_sq_norms(index)
+    if len(x) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    scores, lists = ivf.quantizer.search(x, 1)
+    lists = np.ascontiguousarray(lists[:, 0], dtype=np.int64)
+    residuals = np.einsum("ij,ij->i", x, x) + sq_norms[lists] - 2 * scores[:, 0]
+    return lists, np.maximum(residuals, 0).astype(np.float32)
+
+
+def add_assigned(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, chunk: int = 65_536) -> float:
+    """Add vectors to an IVF index through :func:`assign`; returns the sum of their residuals.
+
+    The same lists FAISS's own ``add_with_ids`` would choose, with the distances to the
+    centroids kept for the drift rule instead of thrown away.
+
+    Parameters
+    ----------
+    index : faiss.Index
+        A trained, writable IVF index.
+    vectors : array, shape (n, d)
+        Unit vectors.
+    ids : array of int64, shape (n,)
+        Their ids.
+    chunk : int
+        Vectors assigned and encoded at a time.
+
+    Returns
+    -------
+    float
+        Sum over the added vectors of the squared distance to their centroid.
+    """
+    _check_writable(index)
+    ivf = faiss.extract_index_ivf(index)
+    x = _as_vectors(vectors, index.d, check_norm=False)
+    ids = _as_ids(ids, len(x), unique=False)
+    sq_norms = centroid_sq_norms(index)
+    total = 0.0
+    for start in range(0, len(x), chunk):
+        xs = np.ascontiguousarray(x[start : start + chunk])
+        ks = np.ascontiguousarray(ids[start : start + chunk])
+        lists, residuals = assign(index, xs, sq_norms)
+        ivf.add_core(len(xs), faiss.swig_ptr(xs), faiss.swig_ptr(ks), faiss.swig_ptr(lists))
+        total += float(residuals.sum(dtype=np.float64))
+    if ivf is not index:
+        index.ntotal = ivf.ntotal
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,8 +910,63 @@ def write_index(index: faiss.Index, fname: str | os.PathLike[str]) -> None:
         os.close(dir_fd)
 
 
+def ondisk_data_name(fname: str | os.PathLike[str]) -> str | None:
+    """Name of the ``.ivfdata`` file an on-disk index file refers to, or None for a self-contained file.
+
+    FAISS writes an on-disk index's inverted lists last: ..., the data file's name (a uint64
+    length, then the bytes), the data size (uint64). Only the file's last bytes are read.
+
+    Parameters
+    ----------
+    fname : path
+        An index file.
+
+    Returns
+    -------
+    str or None
+        The data file's base name (its folder is the index file's).
+    """
+    suffix = IVFDATA_SUFFIX.encode()
+    with open(fname, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4096))
+        tail = f.read()
+    body = tail[:-8]
+    if not body.endswith(suffix):
+        return None
+    for length in range(len(suffix) + 1, len(body) - 7):
+        if int.from_bytes(body[-length - 8 : -length], "little") == length:
+            return Path(body[-length:].decode("utf-8", "replace")).name
+    return None
+
+
+def _read_ondisk(path: Path, data_name: str) -> faiss.Index:
+    """Read an on-disk index: the header, then its ``.ivfdata`` file mapped read-only.
+
+    The data file is looked up next to the index file, whatever folder it was written in (what
+    ``IO_FLAG_ONDISK_SAME_DIR`` does, without the line FAISS then prints on stdout), and its
+    size is checked first: mapping a truncated file would kill the process on first access.
+    """
+    data = path.parent / data_name
+    if not data.is_file():
+        raise FileNotFoundError(f"{path}: its data file {data} is missing")
+    index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY)
+    lists = ondisk_lists(index)
+    if lists is None:
+        raise ValueError(f"{path}: not an on-disk index")
+    if data.stat().st_size < lists.totsize:
+        raise ValueError(f"{data}: {data.stat().st_size} bytes, the index needs {lists.totsize} (truncated?)")
+    lists.filename = str(data)
+    lists.prefetch_nthread = 0  # no prefetch threads per query: the page cache does it
+    if lists.totsize:
+        lists.do_mmap()
+    _READ_ONLY.add(index)
+    return index
+
+
 def read_index(fname: str | os.PathLike[str], mmap: bool = False) -> faiss.Index:
-    """Read an index written by :func:`write_index`.
+    """Read an index written by :func:`write_index` (or an on-disk one, see below).
 
     Parameters
     ----------
@@ -736,6 +976,9 @@ def read_index(fname: str | os.PathLike[str], mmap: bool = False) -> faiss.Index
         Uses ``IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY``, which maps both kinds (plain
         ``IO_FLAG_MMAP`` maps only IVF lists in faiss 1.15). Such an index can be searched
         and reconstructed, not modified: :func:`add_vectors` and :func:`remove_ids` refuse it.
+        The on-disk kind (``"ivf_sq8_ondisk"``, an index file and the ``.ivfdata`` file it
+        names) is always mapped read-only from the data file next to the index file; it is
+        changed only by writing new files (:func:`indexer.faiss_scale.update_index`).
 
     Returns
     -------
@@ -744,6 +987,9 @@ def read_index(fname: str | os.PathLike[str], mmap: bool = False) -> faiss.Index
     path = Path(fname)
     if not path.is_file():
         raise FileNotFoundError(f"no index file {path}")
+    data_name = ondisk_data_name(path)
+    if data_name is not None:
+        return _read_ondisk(path, data_name)
     if not mmap:
         return faiss.read_index(str(path))
     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)

@@ -342,3 +342,32 @@ def test_build_is_deterministic_for_a_seed(data):
     assert (ia.nlist, ia.nprobe, ia.recall_at_10) == (ib.nlist, ib.nprobe, ib.recall_at_10)
     q = perturbed(x[:20], seed=12)
     np.testing.assert_array_equal(V.search(a, q, 10)[1], V.search(b, q, 10)[1])
+
+
+def test_ivf_build_records_its_training_for_the_retrain_rule(data, tmp_path):
+    x, ids = data
+    index, info = V.build_index(x, ids, exact_below=1000)
+    assert info.train_seconds > 0 and info.add_seconds > 0 and info.trained_at.endswith("+00:00")
+    assert info.n_at_train == len(x) and (info.n_added_since_train, info.n_updates) == (0, 0)
+    # train_residual: the mean squared distance to the nearest centroid, as assign() measures it
+    lists, residuals = V.assign(index, x)
+    assert info.train_residual == pytest.approx(float(residuals.mean()), rel=1e-4)
+    # add_assigned puts vectors in the lists FAISS's own add chooses
+    plain = faiss.read_index(_written(index, tmp_path))
+    plain.reset()
+    plain.add_with_ids(x, ids)
+    mine = faiss.clone_index(plain)
+    mine.reset()
+    V.add_assigned(mine, x, ids)
+    q = perturbed(x[:30], seed=13)
+    for a, b in zip(V.search(plain, q, 10, nprobe=8), V.search(mine, q, 10, nprobe=8), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert V.ondisk_data_name(tmp_path / "w.faiss") is None  # a self-contained file
+    exact, _ = V.build_index(x[:10], ids[:10])
+    with pytest.raises(ValueError, match="IVF"):
+        V.assign(exact, x[:2])
+
+
+def _written(index, tmp_path) -> str:
+    V.write_index(index, tmp_path / "w.faiss")
+    return str(tmp_path / "w.faiss")
