@@ -7,8 +7,13 @@ changes how the index is trained, built and stored:
 - ``nlist`` from :func:`indexer.vectors.choose_nlist` (16384 at 1e7); the centroids come from a
   seeded two-level spherical k-means (:func:`two_level_kmeans`: ``sqrt(nlist)`` coarse clusters,
   each split in proportion to its size) on a seeded sample of ``40 * nlist`` vectors at most,
-  and are searched by an HNSW graph (``IndexHNSWFlat``, M = 32): assigning 1e7 vectors to 16384
-  flat centroids costs 16384 dot products each, hours on two cores, the graph a few hundred;
+  and are searched by an HNSW graph (``IndexHNSWFlat``, M = 32): assigning a vector to 16384 flat
+  centroids took 320 us on two cores (an hour for 1e7 vectors), through the graph 25-50 us. The
+  graph is searched with ``efSearch`` 128 when adding (centroids of clustered data are clustered
+  too: at 16 the graph chose the nearest list for only 90 % of the vectors, at 128 for 99 %, and
+  the first 1e7 build lost 5 points of recall to it) and with ``max(128, nprobe)`` when searching
+  (:func:`indexer.vectors.ivf_search_params`: the graph returns about ``efSearch`` good lists
+  however many are asked for);
 - vectors are streamed in chunks (:data:`Chunks`), never all in memory, and added shard by shard
   (``shard_size`` vectors) to copies of the trained empty index; each shard is written to a
   staging folder, and the shards' lists are merged into one ``NAME.TOKEN.ivfdata`` file with
@@ -21,14 +26,21 @@ changes how the index is trained, built and stored:
 - the index file holds the quantizer and the list offsets (about 20 MB at 1e7) and names its data
   file; :func:`indexer.vectors.read_index` maps the data file read-only.
 
-Why SQ8 and not PQ codes with a refinement step: on the benchmark's clustered 256-d vectors
-(``bench/bench_faiss.py --compare``, 1e6 vectors, nlist 4096, same HNSW quantizer) IVF-PQ32
-reaches recall@10 0.32 at ``nprobe`` 64 (the neighbours of a query in a cluster are nearly
-equidistant, and PQ's error is larger than their differences); refining PQ32 candidates on SQ8
-codes reaches 0.91 at ``k_factor`` 16, still short of 0.95; PQ64 + SQ8 refinement reaches 0.95 at
-``k_factor`` 8 and ``nprobe`` 4, as fast as IVF-SQ8 at ``nprobe`` 4 (0.965), but takes 328 bytes
-per vector against 264, cannot remove ids (``IndexRefine`` keeps positions) and has no on-disk
-merge. IVF-SQ8 alone is smaller, as fast, simpler and meets the target.
+Why SQ8 and not PQ codes with a refinement step: measured with ``bench/bench_faiss.py --compare
+1e6`` (clustered 256-d vectors, nlist 4096, the same centroids and HNSW quantizer for all; recall@10
+on held-out / text-like queries; single-query p50):
+
+- IVF-SQ8: 264 bytes a vector, ``nprobe`` 4: recall 0.961 / 0.961, 0.27 ms;
+- IVF-PQ32: 40 bytes, recall 0.26 / 0.32 even at ``nprobe`` 64: the neighbours of a query in a
+  cluster are nearly equidistant, and PQ's error is larger than their differences;
+- IVF-PQ32 refined on SQ8 codes (``IndexRefine``): 296 bytes, 0.87 / 0.91 at ``nprobe`` 64 and
+  ``k_factor`` 16, short of the 0.95 target;
+- IVF-PQ64 refined on SQ8 codes: 328 bytes, ``nprobe`` 4 and ``k_factor`` 16: 0.953 / 0.960, 0.38 ms.
+
+The refined PQ64 index meets the target but is larger (the refinement needs the SQ8 codes
+anyway), slower, cannot remove ids (``IndexRefine`` addresses its codes by position) and its
+refinement codes cannot go into an on-disk ``.ivfdata`` file; IVF-SQ8 alone is smaller, faster
+and simpler for the same recall.
 
 **Incremental updates** (:func:`update_index`, both IVF kinds): the vectors of a run's new and
 changed rows are assigned to the existing lists with the existing quantizer and added, the ids
@@ -46,9 +58,10 @@ are merged into a new data file, the old ids are removed there, the tags cleared
   indexed vectors did at training: the data moved away from the centroids (a new site, montage
   or model), and recall at the tuned ``nprobe`` would drop.
 
-Vectors from the same distribution as the training data stay within a few percent of the
-training mean (0.99 to 1.03 times in ``tests/test_faiss_scale.py``), so the tolerance leaves
-room for sampling noise and still catches a distribution that is new.
+Fresh vectors from the training distribution measured 1.02 times the training mean (1.05 with
+the re-added vectors of changed rows), vectors around new centres 2.9 times
+(``tests/test_faiss_scale.py`` asserts 0.9 to 1.1 for the former), so the tolerance leaves room
+for sampling noise and still catches data that is new.
 """
 
 from __future__ import annotations
@@ -79,8 +92,8 @@ Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 TAG = 1 << 62  # marks the new vectors' ids while an on-disk update removes the old ones
 HNSW_M = 32
-EF_ADD = 16  # HNSW breadth when assigning vectors to lists (99.7 % agree with exact assignment)
-EF_SEARCH = 128  # HNSW breadth when searching (saved in the index file)
+EF_ADD = 128  # HNSW breadth when assigning vectors to lists: 99.1 % agree with exact (16: 90 %)
+EF_SEARCH = 128  # HNSW breadth when searching (saved in the index file; raised to nprobe when larger)
 TRAIN_PER_LIST = 40
 MAX_TRAIN = 1_000_000
 

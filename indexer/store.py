@@ -209,7 +209,7 @@ class IndexStore:
             q = select(*cols).join(Report, Segment.report_id == Report.id).where(
                 Segment.emb.is_not(None), Report.model_hash == model_hash,
                 exists().where(Recording.report_id == Report.id, ok))
-        return q.order_by(cols[0])
+        return q.order_by(cols[0])  # read with yield_per: a server-side cursor on PostgreSQL, not all rows at once
 
     @staticmethod
     def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +218,7 @@ class IndexStore:
 
     def _vectors(self, s, name: str, model_hash: str) -> tuple[np.ndarray, np.ndarray]:
         ids, embs = [], []
-        for rows in s.execute(self._rows(name, model_hash)).partitions(CHUNK):
+        for rows in s.execute(self._rows(name, model_hash), execution_options={"yield_per": CHUNK}).partitions():
             i, e = self._decode(rows)
             ids.append(i)
             embs.append(e)
@@ -231,7 +231,8 @@ class IndexStore:
 
         def chunks():
             with self.session() as s:
-                for rows in s.execute(self._rows(name, model_hash)).partitions(CHUNK):
+                result = s.execute(self._rows(name, model_hash), execution_options={"yield_per": CHUNK})
+                for rows in result.partitions():
                     yield self._decode(rows)
 
         return chunks
@@ -239,7 +240,8 @@ class IndexStore:
     def _ids(self, s, name: str, model_hash: str) -> np.ndarray:
         """The ids of the rows behind FAISS index ``name``, sorted."""
         parts = [np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                 for rows in s.execute(self._rows(name, model_hash, with_emb=False)).partitions(CHUNK)]
+                 for rows in s.execute(self._rows(name, model_hash, with_emb=False),
+                                    execution_options={"yield_per": CHUNK}).partitions()]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def _changed_ids(self, s, name: str, since: dt.datetime) -> np.ndarray:
@@ -470,7 +472,7 @@ class IndexStore:
         if not full and m.get("run_id") is not None:
             self.pending_run = self._pending_run(m["run_id"])
             counts = dict(m["counts"])
-            self._check_files(counts)
+            self._check_files(counts, m.get("indices") or {})
             return counts
         counts = self.db_counts(m["model_hash"])
         for name in INDEX_NAMES:
@@ -478,7 +480,7 @@ class IndexStore:
             if want != have:
                 raise IndexStateError(f"{self.folder}: the {name} index holds {have} vectors but the database "
                                       f"has {want}; run `elmsearch index` again to bring it up to date")
-        self._check_files(counts)
+        self._check_files(counts, m.get("indices") or {})
         return counts
 
     def _pending_run(self, run_id: int) -> dict | None:
@@ -503,8 +505,7 @@ class IndexStore:
                            self.folder, last.id, started, run_id)
         return {"run": last.id, "started": started, "running": running}
 
-    def _check_files(self, counts: dict) -> None:
-        infos = (self.read_manifest() or {}).get("indices") or {}
+    def _check_files(self, counts: dict, infos: dict) -> None:
         for name in INDEX_NAMES:
             fname = self.folder / "faiss" / f"{name}.faiss"
             if counts[name] and not fname.is_file():

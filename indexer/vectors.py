@@ -432,7 +432,7 @@ def tune_nprobe_on(
     candidates = [1 << i for i in range(int(np.log2(ivf.nlist)) + 1) if (1 << i) < ivf.nlist] + [ivf.nlist]
     recall = 0.0
     for nprobe in candidates:
-        found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))[1]
+        found = index.search(queries, k, params=ivf_search_params(index, nprobe))[1]
         recall = recall_at_k(found, truth)
         logger.debug("nprobe %d: recall@%d %.4f", nprobe, k, recall)
         if recall >= target_recall:
@@ -641,6 +641,38 @@ def add_assigned(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, chunk
 # Searching
 
 
+def ivf_search_params(
+    index: faiss.Index, nprobe: int, sel: faiss.IDSelector | None = None
+) -> faiss.SearchParametersIVF:
+    """Search parameters of an IVF index that visit ``nprobe`` lists.
+
+    An HNSW quantizer (the on-disk kind) returns at most about ``efSearch`` good lists, however
+    many are asked for: its breadth is raised to ``nprobe`` when that is larger.
+
+    Parameters
+    ----------
+    index : faiss.Index
+        An IVF index.
+    nprobe : int
+        Lists to visit.
+    sel : faiss.IDSelector, optional
+        Restrict the search to these ids (the caller keeps it alive during the search).
+
+    Returns
+    -------
+    faiss.SearchParametersIVF
+    """
+    params = faiss.SearchParametersIVF(nprobe=int(nprobe))
+    if sel is not None:
+        params.sel = sel
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW) and nprobe > quantizer.hnsw.efSearch:
+        hnsw = faiss.SearchParametersHNSW(efSearch=int(nprobe))
+        params.quantizer_params = hnsw
+        params.referenced_objects = [hnsw]  # keep it alive as long as params
+    return params
+
+
 def search(
     index: faiss.Index,
     queries: np.ndarray,
@@ -693,9 +725,7 @@ def search(
             nprobe = ivf.nprobe
             if sel is not None and len(allowed) < index.ntotal:
                 nprobe = int(np.ceil(nprobe * index.ntotal / len(allowed)))
-        params: faiss.SearchParameters | None = faiss.SearchParametersIVF(nprobe=int(min(max(nprobe, 1), ivf.nlist)))
-        if sel is not None:
-            params.sel = sel
+        params: faiss.SearchParameters | None = ivf_search_params(index, min(max(nprobe, 1), ivf.nlist), sel)
     else:
         params = faiss.SearchParameters(sel=sel) if sel is not None else None
     scores, labels = index.search(q, k, params=params)
@@ -704,7 +734,7 @@ def search(
         # fewer than k there, so widen the search until each has its k (or every list is visited)
         want = min(k, index.ntotal if sel is None else len(allowed))
         while params.nprobe < ivf.nlist and (labels[:, :want] < 0).any():
-            params.nprobe = min(2 * params.nprobe, ivf.nlist)
+            params = ivf_search_params(index, min(2 * params.nprobe, ivf.nlist), sel)
             scores, labels = index.search(q, k, params=params)
     del sel  # the selector must outlive the search call
     return _finish(scores, labels)

@@ -94,6 +94,9 @@ def test_tuned_nprobe_reaches_the_recall_target_on_held_out_queries(big):
     truth = S.exact_topk(q, S.array_chunks(x, ids, chunk=9_000), 10)[1]
     np.testing.assert_array_equal(truth, V.exact_scores(x, ids, q, 10)[1])  # chunked = in one piece
     assert V.recall_at_k(V.search(index, q, 10)[1], truth) >= 0.95
+    # the HNSW quantizer is asked for as many lists as are probed (it returns about efSearch)
+    assert V.ivf_search_params(index, 16).quantizer_params is None
+    assert V.ivf_search_params(index, 512).referenced_objects[0].efSearch == 512
 
 
 def test_ondisk_index_names_its_data_file_without_a_folder(big, tmp_path):
