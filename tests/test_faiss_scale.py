@@ -120,18 +120,23 @@ def test_ondisk_index_names_its_data_file_without_a_folder(big, tmp_path):
 # Incremental updates of index files (both IVF kinds)
 
 
+def _write_kind(kind, x, ids, fname):
+    """Write an index of ``kind`` (in-memory IVF, or on-disk in 5 000-vector shards); its info."""
+    if kind == V.KIND_IVF:
+        index, info = V.build_index(x, ids, exact_below=1000)
+        V.write_index(index, fname)
+        return info
+    staged = S.build_ondisk(S.array_chunks(x, ids, 5_000), len(x), fname, shard_size=5_000)
+    staged.commit()
+    return staged.info
+
+
 @pytest.mark.parametrize("kind", [V.KIND_IVF, V.KIND_ONDISK])
 def test_update_adds_removes_and_changes_without_retraining(kind, tmp_path):
     n = 12_000
     x, ids = clustered(n, seed=2), row_ids(n, seed=2)
     fname = tmp_path / "v.faiss"
-    if kind == V.KIND_IVF:
-        index, info = V.build_index(x, ids, exact_below=1000)
-        V.write_index(index, fname)
-    else:
-        staged = S.build_ondisk(S.array_chunks(x, ids, 5_000), n, fname, shard_size=5_000)
-        staged.commit()
-        info = staged.info
+    info = _write_kind(kind, x, ids, fname)
     first = V.read_index(fname, mmap=True)
     centroids = faiss.extract_index_ivf(first).quantizer.reconstruct_n(0, info.nlist)
     q = held_out(200, seed=8)
@@ -188,13 +193,7 @@ def test_update_refuses_when_retraining_is_due(kind, tmp_path):
     n = 8_000
     x, ids = clustered(n, seed=5), row_ids(n, seed=5)
     fname = tmp_path / "v.faiss"
-    if kind == V.KIND_IVF:
-        index, info = V.build_index(x, ids, exact_below=1000)
-        V.write_index(index, fname)
-    else:
-        staged = S.build_ondisk(S.array_chunks(x, ids, 5_000), n, fname, shard_size=5_000)
-        staged.commit()
-        info = staged.info
+    info = _write_kind(kind, x, ids, fname)
     before = sorted(os.listdir(tmp_path))
     drifted = clustered(1_200, seed=6, centre_seed=42)  # 15 % (under the size rule), elsewhere
     assert S.update_index(fname, info, drifted, ids.max() + 1 + np.arange(1_200), []) is None
