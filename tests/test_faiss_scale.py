@@ -234,19 +234,19 @@ def _files(store: IndexStore) -> dict:
 @pytest.fixture()
 def store(tmp_path):
     s = IndexStore.create(tmp_path / "idx")
-    s.faiss_policy = FaissPolicy(exact_below=1_000, large_from=10_000, shard_size=12_000)
-    _insert(s, clustered(30_000, seed=10), first=5)
-    assert _rebuild(s)["eeg_recording"] == 30_000
+    s.faiss_policy = FaissPolicy(exact_below=1_000, large_from=10_000, shard_size=6_000)
+    _insert(s, clustered(15_000, seed=10), first=5)
+    assert _rebuild(s)["eeg_recording"] == 15_000
     return s
 
 
 def test_store_builds_the_ondisk_kind_and_load_index_answers(store):
     info = store.manifest["indices"]["eeg_recording"]
     assert info["kind"] == V.KIND_ONDISK and info["n_shards"] == 3 and info["last_sync"] == "built"
-    assert info["bytes"] > 30_000 * (D + 8)  # index file + data file
+    assert info["bytes"] > 15_000 * (D + 8)  # index file + data file
     assert store.verify(MODEL) == store.manifest["counts"]
     index = store.load_index("eeg_recording")
-    assert V.index_kind(index) == V.KIND_ONDISK and index.ntotal == 30_000
+    assert V.index_kind(index) == V.KIND_ONDISK and index.ntotal == 15_000
     x, ids = _db(store)
     assert V.search(index, x[:20], 1)[1][:, 0].tolist() == ids[:20].tolist()
     with pytest.raises(ValueError, match="read-only"):
@@ -260,7 +260,7 @@ def test_store_updates_incrementally_then_retrains(store):
     centroids = faiss.extract_index_ivf(first).quantizer.reconstruct_n(0, before["nlist"])
     del first
     # a run: 1 % new recordings, 50 re-embedded, 100 removed
-    new = _insert(store, clustered(300, seed=11), first=100_000)
+    new = _insert(store, clustered(150, seed=11), first=100_000)
     changed = np.arange(1_005, 1_055)
     changed_x = clustered(50, seed=12)
     gone = np.arange(2_005, 2_105)
@@ -269,7 +269,7 @@ def test_store_updates_incrementally_then_retrains(store):
             s.execute(update(Recording).where(Recording.id == key).values(
                 emb=changed_x[i].tobytes(), indexed_at=dt.datetime.now(dt.UTC)))
         s.execute(delete(Recording).where(Recording.id.in_(gone.tolist())))
-    assert _rebuild(store)["eeg_recording"] == 30_200
+    assert _rebuild(store)["eeg_recording"] == 15_050
     info = store.manifest["indices"]["eeg_recording"]
     assert info["last_sync"] == "updated" and info["n_updates"] == 1
     assert (info["trained_at"], info["train_seconds"], info["n_at_train"]) == (
@@ -293,13 +293,13 @@ def test_store_updates_incrementally_then_retrains(store):
     assert {f.name: f.stat().st_mtime_ns for f in (store.folder / "faiss").iterdir()} == files
 
     # a run that adds 25 %: retrained from scratch
-    _insert(store, clustered(7_500, seed=14), first=200_000)
-    assert _rebuild(store)["eeg_recording"] == 37_700
+    _insert(store, clustered(3_750, seed=14), first=200_000)
+    assert _rebuild(store)["eeg_recording"] == 18_800
     info = store.manifest["indices"]["eeg_recording"]
-    assert info["last_sync"] == "built" and info["n_updates"] == 0 and info["n_at_train"] == 37_700
+    assert info["last_sync"] == "built" and info["n_updates"] == 0 and info["n_at_train"] == 18_800
     assert info["trained_at"] >= before["trained_at"] and info["n_added_since_train"] == 0
     held = V.index_ids(store.load_index("eeg_recording"))
-    assert len(held) == 37_700 and not np.isin(gone, held).any()  # removed ids never come back
+    assert len(held) == 18_800 and not np.isin(gone, held).any()  # removed ids never come back
 
 
 @pytest.mark.parametrize("where", ["_merge_shards", "_update_ondisk"])
@@ -322,5 +322,5 @@ def test_a_crash_mid_build_leaves_the_previous_index_usable(store, monkeypatch, 
     got = V.search(reopened.load_index("eeg_recording"), x[:10], 5)
     np.testing.assert_array_equal(got[1], want[1])
     monkeypatch.undo()
-    assert _rebuild(store)["eeg_recording"] == 30_100  # the next run completes
-    assert len(V.index_ids(store.load_index("eeg_recording"))) == 30_100
+    assert _rebuild(store)["eeg_recording"] == 15_100  # the next run completes
+    assert len(V.index_ids(store.load_index("eeg_recording"))) == 15_100
