@@ -463,6 +463,13 @@ def _merge_shards(trained: bytes, shard_files: list[Path], ivfdata: Path) -> fai
     for shard in shards:
         lists.push_back(faiss.extract_index_ivf(shard).invlists)
     index = faiss.deserialize_index(trained)
+    _merge_into(index, lists, ivfdata)
+    del lists, shards  # unmaps the shard files
+    return index
+
+
+def _merge_into(index, lists, ivfdata: Path) -> int:
+    """Give ``index`` on-disk lists in the new file ``ivfdata`` holding ``lists`` merged in order; ntotal."""
     ivf = faiss.extract_index_ivf(index)
     ondisk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(ivfdata))
     with _c_stdout_to_stderr():
@@ -470,8 +477,7 @@ def _merge_shards(trained: bytes, shard_files: list[Path], ivfdata: Path) -> fai
     ivf.replace_invlists(ondisk, True)
     ondisk.this.disown()
     ivf.ntotal = index.ntotal = ntotal
-    del lists, shards  # unmaps the shard files
-    return index
+    return ntotal
 
 
 def _finish_ondisk(index: faiss.Index, ivfdata: Path, tmp: Path) -> None:
@@ -796,17 +802,12 @@ def _update_ondisk(
     delta = _empty_copy(fname)
     _add_core(delta, x, ids + TAG, lists)  # tagged: removing ``gone`` must not remove these
     merged = _empty_copy(fname)
-    ivf = faiss.extract_index_ivf(merged)
     sources = faiss.InvertedListsPtrVector()
     sources.push_back(faiss.extract_index_ivf(old).invlists)
     sources.push_back(faiss.extract_index_ivf(delta).invlists)
-    ondisk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(ivfdata))
+    _merge_into(merged, sources, ivfdata)
+    del sources, delta
     with _c_stdout_to_stderr():
-        ntotal = ondisk.merge_from_multiple(sources.data(), sources.size(), False, False)
-        ivf.replace_invlists(ondisk, True)
-        ondisk.this.disown()
-        ivf.ntotal = merged.ntotal = ntotal
-        del sources, delta
         removed = V.remove_ids(merged, gone)
     lists_ = V.ondisk_lists(merged)
     for list_no in np.unique(lists).tolist():
