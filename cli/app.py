@@ -736,10 +736,17 @@ def evaluate(
             if isinstance(m, dict):
                 t.add_row(k, *(f"{m[x]:.3f}" for x in ("R@1", "R@5", "R@10", "MRR")), str(m["n"]))
         out.print(t)
-    t = Table("features", "R@5", "chance", "n", title="same-patient prior case")
-    for k, m in result["same_patient"].items():
-        t.add_row(k, f"{m['R@5']:.3f}", f"{m['chance']:.3f}", str(m["n"]))
-    out.print(t)
+    prior = {k: (result.get("same_patient", {}).get(k), result.get("finding_precision", {}).get(k))
+             for k in (*result.get("same_patient", {}), *result.get("finding_precision", {}))}
+    if prior:
+        t = Table("features", "same-patient R@5", "finding P@5", "n", title="prior cases",
+                  caption="R@5: another recording of the patient among the 5 nearest; P@5: share of the 5 nearest "
+                  "other patients with the query's main finding")
+        for k, (sp, fp) in prior.items():
+            t.add_row(k, f"{sp['R@5']:.3f} (chance {sp['chance']:.3f})" if sp else "–",
+                      f"{fp['P@5']:.3f} (chance {fp['chance']:.3f})" if fp else "–",
+                      " / ".join(str(m["n"]) for m in (sp, fp) if m))
+        out.print(t)
     if result.get("zero_shot"):
         t = Table("column", "AUROC", "balanced acc.", "n", title="zero-shot")
         for c, m in result["zero_shot"].items():

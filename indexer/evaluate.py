@@ -4,10 +4,14 @@ Measured on the labelled, indexed recordings:
 
 - text→EEG and EEG→report Recall@1/5/10 and MRR (a report's own recording is its match);
 - same-patient prior-case Recall@5 (another recording of the same patient among the 5 nearest);
+- finding precision@5 of prior cases: of the 5 nearest other patients (one recording each, as
+  ``elmsearch similar`` returns them), the fraction whose main finding is the query's;
 - zero-shot AUROC and balanced accuracy per label column from a (negative, positive) prompt pair;
 - the linear probe's label-efficiency curve (patient-level splits, several seeds) on our
   embeddings and, in the same run, on two baselines: log band power (delta/theta/alpha/beta per
-  channel) and the ELM authors' released EEG weights without our training.
+  channel) and the ELM authors' released EEG weights without our training. The two prior-case
+  measurements are made on the same baselines (recording vector: z-scored mean log band power,
+  and the mean of the release's window embeddings).
 """
 
 from __future__ import annotations
@@ -70,6 +74,80 @@ def _same_patient_recall(emb: np.ndarray, patients: np.ndarray, k: int = 5) -> d
     return {f"R@{k}": hits / n if n else float("nan"), "n": n, "chance": chance}
 
 
+def _finding_precision(emb: np.ndarray, patients: np.ndarray, findings: np.ndarray, k: int = 5) -> dict:
+    """Precision@k of the main finding among a recording's nearest other-patient prior cases.
+
+    Parameters
+    ----------
+    emb : array, shape (n, dim)
+        L2-normalised recording vectors (the score is their dot product, i.e. cosine).
+    patients : array, shape (n,)
+        Patient of each recording.
+    findings : array of str, shape (n,)
+        Main finding of each recording (``"normal"`` when it has none).
+    k : int
+        Prior cases per query.
+
+    Returns
+    -------
+    dict
+        ``{"P@k": mean precision, "n": queries, "chance": ..., "by_finding": {finding: {"P@k", "n"}}}``.
+        Each query ranks the recordings of the other patients by score and keeps the best one of
+        each patient, as ``elmsearch similar`` does by default; its own patient's recordings never
+        count. Its precision is the share of its ``min(k, other patients)`` prior cases whose main
+        finding equals its own. ``chance`` is the mean over queries of the fraction of other-patient
+        recordings that share the query's main finding (a random neighbour's expected precision).
+        Recordings without another patient are no query; with none, the values are NaN.
+    """
+    sim = emb @ emb.T
+    prec, chance, asked = [], [], []
+    for i in range(len(emb)):
+        other = patients != patients[i]
+        if not other.any():
+            continue
+        top, seen = [], set()
+        for j in np.argsort(-sim[i], kind="stable"):
+            if other[j] and patients[j] not in seen:
+                seen.add(patients[j])
+                top.append(j)
+                if len(top) == k:
+                    break
+        prec.append(float(np.mean(findings[top] == findings[i])))
+        chance.append(float(np.mean(findings[other] == findings[i])))
+        asked.append(str(findings[i]))
+    prec_a, asked_a = np.array(prec), np.array(asked)
+    return {f"P@{k}": float(prec_a.mean()) if prec else float("nan"), "n": len(prec),
+            "chance": float(np.mean(chance)) if chance else float("nan"),
+            "by_finding": {f: {f"P@{k}": float(prec_a[asked_a == f].mean()), "n": int((asked_a == f).sum())}
+                           for f in sorted(set(asked))}}
+
+
+def _main_findings(labels: dict[str, np.ndarray], order: list[str]) -> np.ndarray | None:
+    """Main finding per recording: the first finding column (in ``order``) that is 1, else ``"normal"``.
+
+    The aggregate column ``abnormal`` is no finding when other columns are there. None without columns.
+    """
+    cols = sorted(labels, key=lambda c: order.index(c) if c in order else len(order))
+    if len(cols) > 1:
+        cols = [c for c in cols if c != "abnormal"]
+    if not cols:
+        return None
+    n = len(labels[cols[0]])
+    out = np.full(n, "normal", dtype=object)
+    for c in reversed(cols):  # the earliest positive column is written last
+        out[np.asarray(labels[c] == 1, dtype=bool)] = c
+    return out.astype(str)
+
+
+def _band_power_vectors(bp: list[np.ndarray]) -> np.ndarray:
+    """Recording vectors of the band-power baseline: mean over windows, z-scored per feature, L2-normalised."""
+    x = np.stack([f.mean(0) for f in bp]).astype(np.float64)
+    sd = x.std(0)
+    x = (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
 def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.PathLike | None = None,
                    columns: list[str] | None = None, prompts: dict | None = None,
                    fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), n_per_class: int | None = None,
@@ -95,6 +173,16 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         ELM release folder for the untrained-weights baseline (skipped when None).
     baselines : bool
         Compute the band-power and ELM-weights baselines (reads the EDFs again).
+
+    Returns
+    -------
+    dict
+        ``n_recordings``, ``n_patients``, ``columns``, ``model``; ``retrieval`` (when reports are
+        indexed); ``same_patient`` and ``finding_precision`` (prior cases, per representation:
+        ``ours``, ``band_power``, ``elm_weights``; the latter only with at least one 0/1 label
+        column, the main finding being the first positive finding column in the labels file's
+        order, ``abnormal`` aside when other columns are there, else ``"normal"``);
+        ``zero_shot`` (text models); ``probe`` (per column and representation).
     """
     table, names = read_label_table(labels_csv, root)
     prompts = {**DEFAULT_PROMPTS, **{k: tuple(v) for k, v in (prompts or {}).items()}}
@@ -125,7 +213,6 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         T = np.stack([from_blob(recs[i][4]) for i in with_report])
         result["retrieval"] = {"text_to_eeg": retrieval_metrics(T @ R.T), "eeg_to_report": retrieval_metrics(R @ T.T),
                                "chance_R@10": chance_recall(len(with_report), 10)}
-    result["same_patient"] = {"ours": _same_patient_recall(emb, patients)}
 
     labels = {c: np.array([parse_binary(x[6].get(c, "")) if x[6].get(c, "") != "" else -1 for x in recs])
               for c in columns}
@@ -138,6 +225,7 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
             result["zero_shot"][c] = {**score_binary(y[ok], p), "prompts": list(prompts[c]), "n": int(ok.sum())}
 
     feats = {"ours": [np.stack(windows[x[0]]) for x in recs]}
+    rec_vectors = {"ours": emb}  # one vector per recording, for the prior-case measurements
     if baselines:
         params = index.model.config.get("preprocessing")
         from elmsearch.preprocessing import PreprocessingParams
@@ -155,10 +243,15 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
             if release is not None:
                 rel.append(release.encode_eeg(w, precision="fp32"))
         feats["band_power"] = bp
+        rec_vectors["band_power"] = _band_power_vectors(bp)
         if release is not None:
             feats["elm_weights"] = rel
-            rel_rec = np.stack([e.mean(0) / np.linalg.norm(e.mean(0)) for e in rel])
-            result["same_patient"]["elm_weights"] = _same_patient_recall(rel_rec, patients)
+            rec_vectors["elm_weights"] = np.stack([e.mean(0) / np.linalg.norm(e.mean(0)) for e in rel])
+    result["same_patient"] = {name: _same_patient_recall(v, patients) for name, v in rec_vectors.items()}
+    findings = _main_findings(labels, names)
+    if findings is not None:
+        result["finding_precision"] = {name: _finding_precision(v, patients, findings)
+                                       for name, v in rec_vectors.items()}
     result["probe"] = {}
     for c, y in labels.items():
         ok = np.flatnonzero(y >= 0)
