@@ -287,7 +287,8 @@ def train(
     from elmsearch.training import train as fit
 
     try:
-        net = build_model(model, init, text_model, text_pooling.value if text_pooling else None, text_max_length)
+        net = build_model(model, init, text_model, text_pooling.value if text_pooling else None, text_max_length,
+                          seed=seed)
     except ElmsearchError as err:
         raise _fail(str(err)) from None
     net.config["learn_temperature"] = learn_temperature

@@ -246,6 +246,10 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         "n_train_recordings": len(train_items), "n_val_recordings": len(val_items)}, indent=1))
     logger.info("training on %d recordings, validating on %d (%d patients), device %s",
                 len(train_items), len(val_items), len({i.patient for i in val_items}), device)
+    spectral = model.eeg.spectral
+    if spectral is not None and int(spectral.n_fit) == 0 and not (resume and (out / "checkpoint.pt").is_file()):
+        spectral.fit([it.windows for it in train_items])
+        logger.info("spectral view standardised on %d training windows", int(spectral.n_fit))
     train_feats = _text_features(model, train_items)
     val_feats = _text_features(model, val_items) if val_items else None
     # A frozen trunk is run once: training then only touches the heads (fast on a CPU).
@@ -370,7 +374,7 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
 def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
                 text_model: str | os.PathLike | None = None, text_pooling: str | None = None,
                 text_max_length: int | None = None,
-                params: PreprocessingParams | None = None) -> ELMModel:
+                params: PreprocessingParams | None = None, seed: int = 0) -> ELMModel:
     """A model to train: a registry config, optionally starting from released EEG weights.
 
     Parameters
@@ -385,9 +389,13 @@ def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
         Override the config's pooling (``mean``/``cls``) and maximum tokens.
     params : PreprocessingParams | None
         Stored in the config so that users of the model preprocess the same way.
+    seed : int
+        Seeds torch before the new layers are initialised, so the same seed gives the same
+        model (and, with ``train``'s seeding, the same trained weights).
     """
     from elmsearch.models.factory import create_model, load_model
 
+    torch.manual_seed(seed)
     text_over = {k: v for k, v in (("pooling", text_pooling), ("max_length", text_max_length)) if v}
     model = create_model(name, text_model=text_model, text=text_over) if text_over else \
         create_model(name, text_model=text_model)
@@ -397,6 +405,31 @@ def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
         if src.n_times != model.n_times:
             raise ElmsearchError(f"{init}: its encoder takes {src.window_seconds:g} s windows, "
                                  f"{name} takes {model.window_seconds:g} s")
-        model.eeg.load_state_dict(src.eeg.state_dict(), strict=True)
+        load_eeg_weights(model, src, init)
         model.config["init"] = str(init)
     return model
+
+
+def load_eeg_weights(model: ELMModel, src: ELMModel, name: str | os.PathLike = "source") -> None:
+    """Copy ``src``'s EEG encoder into ``model``'s, adding a spectral view where ``src`` has none.
+
+    The ResNet (and a spectral view's statistics, when both have one) are copied. When only
+    ``model`` has a spectral view, the first projection layer takes ``src``'s weights for the
+    ResNet features and zeros for the spectral ones, so the model starts as ``src`` embeds.
+    """
+    state = src.eeg.state_dict()
+    own = model.eeg.state_dict()
+    if model.eeg.spectral is None and src.eeg.spectral is not None:
+        raise ElmsearchError(f"{name}: its encoder has a spectral view, {model.config.get('name')} has none")
+    if model.eeg.spectral is not None and src.eeg.spectral is None:
+        w = own["proj.0.weight"].clone()
+        if w.shape[0] != state["proj.0.weight"].shape[0]:
+            raise ElmsearchError(f"{name}: its projection does not match {model.config.get('name')}")
+        w.zero_()
+        w[:, : src.eeg.feature_dim] = state["proj.0.weight"]
+        state = {**state, "proj.0.weight": w, **{k: v for k, v in own.items() if k.startswith("spectral.")}}
+    try:
+        model.eeg.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ElmsearchError(f"{name}: its EEG encoder does not fit {model.config.get('name')} "
+                             f"({str(err).splitlines()[0]})") from None

@@ -11,8 +11,6 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
 from elmsearch.synthetic import DemoArchive, generate_archive
 from elmsearch.training import build_model, demo_config, load_items, train
 
@@ -33,9 +31,8 @@ def demo_model(archive: DemoArchive, model_dir: str | os.PathLike, seed: int = 0
     if metrics.is_file() and (out / "model.safetensors").is_file():
         logger.info("%s: trained model found, reused", out)
         return json.loads(metrics.read_text())
-    torch.manual_seed(seed)
     items = load_items(archive.root, 5.0, "sentence")
-    return train(build_model("elm-5s"), items, out, demo_config(seed=seed), resume=True, on_step=on_step)
+    return train(build_model("elm-5s", seed=seed), items, out, demo_config(seed=seed), resume=True, on_step=on_step)
 
 
 def demo_query_recording(archive: DemoArchive, model_dir: str | os.PathLike) -> Path:

@@ -127,10 +127,15 @@ def test_init_from_release_weights(tiny_items, tmp_path):
     before = {k: v.clone() for k, v in model.eeg.state_dict().items()}
     train(model, tiny_items, tmp_path / "frozen", frozen, resume=False)
     after = model.eeg.state_dict()
-    trunk = [k for k in before if not k.startswith("proj.")]
+    trunk = [k for k in before if not k.startswith(("proj.", "spectral."))]
     head = [k for k in before if k.startswith("proj.") and before[k].is_floating_point()]
     assert trunk and head
     assert all(torch.equal(before[k], after[k].cpu()) for k in trunk), "frozen trunk must not change"
+    # the spectral view (not in the release) is standardised on the training windows, once
+    assert int(after["spectral.n_fit"]) == sum(len(it.windows) for it in tiny_items) - int(
+        sum(len(it.windows) for it in tiny_items if it.patient in json.loads(
+            (tmp_path / "frozen" / "split.json").read_text())["val"]))
+    assert not torch.equal(after["spectral.std"].cpu(), torch.ones_like(after["spectral.std"].cpu()))
     assert any(not torch.equal(before[k], after[k].cpu()) for k in head), "the projection head must train"
 
 

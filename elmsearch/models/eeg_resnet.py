@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from elmsearch.models.spectral import spectral_from_config
+
 
 def _multiscale(in_chans: int, params: list[list[int]], stride_one: bool = False) -> nn.ModuleList:
     """Parallel reflection-padded convolutions, one per (kernel, out_chans, stride)."""
@@ -71,12 +73,16 @@ class EEGResNet(nn.Module):
         Max-pool size of each residual block (ELM 5 s: 3,2,2,2; 60 s: 4,4,4,4).
     proj_dims : list of int
         Projection head ``Linear(rep, d0)-BN-ELU-Linear(d0, d1, bias=False)``.
+    spectral : dict | None
+        Config of a spectral view (``elmsearch.models.spectral``) whose standardised band
+        powers are concatenated to the ResNet features before the projection head; None
+        (ELM's encoder): none.
     """
 
     def __init__(self, n_chans: int = 20, n_times: int = 500, sfreq: float = 100.0,
                  conv1_params=((4, 32, 1), (8, 32, 1), (16, 32, 1)),
                  res_params=((4, 32, 1), (8, 32, 1), (16, 32, 1)),
-                 pool_sizes=(3, 2, 2, 2), proj_dims=(512, 256)):
+                 pool_sizes=(3, 2, 2, 2), proj_dims=(512, 256), spectral: dict | None = None):
         super().__init__()
         self.n_chans, self.n_times, self.sfreq = int(n_chans), int(n_times), float(sfreq)
         width = sum(p[1] for p in conv1_params)
@@ -89,8 +95,10 @@ class EEGResNet(nn.Module):
         self.res_blocks = nn.Sequential(
             *(ResidualBlock(width, [list(p) for p in res_params], p) for p in pool_sizes)
         )
+        self.spectral = spectral_from_config(n_chans, n_times, sfreq, spectral)
+        self.feature_dim = width + (self.spectral.n_features if self.spectral is not None else 0)
         self.proj = nn.Sequential(
-            nn.Linear(width, proj_dims[0]),
+            nn.Linear(self.feature_dim, proj_dims[0]),
             nn.BatchNorm1d(proj_dims[0]),
             nn.ELU(),
             nn.Linear(proj_dims[0], proj_dims[1], bias=False),
@@ -106,9 +114,13 @@ class EEGResNet(nn.Module):
             )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Representation before the projection head, shape (batch, rep_dim)."""
-        x = self.elu1(self.bn1(torch.cat([conv(x) for conv in self.conv1_layers], dim=1)))
-        return self.res_blocks(x).mean(dim=-1)
+        """Representation before the projection head, shape (batch, feature_dim).
+
+        The ResNet's ``rep_dim`` features, then the spectral view's when there is one.
+        """
+        h = self.elu1(self.bn1(torch.cat([conv(x) for conv in self.conv1_layers], dim=1)))
+        h = self.res_blocks(h).mean(dim=-1)
+        return torch.cat([h, self.spectral(x)], dim=1) if self.spectral is not None else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project windows to the shared space, shape (batch, out_dim), not normalised."""

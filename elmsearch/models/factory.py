@@ -136,6 +136,7 @@ def _elm_release_config(yaml_path: Path) -> dict:
     base = get_config("elm-5s" if seconds <= 10 else "elm-60s")
     base["name"] = f"elm-release-{seconds:g}s"
     base["description"] = f"ELM authors' released EEG encoder ({yaml_path.parent})"
+    base["eeg"].pop("spectral", None)  # ELM's encoder: the ResNet alone
     base["eeg"].update(
         n_chans=int(m["in_channels"]), sfreq=sfreq, window_seconds=seconds,
         conv1_params=[list(p) for p in m["encoder_conv1_params"]],

@@ -53,7 +53,7 @@ class ELMModel(nn.Module):
         e = self.config["eeg"]
         self.n_times = int(round(e["window_seconds"] * e["sfreq"]))
         self.eeg = EEGResNet(e["n_chans"], self.n_times, e["sfreq"], e["conv1_params"],
-                             e["res_params"], e["pool_sizes"], e["proj_dims"])
+                             e["res_params"], e["pool_sizes"], e["proj_dims"], e.get("spectral"))
         t = self.config["text"]
         self.text_dim = int(t.get("dim", 384))
         self.text_proj = TextProjection(self.text_dim, t["proj_dims"][0], t["proj_dims"][1])
