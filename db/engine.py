@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import sessionmaker
 
 from db.models import Base
@@ -37,8 +37,8 @@ def make_engine(url: str, create: bool = True) -> Engine:
     url : str
         ``sqlite:///path`` or e.g. ``postgresql+psycopg://user@host/db``.
     create : bool
-        Create missing tables, and missing indexes of existing tables (an index folder made
-        by an older version gets them on its next ``elmsearch index`` run).
+        Create missing tables, and missing indexes and nullable columns of existing tables
+        (an index folder made by an older version gets them on its next ``elmsearch index`` run).
 
     SQLite connections wait up to ``SQLITE_BUSY_TIMEOUT_S`` for a lock held by another
     process (one writer and any number of readers share a WAL database) instead of failing
@@ -50,10 +50,23 @@ def make_engine(url: str, create: bool = True) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     if create:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
         for table in Base.metadata.sorted_tables:
             for index in table.indexes:
                 index.create(engine, checkfirst=True)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for nullable columns that newer versions added."""
+    have = inspect(engine)
+    with engine.begin() as con:
+        for table in Base.metadata.sorted_tables:
+            existing = {c["name"] for c in have.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in existing and col.nullable:
+                    kind = col.type.compile(dialect=engine.dialect)
+                    con.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}')
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

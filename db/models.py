@@ -162,6 +162,9 @@ class Recording(Base):
     model_hash: Mapped[str | None] = mapped_column(String(32))
     n_windows: Mapped[int] = mapped_column(Integer, default=0)
     emb: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # spectral profile for prior-case search (models with a spectral view); deferred, so an
+    # index written before the column existed can still be read
+    profile: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     patient: Mapped[Patient | None] = relationship()
     session: Mapped[Visit | None] = relationship()

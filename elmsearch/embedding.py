@@ -30,12 +30,16 @@ class EmbeddedRecording:
         ``i = window_index[j]`` (flat windows are left out, see ``usable_windows``).
     recording_emb : array of float32, shape (256,)
         Attention-MIL pooled (mean for EEG-only models), normalised.
+    profile : array of float32, shape (256,) | None
+        The spectral profile (``ELMModel.spectral_profile``) when the model's prior-case
+        search uses it.
     """
 
     recording: PreprocessedRecording
     window_emb: np.ndarray
     recording_emb: np.ndarray
     window_index: np.ndarray | None = None
+    profile: np.ndarray | None = None
 
 
 def model_params(model: ELMModel) -> PreprocessingParams:
@@ -101,6 +105,8 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
         The file cannot be used (one-line reason).
     """
     rec = read_recording(fname, model_params(model), min_duration=model.window_seconds)
-    window_emb, index = embed_windows(model, make_windows(rec, model.window_seconds), fname, precision,
-                                      window_mask(rec, model.window_seconds), backend=backend)
-    return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index)
+    windows = make_windows(rec, model.window_seconds)
+    window_emb, index = embed_windows(model, windows, fname, precision, window_mask(rec, model.window_seconds),
+                                      backend=backend)
+    profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
+    return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index, profile)

@@ -39,3 +39,33 @@ def retrieval_metrics(sim: np.ndarray, targets: np.ndarray | None = None,
 def chance_recall(n_items: int, k: int) -> float:
     """Recall@k of a random ranking over ``n_items``."""
     return min(k, n_items) / n_items if n_items else 0.0
+
+
+def same_patient_recall(emb: np.ndarray, patients: np.ndarray, k: int = 5) -> dict:
+    """Prior cases: how often another recording of the same patient is among the ``k`` nearest.
+
+    Parameters
+    ----------
+    emb : array, shape (n_recordings, dim)
+        Normalised recording vectors (cosine similarity).
+    patients : array of str, shape (n_recordings,)
+    k : int
+
+    Returns
+    -------
+    dict
+        ``{"R@k", "n"(queries with another recording of their patient), "chance"}``.
+    """
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    hits, n = 0, 0
+    for i in range(len(emb)):
+        others = (patients == patients[i]) & (np.arange(len(emb)) != i)
+        if not others.any():
+            continue
+        top = np.argsort(-sim[i])[:k]
+        hits += bool(others[top].any())
+        n += 1
+    chance = float(np.mean([1 - np.prod([(len(emb) - 1 - (patients == p).sum() + 1 - j) / (len(emb) - 1 - j)
+                                         for j in range(k)]) for p in patients])) if n else float("nan")
+    return {f"R@{k}": hits / n if n else float("nan"), "n": n, "chance": chance}

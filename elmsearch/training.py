@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from elmsearch.archive import discover, load_report_text
 from elmsearch.errors import ElmsearchError, RecordingError, ReportError
 from elmsearch.loss import clip_loss, mil_infonce
-from elmsearch.metrics import retrieval_metrics
+from elmsearch.metrics import retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import save_model
 from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
@@ -151,6 +151,30 @@ def _text_features(model: ELMModel, items: list[TrainItem]) -> list[torch.Tensor
 
 
 @torch.no_grad()
+def recording_vectors(model: ELMModel, items: list[TrainItem], max_windows: int = 64, seed: int = 0,
+                      trunk_feats: list[np.ndarray] | None = None) -> np.ndarray:
+    """Pooled, normalised recording embeddings of ``items`` (up to ``max_windows`` seeded windows each).
+
+    Returns
+    -------
+    array of float32, shape (n_items, 256)
+    """
+    model.eval()
+    rng = np.random.default_rng(seed)
+    rec = []
+    for i, it in enumerate(items):
+        idx = np.arange(len(it.windows))
+        if len(idx) > max_windows:
+            idx = np.sort(rng.choice(idx, max_windows, replace=False))
+        if trunk_feats is not None:  # frozen trunk: only the projection head runs
+            z = F.normalize(model.eeg.proj(torch.from_numpy(trunk_feats[i][idx]).to(model.device)), dim=-1)
+            rec.append(model.pool_windows(z.cpu().numpy()))
+        else:
+            rec.append(model.pool_windows(model.encode_eeg(it.windows[idx].astype(np.float32))))
+    return np.stack(rec)
+
+
+@torch.no_grad()
 def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Tensor] | None = None,
              max_windows: int = 64, seed: int = 0, trunk_feats: list[np.ndarray] | None = None) -> dict:
     """Text-to-EEG and EEG-to-text retrieval among ``items`` (one report per recording).
@@ -164,22 +188,53 @@ def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Ten
         return {}
     model.eval()
     text_feats = text_feats if text_feats is not None else _text_features(model, items)
-    rng = np.random.default_rng(seed)
-    rec, rep = [], []
-    for it, tf in zip(items, text_feats, strict=True):
-        idx = np.arange(len(it.windows))
-        if len(idx) > max_windows:
-            idx = np.sort(rng.choice(idx, max_windows, replace=False))
-        if trunk_feats is not None:  # frozen trunk: only the projection head runs
-            z = F.normalize(model.eeg.proj(torch.from_numpy(trunk_feats[len(rec)][idx]).to(model.device)), dim=-1)
-            rec.append(model.pool_windows(z.cpu().numpy()))
-        else:
-            rec.append(model.pool_windows(model.encode_eeg(it.windows[idx].astype(np.float32))))
+    rec = recording_vectors(model, items, max_windows, seed, trunk_feats)
+    rep = []
+    for tf in text_feats:
         t = F.normalize(model.project_text(tf.to(model.device)), dim=-1).mean(0)
         rep.append(F.normalize(t, dim=-1).cpu().numpy())
-    rec, rep = np.stack(rec), np.stack(rep)
-    sim = rep @ rec.T
+    sim = np.stack(rep) @ rec.T
     return {"text_to_eeg": retrieval_metrics(sim), "eeg_to_text": retrieval_metrics(sim.T)}
+
+
+def choose_similar(model: ELMModel, items: list[TrainItem], max_windows: int = 64, seed: int = 0) -> dict:
+    """Choose what prior-case search compares, on held-out patients; sets ``model.config["similar"]``.
+
+    Candidates: the shared-space recording embedding, and (with a spectral view) the spectral
+    profile. The measure is how early another recording of the same patient ranks (mean
+    reciprocal rank over the held-out recordings that have one; R@5 is reported too). The
+    spectral profile is chosen only when it ranks them strictly earlier; without held-out
+    patients with two recordings the embedding stays.
+
+    Returns
+    -------
+    dict
+        ``{"representation", "measured": {name: {"MRR", "R@5", "n"}}}``.
+    """
+    patients = np.array([it.patient for it in items])
+    candidates = {"embedding": recording_vectors(model, items, max_windows, seed)} if items else {}
+    if items and model.eeg.spectral is not None:
+        candidates["spectral"] = np.stack([model.spectral_profile(it.windows) for it in items])
+    measured = {name: same_patient_ranks(v, patients) for name, v in candidates.items()}
+    spec, emb = measured.get("spectral"), measured.get("embedding")
+    choice = "spectral" if spec and spec["n"] and spec["MRR"] > emb["MRR"] else "embedding"
+    out = {"representation": choice, "measured": measured}
+    model.config["similar"] = out
+    return out
+
+
+def same_patient_ranks(emb: np.ndarray, patients: np.ndarray, k: int = 5) -> dict:
+    """MRR of the first other recording of the same patient, and ``same_patient_recall``'s R@k."""
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    rr = []
+    for i in range(len(emb)):
+        others = (patients == patients[i]) & (np.arange(len(emb)) != i)
+        if others.any():
+            order = np.argsort(-sim[i], kind="stable")
+            rr.append(1.0 / (1 + int(np.flatnonzero(others[order])[0])))
+    return {"MRR": float(np.mean(rr)) if rr else float("nan"),
+            f"R@{k}": same_patient_recall(emb, patients, k)[f"R@{k}"], "n": len(rr)}
 
 
 def _set_trainable(model: ELMModel, freeze_eeg: bool) -> None:
@@ -357,9 +412,17 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                     "best_epoch": best_epoch, "bad_epochs": bad_epochs}, tmp)
         os.replace(tmp, ckpt_path)
     log.close()
+    if best_epoch >= 0 and (out / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(out / "model.safetensors"), device=str(device)), strict=True)
+    similar = choose_similar(model, val_items, cfg.val_max_windows, cfg.seed)
+    logger.info("prior cases compare the %s (held-out same-patient MRR: %s)", similar["representation"],
+                ", ".join(f"{k} {v['MRR']:.3f}" for k, v in similar["measured"].items()) or "not measurable")
+    save_model(model, out)
     metrics = {"best_epoch": best_epoch, "best_val_text_to_eeg_MRR": best,
                "n_train": len(train_items), "n_val": len(val_items),
-               "config": dataclasses.asdict(cfg), "device": str(device)}
+               "config": dataclasses.asdict(cfg), "device": str(device), "similar": similar}
     if initial:
         metrics["untrained_val"] = initial
     if best_epoch >= 0 and (out / "train_log.jsonl").is_file():

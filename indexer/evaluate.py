@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from db import Patient, Recording, Report, Status, Window, from_blob
 from elmsearch.bandpower import band_power
 from elmsearch.errors import RecordingError
 from elmsearch.labels import label_key, parse_binary
-from elmsearch.metrics import chance_recall, retrieval_metrics
+from elmsearch.metrics import chance_recall, retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import load_model
 from elmsearch.probe import ProbeData, label_efficiency, score_binary
 from elmsearch.recording import make_windows, read_recording
@@ -56,22 +57,6 @@ def read_label_table(fname: str | os.PathLike, root: str | os.PathLike | None) -
     with open(fname, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     return {label_key(r, root): r for r in rows}, list(rows[0]) if rows else []
-
-
-def _same_patient_recall(emb: np.ndarray, patients: np.ndarray, k: int = 5) -> dict:
-    sim = emb @ emb.T
-    np.fill_diagonal(sim, -np.inf)
-    hits, n = 0, 0
-    for i in range(len(emb)):
-        others = (patients == patients[i]) & (np.arange(len(emb)) != i)
-        if not others.any():
-            continue
-        top = np.argsort(-sim[i])[:k]
-        hits += bool(others[top].any())
-        n += 1
-    chance = float(np.mean([1 - np.prod([(len(emb) - 1 - (patients == p).sum() + 1 - j) / (len(emb) - 1 - j)
-                                         for j in range(k)]) for p in patients])) if n else float("nan")
-    return {f"R@{k}": hits / n if n else float("nan"), "n": n, "chance": chance}
 
 
 def _finding_precision(emb: np.ndarray, patients: np.ndarray, findings: np.ndarray, k: int = 5) -> dict:
@@ -179,7 +164,8 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
     dict
         ``n_recordings``, ``n_patients``, ``columns``, ``model``; ``retrieval`` (when reports are
         indexed); ``same_patient`` and ``finding_precision`` (prior cases, per representation:
-        ``ours``, ``band_power``, ``elm_weights``; the latter only with at least one 0/1 label
+        ``ours`` (what ``similar`` compares; ``ours_embedding`` too when that is the spectral
+        profile), ``band_power``, ``elm_weights``; the latter only with at least one 0/1 label
         column, the main finding being the first positive finding column in the labels file's
         order, ``abnormal`` aside when other columns are there, else ``"normal"``);
         ``zero_shot`` (text models); ``probe`` (per column and representation).
@@ -191,11 +177,15 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         q = (select(Recording, Patient.key, Report.emb).outerjoin(Patient, Recording.patient_id == Patient.id)
              .outerjoin(Report, Recording.report_id == Report.id)
              .where(Recording.status == Status.INDEXED).order_by(Recording.id))
-        recs = []
+        spectral = index.similar_representation == "spectral"
+        if spectral:
+            q = q.options(undefer(Recording.profile))
+        recs, profiles = [], []
         for r, patient, rep_emb in s.execute(q):
             row = table.get(r.path) or table.get(r.key)
             if row is not None:
                 recs.append((r.id, r.path, patient or r.path, from_blob(r.emb), rep_emb, r.report_id, row))
+                profiles.append(from_blob(r.profile) if spectral and r.profile else None)
         if not recs:
             raise ValueError(f"{labels_csv}: no row matches an indexed recording (check --root)")
         windows = {rid: [] for rid, *_ in recs}
@@ -205,7 +195,7 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
     emb = np.stack([x[3] for x in recs])
     patients = np.array([x[2] for x in recs])
     result: dict = {"n_recordings": len(recs), "n_patients": len(set(patients)), "columns": columns,
-                    "model": index.manifest["model_path"]}
+                    "model": index.manifest["model_path"], "similar_representation": index.similar_representation}
 
     with_report = [i for i, x in enumerate(recs) if x[4] is not None]
     if with_report:
@@ -225,7 +215,10 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
             result["zero_shot"][c] = {**score_binary(y[ok], p), "prompts": list(prompts[c]), "n": int(ok.sum())}
 
     feats = {"ours": [np.stack(windows[x[0]]) for x in recs]}
-    rec_vectors = {"ours": emb}  # one vector per recording, for the prior-case measurements
+    # one vector per recording, for the prior-case measurements: "ours" is what `similar` compares
+    rec_vectors = {"ours": emb}
+    if all(p is not None for p in profiles):
+        rec_vectors = {"ours": np.stack(profiles), "ours_embedding": emb}
     if baselines:
         params = index.model.config.get("preprocessing")
         from elmsearch.preprocessing import PreprocessingParams
@@ -247,7 +240,7 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         if release is not None:
             feats["elm_weights"] = rel
             rec_vectors["elm_weights"] = np.stack([e.mean(0) / np.linalg.norm(e.mean(0)) for e in rel])
-    result["same_patient"] = {name: _same_patient_recall(v, patients) for name, v in rec_vectors.items()}
+    result["same_patient"] = {name: same_patient_recall(v, patients) for name, v in rec_vectors.items()}
     findings = _main_findings(labels, names)
     if findings is not None:
         result["finding_precision"] = {name: _finding_precision(v, patients, findings)

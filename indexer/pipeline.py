@@ -237,7 +237,7 @@ def embed_report(model: ELMModel, parsed) -> tuple[np.ndarray | None, np.ndarray
 
 
 def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os.PathLike, precision: str,
-              backend: str, pooling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              backend: str, pooling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Window and recording embeddings of one prepared recording.
 
     Returns
@@ -245,6 +245,8 @@ def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os
     window_emb : array of float32, shape (n_kept, 256)
     window_index : array of int64, shape (n_kept,)
     rec_emb : array of float32, shape (256,)
+    profile : array of float32, shape (256,) | None
+        The spectral profile, when the model's prior-case search uses it.
 
     Raises
     ------
@@ -255,7 +257,10 @@ def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os
     rec_emb = model.pool_windows(window_emb, pooling)
     if not np.isfinite(rec_emb).all():
         raise RecordingError(fname, "pooling gave a non-finite recording embedding")
-    return window_emb, index, rec_emb
+    profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
+    if profile is not None and not np.isfinite(profile).all():
+        raise RecordingError(fname, "the spectral profile is not finite")
+    return window_emb, index, rec_emb, profile
 
 
 def embed_prepared(p: Prepared, model: ELMModel, precision: str, backend: str, pooling: str,
@@ -491,6 +496,7 @@ class Indexer:
                 patient, session = self._patient_session(s, p.entry, None)
                 rec.patient_id, rec.session_id = patient.id, session.id if session else None
                 rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error.replace("\x00", ""), 0, None
+                rec.profile = None
                 rec.report_id = None
                 return "failed", 0.0
             patient, session = self._patient_session(s, p.entry, meta)
@@ -503,8 +509,9 @@ class Indexer:
             rec.date_suspect = meta.date_suspect
             report = self._report(s, p.entry, p.report_text, p.text_emb)
             rec.report_id = report.id if report else None
-            window_emb, index, rec_emb = p.eeg
+            window_emb, index, rec_emb, profile = p.eeg
             rec.emb = to_blob(rec_emb)
+            rec.profile = to_blob(profile) if profile is not None else None
             rec.n_windows = len(window_emb)
             s.flush()
             w = self.window_seconds
@@ -661,7 +668,8 @@ class Indexer:
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
                                             force=changed, run_id=run_id,
-                                            extra={"report_text": self.report_text})
+                                            extra={"report_text": self.report_text,
+                                                   "similar_representation": self.model.similar_representation})
         self.timings["faiss_s"] = time.perf_counter() - t0
         if self.model.has_text and summary.counts.get("report"):
             t0 = time.perf_counter()  # queries load this trace instead of transformers (~0.15 s vs ~3 s)

@@ -124,6 +124,7 @@ class Query:
     patient: str | None
     path: str | None
     window_emb: np.ndarray | None = None
+    profile: np.ndarray | None = None  # the spectral profile, for indices whose prior cases use it
 
 
 def _chunks(ids, n: int = CHUNK):
@@ -243,7 +244,7 @@ class Index:
 
     def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
         """Ids of index ``name`` whose recording passes ``filters`` (only those in ``among`` if given)."""
-        if name == "eeg_recording":
+        if name in ("eeg_recording", "eeg_profile"):
             col, q = Recording.id, select(Recording.id)
         elif name == "eeg_window":
             col, q = Window.id, select(Window.id).join(Recording, Window.recording_id == Recording.id)
@@ -287,10 +288,12 @@ class Index:
         if len(allowed) == 0:
             return empty
         if len(allowed) <= EXACT_BELOW:
-            table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
+            table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment,
+                     "eeg_profile": Recording}[name]
+            column = Recording.profile if name == "eeg_profile" else table.emb
             ids, blobs = [], []
             for chunk in _chunks(allowed.tolist()):
-                for i, e in s.execute(select(table.id, table.emb).where(table.id.in_(chunk), table.emb.is_not(None))):
+                for i, e in s.execute(select(table.id, column).where(table.id.in_(chunk), column.is_not(None))):
                     ids.append(i)
                     blobs.append(e)
             if not ids:
@@ -378,7 +381,7 @@ class Index:
                     raise QueryError(f"recording {recording_id}: not in the index"
                                      + (f" ({r.error})" if r is not None and r.error else ""))
                 patient = s.get(Patient, r.patient_id).key if r.patient_id else None
-                return Query(from_blob(r.emb), r.id, patient, r.path)
+                return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
             if fname is None:
                 raise QueryError("give a file or a recording id")
             path = Path(fname)
@@ -389,14 +392,23 @@ class Index:
                 st = path.stat()
                 if (r.size, r.mtime) == (st.st_size, st.st_mtime) or r.content_hash == file_hash(path):
                     patient = s.get(Patient, r.patient_id).key if r.patient_id else None
-                    return Query(from_blob(r.emb), r.id, patient, r.path)
+                    return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
         from elmsearch.embedding import embed_recording
         from elmsearch.recording import path_info_for
 
         model = self.query_model
         emb = embed_recording(model, path, pooling="attention" if model.has_text else "mean", backend=self.backend)
         patient = path_info_for(path).subject or emb.recording.meta.subject
-        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb)
+        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb, emb.profile)
+
+    @property
+    def similar_representation(self) -> str:
+        """What ``similar`` compares: ``"spectral"`` profiles or ``"embedding"`` (the manifest's choice)."""
+        rep = self.manifest.get("similar_representation", "embedding")
+        return rep if rep == "spectral" and self.manifest["counts"].get("eeg_profile") else "embedding"
+
+    def _profile(self, r: Recording) -> np.ndarray | None:
+        return from_blob(r.profile) if self.similar_representation == "spectral" and r.profile else None
 
     def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
                 include_same_patient: bool = False, one_per_patient: bool = True,
@@ -408,11 +420,13 @@ class Index:
         """
         query = query or self.resolve(fname, recording_id)
         filters = filters or Filters()
+        spectral = query.profile is not None and self.similar_representation == "spectral"
+        name, q = ("eeg_profile", query.profile) if spectral else ("eeg_recording", query.emb)
         with self.store.session() as s:
-            n_total = self.manifest["counts"]["eeg_recording"]
+            n_total = self.manifest["counts"][name]
             fetch = min(n_total, max(4 * k, k + 16))
             while True:
-                scores, ids = self._rank(s, "eeg_recording", query.emb, fetch, filters)
+                scores, ids = self._rank(s, name, q, fetch, filters)
                 info = {}
                 for chunk in _chunks(ids.tolist()):
                     info.update((rid, (p, path)) for rid, p, path in s.execute(

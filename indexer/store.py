@@ -47,7 +47,9 @@ from indexer.private import FILE_MODE, private_dir, private_umask, secure_tree
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-INDEX_NAMES = ("eeg_recording", "eeg_window", "report", "segment")
+INDEX_NAMES = ("eeg_recording", "eeg_window", "report", "segment", "eeg_profile")
+"""FAISS indices of an index folder; ``eeg_profile`` (spectral profiles for prior cases) is empty
+unless the model's ``similar_representation`` is ``spectral``."""
 CHUNK = 50_000
 ID_BATCH = 500  # ids per `IN (...)` when reading the embeddings of given rows
 
@@ -196,6 +198,9 @@ class IndexStore:
         if name == "eeg_recording":
             cols = (Recording.id, Recording.emb) if with_emb else (Recording.id,)
             q = select(*cols).where(ok, Recording.emb.is_not(None))
+        elif name == "eeg_profile":
+            cols = (Recording.id, Recording.profile) if with_emb else (Recording.id,)
+            q = select(*cols).where(ok, Recording.profile.is_not(None))
         elif name == "eeg_window":
             cols = (Window.id, Window.emb) if with_emb else (Window.id,)
             q = select(*cols).join(Recording, Window.recording_id == Recording.id).where(ok)
@@ -252,7 +257,7 @@ class IndexStore:
         after ``since`` therefore include every row whose embedding may have changed.
         """
         new = Recording.indexed_at > since
-        if name == "eeg_recording":
+        if name in ("eeg_recording", "eeg_profile"):
             q = select(Recording.id).where(new)
         elif name == "eeg_window":
             q = select(Window.id).join(Recording, Window.recording_id == Recording.id).where(new)
@@ -264,12 +269,14 @@ class IndexStore:
 
     def _vectors_of(self, s, name: str, ids: np.ndarray) -> np.ndarray:
         """The embeddings of the given rows, in the order of ``ids``."""
-        model = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
+        model = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment,
+                 "eeg_profile": Recording}[name]
+        column = Recording.profile if name == "eeg_profile" else model.emb
         out = np.empty((len(ids), 256), np.float32)
         pos = {int(k): i for i, k in enumerate(ids)}
         for start in range(0, len(ids), ID_BATCH):
             batch = [int(k) for k in ids[start:start + ID_BATCH]]
-            for key, emb in s.execute(select(model.id, model.emb).where(model.id.in_(batch))):
+            for key, emb in s.execute(select(model.id, column).where(model.id.in_(batch))):
                 out[pos[key]] = np.frombuffer(emb, np.float32)
         return out
 
@@ -278,6 +285,14 @@ class IndexStore:
         with self.session() as s:
             last = s.scalar(select(func.max(Recording.indexed_at)))
         return last.isoformat() if last is not None else None
+
+    def _has_profiles(self) -> bool:
+        """Whether the database has the ``profile`` column (an older index gets it on its next run)."""
+        from sqlalchemy import inspect
+
+        if getattr(self, "_profiles", None) is None:
+            self._profiles = any(c["name"] == "profile" for c in inspect(self.engine).get_columns("recordings"))
+        return self._profiles
 
     def db_counts(self, model_hash: str | None = None) -> dict:
         """Row counts that the FAISS indices must match."""
@@ -293,6 +308,8 @@ class IndexStore:
                     Report.emb.is_not(None), Report.model_hash == mh, used)),
                 "segment": s.scalar(select(func.count()).select_from(Segment).join(Report).where(
                     Segment.emb.is_not(None), Report.model_hash == mh, used)),
+                "eeg_profile": s.scalar(select(func.count()).select_from(Recording).where(
+                    ok, Recording.profile.is_not(None))) if self._has_profiles() else 0,
             }
 
     def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True,

@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from elmsearch.metrics import same_patient_recall
 from indexer.evaluate import (
     _band_power_vectors,
     _finding_precision,
     _main_findings,
-    _same_patient_recall,
     evaluate_index,
     write_report,
 )
@@ -31,9 +31,9 @@ def test_same_patient_recall_counts_the_other_recording():
     emb[1] = emb[0] * 0.9 + emb[1] * 0.1
     emb[3] = emb[2] * 0.9 + emb[3] * 0.1
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    out = _same_patient_recall(emb, np.array(["a", "a", "b", "b"]), k=1)
+    out = same_patient_recall(emb, np.array(["a", "a", "b", "b"]), k=1)
     assert out["n"] == 4 and out["R@1"] == 1.0
-    out = _same_patient_recall(emb, np.array(["a", "b", "a", "c"]), k=1)
+    out = same_patient_recall(emb, np.array(["a", "b", "a", "c"]), k=1)
     assert out["R@1"] == 0.0 and 0 < out["chance"] < 1
 
 

@@ -38,7 +38,7 @@ from elmsearch.models.textcache import cache_file, cached_embed
 logger = logging.getLogger(__name__)
 
 FOLDER = "query-models"  # inside machine_cache_dir()
-FORMAT = 1
+FORMAT = 2
 
 
 def query_folder(model_hash: str) -> Path:
@@ -202,6 +202,22 @@ class QueryModel:
         z = np.concatenate(out) if out else np.zeros((0, int(self.config["eeg"]["proj_dims"][-1])), np.float32)
         return _normalize(z) if normalize else z.astype(np.float32)
 
+    @property
+    def similar_representation(self) -> str:
+        """As ``ELMModel.similar_representation``."""
+        from elmsearch.models.spectral import similar_representation
+
+        return similar_representation(self.config)
+
+    def spectral_profile(self, windows, index: np.ndarray | None = None) -> np.ndarray:
+        """As ``ELMModel.spectral_profile``, from the arrays in ``heads.npz``."""
+        from elmsearch.models.spectral import spectral_profile
+
+        arrays = {k.removeprefix("spectral."): v for k, v in self.heads.items() if k.startswith("spectral.")}
+        if not arrays:
+            raise ValueError("this model's EEG encoder has no spectral view")
+        return spectral_profile(windows, arrays, int(self.config["eeg"]["proj_dims"][-1]), index)
+
     def pool_windows(self, window_emb: np.ndarray, pooling: str = "attention", normalize: bool = True) -> np.ndarray:
         """Recording embedding from window embeddings, like ``ELMModel.pool_windows``."""
         z = np.asarray(window_emb, np.float32)
@@ -244,8 +260,12 @@ def _heads(model) -> dict[str, np.ndarray]:
     out = {"proj_w1": w1, "proj_b1": b1, "proj_w2": w2, "proj_b2": b2,
            "pool_v_w": p.V.weight, "pool_v_b": p.V.bias, "pool_u_w": p.U.weight, "pool_u_b": p.U.bias,
            "pool_w_w": p.w.weight}
-    return {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
-            for k, v in out.items()}
+    if model.eeg.spectral is not None:
+        from elmsearch.models.spectral import spectral_arrays
+
+        out.update({f"spectral.{k}": v for k, v in spectral_arrays(model.eeg.spectral).items()})
+    return {k: v if k == "spectral.shape" else
+            np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32) for k, v in out.items()}
 
 
 def _export_text_lm(encoder, path: Path) -> None:

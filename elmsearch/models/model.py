@@ -227,6 +227,31 @@ class ELMModel(nn.Module):
             z = torch.as_tensor(np.asarray(window_emb, np.float32), device=self.device)
             return self.pool.weights(z).cpu().numpy()
 
+    @property
+    def similar_representation(self) -> str:
+        """What prior-case search compares: ``"embedding"`` (the shared space) or ``"spectral"``.
+
+        Chosen by ``elmsearch train`` on held-out patients (``config["similar"]``); ``spectral``
+        needs a spectral view in the EEG encoder.
+        """
+        from elmsearch.models.spectral import similar_representation
+
+        return similar_representation(self.config)
+
+    def spectral_profile(self, windows, index: np.ndarray | None = None) -> np.ndarray:
+        """The recording's spectral profile (``elmsearch.models.spectral.spectral_profile``), shape (256,).
+
+        Raises
+        ------
+        ValueError
+            The EEG encoder has no spectral view.
+        """
+        from elmsearch.models.spectral import spectral_arrays, spectral_profile
+
+        if self.eeg.spectral is None:
+            raise ValueError("this model's EEG encoder has no spectral view")
+        return spectral_profile(windows, spectral_arrays(self.eeg.spectral), self.eeg.out_dim, index)
+
     def encode_recording(self, windows, pooling: str = "attention") -> np.ndarray:
         """Embed a recording's windows and pool them, shape (256,), normalised."""
         return self.pool_windows(self.encode_eeg(windows), pooling)
