@@ -66,6 +66,7 @@ def same_patient_recall(emb: np.ndarray, patients: np.ndarray, k: int = 5) -> di
         top = np.argsort(-sim[i])[:k]
         hits += bool(others[top].any())
         n += 1
+    kk = min(k, len(emb) - 1)  # fewer candidates than k: every one is in the top k
     chance = float(np.mean([1 - np.prod([(len(emb) - 1 - (patients == p).sum() + 1 - j) / (len(emb) - 1 - j)
-                                         for j in range(k)]) for p in patients])) if n else float("nan")
+                                         for j in range(kk)]) for p in patients])) if n else float("nan")
     return {f"R@{k}": hits / n if n else float("nan"), "n": n, "chance": chance}
