@@ -257,6 +257,8 @@ def train(
                                               "weights (ELM release folder or MODEL_DIR).")] = None,
     freeze_eeg: Annotated[bool, typer.Option("--freeze-eeg", help="Train only the heads.")] = False,
     freeze_eeg_epochs: Annotated[int, typer.Option(help="Freeze the EEG encoder for the first N epochs.")] = 0,
+    spectral: Annotated[bool, typer.Option(help="Give the EEG encoder the spectral view (log band power per "
+                                           "channel, posterior dominant frequency).")] = True,
     reports: ReportsOpt = None,
     text_model: Annotated[
         Path | None, typer.Option(exists=True, help="Local Hugging Face folder (default: packaged MiniLM).")
@@ -288,7 +290,7 @@ def train(
 
     try:
         net = build_model(model, init, text_model, text_pooling.value if text_pooling else None, text_max_length,
-                          seed=seed)
+                          seed=seed, spectral=spectral)
     except ElmsearchError as err:
         raise _fail(str(err)) from None
     net.config["learn_temperature"] = learn_temperature

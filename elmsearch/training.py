@@ -437,7 +437,7 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
 def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
                 text_model: str | os.PathLike | None = None, text_pooling: str | None = None,
                 text_max_length: int | None = None,
-                params: PreprocessingParams | None = None, seed: int = 0) -> ELMModel:
+                params: PreprocessingParams | None = None, seed: int = 0, spectral: bool = True) -> ELMModel:
     """A model to train: a registry config, optionally starting from released EEG weights.
 
     Parameters
@@ -455,13 +455,16 @@ def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
     seed : int
         Seeds torch before the new layers are initialised, so the same seed gives the same
         model (and, with ``train``'s seeding, the same trained weights).
+    spectral : bool
+        Keep the config's spectral view (``elmsearch.models.spectral_view``); False: the ResNet alone.
     """
     from elmsearch.models.factory import create_model, load_model
 
     torch.manual_seed(seed)
-    text_over = {k: v for k, v in (("pooling", text_pooling), ("max_length", text_max_length)) if v}
-    model = create_model(name, text_model=text_model, text=text_over) if text_over else \
-        create_model(name, text_model=text_model)
+    over = {"text": {k: v for k, v in (("pooling", text_pooling), ("max_length", text_max_length)) if v}}
+    if not spectral:
+        over["eeg"] = {"spectral": None}
+    model = create_model(name, text_model=text_model, **over)
     model.config["preprocessing"] = (params or PreprocessingParams()).to_dict()
     if init is not None:
         src = load_model(init)

@@ -13,14 +13,8 @@ from cli.app import app
 from db import make_engine, sqlite_url
 from elmsearch.bandpower import band_power
 from elmsearch.models.factory import load_model
-from elmsearch.models.spectral import (
-    BANDS,
-    SpectralView,
-    similar_representation,
-    spectral_arrays,
-    spectral_features,
-    spectral_profile,
-)
+from elmsearch.models.spectral import BANDS, similar_representation, spectral_features, spectral_profile
+from elmsearch.models.spectral_view import SpectralView, spectral_arrays
 from elmsearch.training import TrainItem, build_model, choose_similar, load_eeg_weights
 from indexer.pipeline import index_archive
 from indexer.search import Index

@@ -261,7 +261,7 @@ def _heads(model) -> dict[str, np.ndarray]:
            "pool_v_w": p.V.weight, "pool_v_b": p.V.bias, "pool_u_w": p.U.weight, "pool_u_b": p.U.bias,
            "pool_w_w": p.w.weight}
     if model.eeg.spectral is not None:
-        from elmsearch.models.spectral import spectral_arrays
+        from elmsearch.models.spectral_view import spectral_arrays
 
         out.update({f"spectral.{k}": v for k, v in spectral_arrays(model.eeg.spectral).items()})
     return {k: v if k == "spectral.shape" else

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from elmsearch.models.spectral import spectral_from_config
+from elmsearch.models.spectral_view import spectral_from_config
 
 
 def _multiscale(in_chans: int, params: list[list[int]], stride_one: bool = False) -> nn.ModuleList:

@@ -246,7 +246,8 @@ class ELMModel(nn.Module):
         ValueError
             The EEG encoder has no spectral view.
         """
-        from elmsearch.models.spectral import spectral_arrays, spectral_profile
+        from elmsearch.models.spectral import spectral_profile
+        from elmsearch.models.spectral_view import spectral_arrays
 
         if self.eeg.spectral is None:
             raise ValueError("this model's EEG encoder has no spectral view")
