@@ -8,23 +8,38 @@ ResNet sees the raw trace; this module gives the projection head those numbers d
   gamma 30-45 Hz (Welch: 2 s Hann segments, 50 % overlap, each segment's mean removed;
   the same numbers as ``elmsearch.bandpower.band_power`` with these bands);
 - the posterior dominant frequency: the power-weighted mean frequency in 6-13 Hz over the
-  derivations that end at O1/O2.
+  derivations that end at O1/O2;
+- per band, the mean and the largest absolute difference of log power between homologous
+  left and right derivations (focal asymmetry, whichever region it is in), and the spread of
+  log power over channels.
 
-Every step is a fixed convolution or matrix product (the short-time Fourier transform is a
-product of overlapping segments with Hann-tapered cosine and sine kernels), so the module exports to ONNX
-and OpenVINO with the rest of the encoder. Features are standardised with a mean and
-standard deviation fitted once on training windows (``fit``), stored with the weights.
+Every step is a fixed matrix product, slice or elementwise function (the short-time Fourier
+transform is a product of overlapping segments with Hann-tapered cosine and sine kernels), so
+the module exports to ONNX and OpenVINO with the rest of the encoder; the same code
+(``elmsearch.models.spectral.raw_features``) runs in numpy on the torch-free query path.
+Features are standardised with a mean and standard deviation fitted once on training windows
+(``fit``), stored with the weights.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from elmsearch.models.spectral import BANDS, EPS, PDR_BAND, SPECTRAL_ARRAYS
+from elmsearch.models.spectral import BANDS, PDR_BAND, SPECTRAL_ARRAYS, design, n_features, raw_features
+
+MIN_STD = 0.01
+"""Floor of a feature's standard deviation (log10 units, Hz): a feature that hardly varies in
+training is not blown up into noise."""
+
+TORCH_OPS = types.SimpleNamespace(
+    cat=lambda xs, axis: torch.cat(xs, dim=axis), mean=lambda x, axis: x.mean(dim=axis),
+    sum=lambda x, axis: x.sum(dim=axis), amax=lambda x, axis: torch.amax(x, dim=axis),
+    log10=torch.log10, abs=torch.abs, sqrt=torch.sqrt)
 
 
 class SpectralView(nn.Module):
@@ -42,75 +57,33 @@ class SpectralView(nn.Module):
         Welch segment length (shortened to the window when the window is shorter).
     pdr_band : (low, high)
         Band of the posterior dominant frequency in Hz.
-    posterior : sequence of int | None
-        Rows of the derivations that end at an occipital electrode (default: the TCP
-        montage's ``T5-O1, P3-O1, P4-O2, T6-O2`` when ``n_chans`` is 20, else all rows).
+    ch_names : sequence of str | None
+        Bipolar derivation names (default: the TCP montage for 20 channels), see ``design``.
 
     Notes
     -----
-    Output shape (batch, n_chans * n_bands + 1), channel-major band powers then the PDR.
+    Output shape (batch, n_features), see ``elmsearch.models.spectral.raw_features``.
     """
 
     def __init__(self, n_chans: int, n_times: int, sfreq: float, bands: Sequence = BANDS,
                  segment_seconds: float = 2.0, pdr_band: Sequence[float] = PDR_BAND,
-                 posterior: Sequence[int] | None = None):
+                 ch_names: Sequence[str] | None = None):
         super().__init__()
         self.n_chans, self.n_times, self.sfreq = int(n_chans), int(n_times), float(sfreq)
         self.band_names = [str(b[0]) for b in bands]
-        seg = max(2, min(self.n_times, int(round(segment_seconds * sfreq))))
-        seg -= seg % 2  # an even segment: two half-segment blocks
-        self.segment, self.hop = seg, seg // 2
-        self.n_blocks = self.n_times // self.hop  # n_blocks - 1 segments, as scipy's welch
-        freqs = np.fft.rfftfreq(seg, 1.0 / sfreq)
-        keep = freqs <= max(float(b[2]) for b in bands) + 1e-9
-        keep[: np.argmax(freqs >= min(float(b[1]) for b in bands))] = False  # nothing below the lowest band
-        keep |= (freqs >= pdr_band[0]) & (freqs < pdr_band[1])
-        f = freqs[keep]
-        n = np.arange(seg)
-        hann = 0.5 - 0.5 * np.cos(2 * np.pi * n / seg)  # periodic Hann, as scipy's welch
-        cos = hann[None] * np.cos(2 * np.pi * f[:, None] * n[None] / sfreq)
-        sin = hann[None] * np.sin(2 * np.pi * f[:, None] * n[None] / sfreq)
-        kernels = np.concatenate([cos - cos.mean(1, keepdims=True), sin - sin.mean(1, keepdims=True)])
-        # one-sided density (scipy's scaling), integrated over each bin: x df
-        scale = np.where((f == 0) | (np.isclose(f, sfreq / 2) & (seg % 2 == 0)), 1.0, 2.0)
-        scale = scale / (sfreq * (hann**2).sum()) * (sfreq / seg)
-        band = np.zeros((len(f), len(bands)))
-        for b, (name, lo, hi) in enumerate(bands):
-            mask = (f >= lo) & (f < hi)
-            if not mask.any():
-                raise ValueError(f"band {name!r} ({lo:g}-{hi:g} Hz) holds no frequency bin at "
-                                 f"{sfreq / seg:g} Hz resolution")
-            band[mask, b] = 1.0
-        pdr = ((f >= pdr_band[0]) & (f < pdr_band[1])).astype(float)
-        post = list(posterior) if posterior is not None else ([4, 5, 8, 9] if self.n_chans == 20 else
-                                                              list(range(self.n_chans)))
-        chan = np.zeros((self.n_chans, 1))  # (chans, 1): weights the channels of (b, chans, n_freqs)
-        chan[post] = 1.0 / len(post)
-        self.register_buffer("kernels", torch.tensor(kernels.T, dtype=torch.float32), persistent=False)
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
-        self.register_buffer("band", torch.tensor(band, dtype=torch.float32), persistent=False)
-        self.register_buffer("pdr_weights", torch.tensor(np.stack([pdr, pdr * f], 1), dtype=torch.float32),
-                             persistent=False)
-        self.register_buffer("posterior", torch.tensor(chan, dtype=torch.float32), persistent=False)
-        self.n_features = self.n_chans * len(bands) + 1
+        arrays = design(n_chans, n_times, sfreq, bands, segment_seconds, pdr_band, ch_names)
+        self.shape = arrays.pop("shape")
+        self.n_blocks, self.hop = int(self.shape[1]), int(self.shape[2])
+        for name, value in arrays.items():
+            self.register_buffer(name, torch.from_numpy(value), persistent=False)
+        self.n_features = n_features(self.n_chans, len(bands))
         self.register_buffer("mean", torch.zeros(self.n_features))
         self.register_buffer("std", torch.ones(self.n_features))
         self.register_buffer("n_fit", torch.zeros((), dtype=torch.int64))
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Unstandardised features of windows (batch, n_chans, n_times), shape (batch, n_features)."""
-        # Welch segments from two views of the same half-segment blocks: segment i is blocks
-        # i and i + 1 (50 % overlap), so the whole transform is slicing, reshapes and products.
-        blocks = x[..., : self.n_blocks * self.hop].reshape(-1, self.n_chans, self.n_blocks, self.hop)
-        segments = torch.cat([blocks[:, :, :-1], blocks[:, :, 1:]], dim=-1)  # (b, chans, n_seg, segment)
-        spec = segments @ self.kernels  # (b, chans, n_seg, 2 n_freqs)
-        half = self.kernels.shape[1] // 2
-        power = (spec[..., :half] ** 2 + spec[..., half:] ** 2).mean(2) * self.scale  # (b, chans, n_freqs)
-        logbp = torch.log10(power @ self.band + EPS).flatten(1)
-        psd = (power * self.posterior).sum(1)  # (b, n_freqs)
-        moments = psd @ self.pdr_weights
-        pdr = moments[:, 1:2] / (moments[:, 0:1] + EPS)
-        return torch.cat([logbp, pdr], dim=1)
+        return raw_features(x, {"shape": self.shape, **dict(self.named_buffers())}, TORCH_OPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised features, shape (batch, n_features)."""
@@ -134,12 +107,14 @@ class SpectralView(nn.Module):
         mean = total / count
         std = (sq / count - mean**2).clamp_min(0).sqrt()
         self.mean.copy_(mean.float())
-        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)).float())
+        self.std.copy_(std.clamp_min(MIN_STD).float())
         self.n_fit.fill_(count)
 
     def feature_names(self, ch_names: Sequence[str]) -> list[str]:
         """Names of the features, e.g. ``"FP1-F7 alpha"`` and ``"posterior dominant frequency"``."""
-        return [f"{c} {b}" for c in ch_names for b in self.band_names] + ["posterior dominant frequency"]
+        return ([f"{c} {b}" for c in ch_names for b in self.band_names] + ["posterior dominant frequency"]
+                + [f"{b} asymmetry mean" for b in self.band_names] + [f"{b} asymmetry max" for b in self.band_names]
+                + [f"{b} spread" for b in self.band_names])
 
 
 def spectral_from_config(n_chans: int, n_times: int, sfreq: float, cfg: dict | None) -> SpectralView | None:
@@ -154,5 +129,5 @@ def spectral_from_config(n_chans: int, n_times: int, sfreq: float, cfg: dict | N
 def spectral_arrays(view: SpectralView) -> dict[str, np.ndarray]:
     """The view's constants and statistics as float32 arrays (``spectral.*`` in ``heads.npz``)."""
     out = {k: getattr(view, k).detach().cpu().numpy().astype(np.float32) for k in SPECTRAL_ARRAYS}
-    out["shape"] = np.array([view.n_chans, view.n_blocks, view.hop], np.int64)
+    out["shape"] = np.asarray(view.shape, np.int64)
     return out
