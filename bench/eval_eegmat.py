@@ -23,14 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from eegmat_archive import build_eegmat_archive  # noqa: E402
 
-from elmsearch.training import TrainConfig, build_model, load_items, train  # noqa: E402
+from elmsearch.training import build_model, load_items, recipe_config, train  # noqa: E402
 from indexer.evaluate import evaluate_index  # noqa: E402
 from indexer.pipeline import index_archive  # noqa: E402
 from indexer.search import Index  # noqa: E402
@@ -44,6 +42,7 @@ def main() -> None:
     ap.add_argument("--elm", type=Path, default=SHARED / "elm_pretrained" / "5s")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--recipe", default="heads", help="elmsearch.training.RECIPES")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_eegmat.json")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-eegmat-"))
@@ -53,10 +52,8 @@ def main() -> None:
     splits = json.loads((root / "splits.json").read_text())
     train_subjects, test_subjects = set(splits["train"]), set(splits["test"])
     items = [it for it in load_items(root, 5.0, "sentence") if it.patient in train_subjects]
-    torch.manual_seed(args.seed)
-    model = build_model("elm-5s", init=args.elm)
-    cfg = TrainConfig(epochs=40, batch_size=8, max_eeg=16, lr=2e-3, val_fraction=0.25, patience=10,
-                      seed=args.seed, freeze_eeg=True, device="cpu")
+    model = build_model("elm-5s", init=args.elm, seed=args.seed)
+    cfg = recipe_config(args.recipe, args.seed, "cpu", val_fraction=0.25)
     metrics = train(model, items, work / "model", cfg, resume=False)
     index_archive(root, work / "index", work / "model", n_jobs=2)
     with (root / "labels.csv").open(newline="") as fh:
@@ -74,7 +71,7 @@ def main() -> None:
                               n_per_class=4, elm_weights=args.elm)
     result["same_patient_all"] = everyone["same_patient"]
     res = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-           "train_subjects": len(train_subjects), "test_subjects": len(test_subjects),
+           "recipe": args.recipe, "train_subjects": len(train_subjects), "test_subjects": len(test_subjects),
            "n_train_recordings": metrics["n_train"], "n_val_recordings": metrics["n_val"],
            "seconds": round(time.perf_counter() - t0, 1), "eval": result}
     args.out.parent.mkdir(parents=True, exist_ok=True)

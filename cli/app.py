@@ -34,6 +34,7 @@ from cli.options import (
     ModelDirOpt,
     MontageOpt,
     Precision,
+    Recipe,
     RecordingIdOpt,
     ReportsOpt,
     Runner,
@@ -255,8 +256,12 @@ def train(
     model: Annotated[str, typer.Option("--model-name", help="Registered config: elm-5s or elm-60s.")] = "elm-5s",
     init: Annotated[Path | None, typer.Option("--init", exists=True, help="Start the EEG encoder from these "
                                               "weights (ELM release folder or MODEL_DIR).")] = None,
+    recipe: Annotated[Recipe, typer.Option(help="heads: train the heads on a frozen encoder; finetune: heads, "
+                                           "then the whole encoder at a low rate; full: everything from the "
+                                           "start; auto: chosen by archive size (see README).")] = Recipe.auto,
     freeze_eeg: Annotated[bool, typer.Option("--freeze-eeg", help="Train only the heads.")] = False,
-    freeze_eeg_epochs: Annotated[int, typer.Option(help="Freeze the EEG encoder for the first N epochs.")] = 0,
+    freeze_eeg_epochs: Annotated[int | None, typer.Option(help="Freeze the EEG encoder for the first N "
+                                                          "epochs.")] = None,
     spectral: Annotated[bool, typer.Option(help="Give the EEG encoder the spectral view (log band power per "
                                            "channel, posterior dominant frequency).")] = True,
     reports: ReportsOpt = None,
@@ -265,15 +270,17 @@ def train(
     ] = None,
     text_pooling: Annotated[TextPooling | None, typer.Option(help="mean or cls (e.g. MedCPT: cls).")] = None,
     text_max_length: Annotated[int | None, typer.Option(help="Maximum tokens per segment.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=2, help="Recordings per batch.")] = 16,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the recipe's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2, help="Recordings per batch (default: the "
+                                                   "recipe's).")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the recipe's).")] = None,
     max_windows: Annotated[int | None, typer.Option(help="EEG windows sampled per recording "
                                                     "(default: config, ELM 120 / 32).")] = None,
     max_segments: Annotated[int | None, typer.Option(help="Report segments sampled per recording "
                                                      "(default: config, ELM 24 / 8).")] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of patients held out for validation.")] = 0.2,
-    patience: Annotated[int, typer.Option(help="Early stopping patience (epochs).")] = 5,
+    patience: Annotated[int | None, typer.Option(help="Early stopping patience in epochs (default: the "
+                                                 "recipe's).")] = None,
     learn_temperature: Annotated[bool, typer.Option(help="Learn the temperature.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -285,7 +292,7 @@ def train(
     if out.exists() and not out.is_dir():
         raise _fail(f"{out}: not a folder (--out is the MODEL_DIR to write)")
     from elmsearch.errors import ElmsearchError
-    from elmsearch.training import TrainConfig, build_model, load_items
+    from elmsearch.training import build_model, choose_recipe, load_items, recipe_config
     from elmsearch.training import train as fit
 
     try:
@@ -295,11 +302,14 @@ def train(
         raise _fail(str(err)) from None
     net.config["learn_temperature"] = learn_temperature
     net.log_temperature.requires_grad_(learn_temperature)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows, max_text=max_segments,
-                      val_fraction=val_fraction, patience=patience, seed=seed, freeze_eeg=freeze_eeg,
-                      freeze_eeg_epochs=freeze_eeg_epochs, device=device)
     console.print(f"reading {archive} ({net.window_seconds:g} s windows)")
     items = load_items(archive, net.window_seconds, net.config["text"]["segment_mode"], reports)
+    name = choose_recipe(len(items), init is not None) if recipe == Recipe.auto else recipe.value
+    cfg = recipe_config(name, seed, device, epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows,
+                        max_text=max_segments, val_fraction=val_fraction, patience=patience,
+                        freeze_eeg=freeze_eeg or None, freeze_eeg_epochs=freeze_eeg_epochs)
+    console.print(f"recipe {name}: up to {cfg.epochs} epochs, lr {cfg.lr:g}, "
+                  + ("encoder frozen" if cfg.freeze_eeg else f"encoder trained from epoch {cfg.freeze_eeg_epochs}"))
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s"),
                   TimeRemainingColumn(), console=console,

@@ -42,6 +42,15 @@ class Level(StrEnum):
     window = "window"
 
 
+class Recipe(StrEnum):
+    """``elmsearch train --recipe`` (``elmsearch.training.RECIPES``, or ``auto``)."""
+
+    auto = "auto"
+    heads = "heads"
+    finetune = "finetune"
+    full = "full"
+
+
 class TextPooling(StrEnum):
     """Pooling of the text encoder's token states."""
 

@@ -82,14 +82,51 @@ class TrainConfig:
     val_max_windows: int = 64
 
 
+RECIPES: dict[str, dict] = {
+    # the EEG trunk frozen and run once; projections, pooler (and temperature) train: seconds on a CPU
+    "heads": dict(epochs=40, batch_size=8, max_eeg=16, lr=2e-3, patience=10, freeze_eeg=True),
+    # heads first, then the whole encoder at a low learning rate (early stopping on held-out patients)
+    "finetune": dict(epochs=30, batch_size=8, max_eeg=16, lr=5e-4, patience=8, freeze_eeg_epochs=5),
+    # every layer from the first epoch (large archives)
+    "full": dict(epochs=20, batch_size=16, lr=1e-3, patience=5),
+}
+"""Named training recipes (``TrainConfig`` fields); ``elmsearch train --recipe``. How they
+compare is measured by ``bench/cv_recipe.py`` (patient-grouped cross-validation)."""
+
+
+def recipe_config(name: str = "heads", seed: int = 0, device: str = "auto", **overrides) -> TrainConfig:
+    """The ``TrainConfig`` of a recipe, with ``overrides`` (fields that are not None) on top."""
+    if name not in RECIPES:
+        raise ElmsearchError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], "seed": seed, "device": device,
+                          **{k: v for k, v in overrides.items() if v is not None}})
+
+
+SMALL_ARCHIVE = 1000
+"""Below this many recordings with reports, ``choose_recipe`` trains the heads only."""
+
+
+def choose_recipe(n_recordings: int, init: bool) -> str:
+    """The recipe ``elmsearch train --recipe auto`` uses.
+
+    Small archives (fewer than ``SMALL_ARCHIVE`` recordings with reports) train the heads on
+    a frozen encoder (``heads``), with or without released weights: in patient-grouped
+    cross-validation on the demo archive and on EEGMAT it was never worse than fine-tuning
+    and is 100x cheaper (README, Quality). Larger archives fine-tune released weights
+    (``finetune``) or train a new encoder (``full``).
+    """
+    if n_recordings < SMALL_ARCHIVE:
+        return "heads"
+    return "finetune" if init else "full"
+
+
 def demo_config(seed: int = 0, device: str = "auto") -> TrainConfig:
-    """Options that train a model on the demo archive in a minute or two on 2 CPU cores.
+    """The demo's options: the ``heads`` recipe (a minute or two on 2 CPU cores).
 
     The randomly initialised EEG trunk stays frozen and is run once; the EEG and text
     projections, the attention pooler (and the temperature, if learnable) train.
     """
-    return TrainConfig(epochs=40, batch_size=8, max_eeg=16, lr=2e-3, val_fraction=0.2, patience=10,
-                       seed=seed, freeze_eeg=True, device=device)
+    return recipe_config("heads", seed, device)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -174,7 +174,9 @@ def test_train_classify_probe_commands(tiny_archive, tiny_model_dir, tmp_path):
     res = runner.invoke(app, ["train", str(tiny_archive.root), "--out", str(out), "--epochs", "1",
                               "--batch-size", "4", "--max-windows", "2", "--max-segments", "3"])
     assert res.exit_code == 0, res.output
+    assert "recipe heads: up to 1 epochs" in res.output  # a small archive: heads on a frozen encoder
     assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "metrics.json").read_text())["config"]["freeze_eeg"] is True
     edf = next(tiny_archive.root.rglob("*.edf"))
     prompts = ["normal EEG", "abnormal EEG with focal slowing"]
     res = runner.invoke(app, ["classify", str(edf), "--prompt", prompts[0], "--prompt", prompts[1],
@@ -228,3 +230,17 @@ def test_probe_command_gives_a_curve(tiny_archive, tiny_model_dir, tmp_path):
             assert 0.0 <= point[key] <= 1.0, point
             assert 0.0 <= point[f"{key}_sd"] <= 1.0, point
     assert doc["points"][0]["n_labels"] < doc["points"][1]["n_labels"]
+
+
+def test_recipes_and_their_choice():
+    from elmsearch.errors import ElmsearchError
+    from elmsearch.training import RECIPES, SMALL_ARCHIVE, choose_recipe, recipe_config
+
+    assert choose_recipe(SMALL_ARCHIVE - 1, True) == choose_recipe(10, False) == "heads"
+    assert choose_recipe(SMALL_ARCHIVE, True) == "finetune" and choose_recipe(SMALL_ARCHIVE, False) == "full"
+    cfg = recipe_config("heads", seed=3, lr=None, epochs=2)
+    assert (cfg.freeze_eeg, cfg.epochs, cfg.lr, cfg.seed) == (True, 2, RECIPES["heads"]["lr"], 3)
+    ft = recipe_config("finetune")
+    assert not ft.freeze_eeg and ft.freeze_eeg_epochs > 0 and ft.lr < cfg.lr
+    with pytest.raises(ElmsearchError, match="unknown recipe"):
+        recipe_config("nope")
