@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from elmsearch.synthetic import generate_archive
 from indexer.demo import demo_archive, demo_model
 from indexer.evaluate import evaluate_index
@@ -27,30 +29,62 @@ HERE = Path(__file__).resolve().parent
 ELM = HERE.parents[1] / "shared" / "data" / "elm_pretrained" / "5s"
 
 
+def headline(result: dict) -> dict:
+    """The numbers the README quotes from one evaluation."""
+    r = result["retrieval"]
+    out = {"text_to_eeg_R@10": r["text_to_eeg"]["R@10"], "eeg_to_report_R@10": r["eeg_to_report"]["R@10"]}
+    out.update({f"zero_shot_{c}": m["auroc"] for c, m in result.get("zero_shot", {}).items()})
+    if "finding_precision" in result:
+        out["finding_P@5"] = result["finding_precision"]["ours"]["P@5"]
+    out["same_patient_R@5"] = result["same_patient"]["ours"]["R@5"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-recordings", type=int, default=60)
+    ap.add_argument("--train-seeds", default="0", help="train one demo model per seed (e.g. 0,1,2)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_demo.json")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-evaldemo-"))
     t0 = time.perf_counter()
     made = demo_archive(work, 100, seed=0)
-    demo_model(made, work / "model", seed=0)
     held = generate_archive(work / "heldout", n_recordings=args.n_recordings, seed=1)
-    index_archive(held.root, work / "index", work / "model", n_jobs=2)
-    result = evaluate_index(Index.open(work / "index"), held.labels_path, held.root,
-                            elm_weights=ELM if ELM.is_dir() else None)
+    runs = {}
+    for seed in (int(x) for x in args.train_seeds.split(",")):
+        demo_model(made, work / f"model-{seed}", seed=seed)
+        index_archive(held.root, work / f"index-{seed}", work / f"model-{seed}", n_jobs=2)
+        runs[seed] = evaluate_index(Index.open(work / f"index-{seed}"), held.labels_path, held.root,
+                                    elm_weights=ELM if ELM.is_dir() else None)
+        report(runs[seed], seed)
+    heads = [headline(r) for r in runs.values()]
+    spread = {k: {"mean": float(np.mean([h[k] for h in heads])), "sd": float(np.std([h[k] for h in heads]))}
+              for k in heads[0]}
     res = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-           "seconds": round(time.perf_counter() - t0, 1), "eval": result}
+           "seconds": round(time.perf_counter() - t0, 1), "train_seeds": list(runs), "spread": spread,
+           "eval": runs[next(iter(runs))], "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, default=float))
+    if len(runs) > 1:
+        print(f"over training seeds {list(runs)}: " + ", ".join(f"{k} {v['mean']:.3f} ± {v['sd']:.3f}"
+                                                              for k, v in spread.items()))
+
+
+def report(result: dict, seed: int) -> None:
+    """Print one evaluation."""
     r = result["retrieval"]
-    print(f"held-out seed 1, {result['n_recordings']} recordings, chance R@10 {r['chance_R@10']:.3f}")
+    print(f"training seed {seed}; held-out seed 1, {result['n_recordings']} recordings, "
+          f"chance R@10 {r['chance_R@10']:.3f}")
     print(f"text->EEG R@10 {r['text_to_eeg']['R@10']:.3f} MRR {r['text_to_eeg']['MRR']:.3f}; "
           f"EEG->report R@10 {r['eeg_to_report']['R@10']:.3f} MRR {r['eeg_to_report']['MRR']:.3f}")
     for c, m in result.get("zero_shot", {}).items():
         print(f"zero-shot {c}: AUROC {m['auroc']:.3f} balanced accuracy {m['balanced_accuracy']:.3f} (n {m['n']})")
+    print(f"prior cases compare: {result['similar_representation']}")
+    for name, m in result.get("finding_precision", {}).items():
+        sp = result["same_patient"][name]
+        print(f"prior cases, {name}: finding P@5 {m['P@5']:.3f} (chance {m['chance']:.3f}), "
+              f"same-patient R@5 {sp['R@5']:.3f} (chance {sp['chance']:.3f})")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class TrainConfig:
 
 RECIPES: dict[str, dict] = {
     # the EEG trunk frozen and run once; projections, pooler (and temperature) train: seconds on a CPU
-    "heads": dict(epochs=40, batch_size=8, max_eeg=16, lr=2e-3, patience=10, freeze_eeg=True),
+    "heads": dict(epochs=40, batch_size=8, max_eeg=32, lr=2e-3, patience=10, freeze_eeg=True),
     # heads first, then the whole encoder at a low learning rate (early stopping on held-out patients)
     "finetune": dict(epochs=30, batch_size=8, max_eeg=16, lr=5e-4, patience=8, freeze_eeg_epochs=5),
     # every layer from the first epoch (large archives)

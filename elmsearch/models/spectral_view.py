@@ -43,26 +43,17 @@ TORCH_OPS = types.SimpleNamespace(
 
 
 class SpectralView(nn.Module):
-    """Standardised log band power per channel and band, plus the posterior dominant frequency.
+    """The spectral view: standardised features of ``elmsearch.models.spectral.raw_features``.
 
     Parameters
     ----------
-    n_chans, n_times : int
-        Window shape.
-    sfreq : float
-        Sampling rate in Hz.
-    bands : sequence of (name, low, high)
-        Frequency bands in Hz.
-    segment_seconds : float
-        Welch segment length (shortened to the window when the window is shorter).
-    pdr_band : (low, high)
-        Band of the posterior dominant frequency in Hz.
-    ch_names : sequence of str | None
-        Bipolar derivation names (default: the TCP montage for 20 channels), see ``design``.
+    n_chans, n_times, sfreq, bands, segment_seconds, pdr_band, ch_names
+        As for ``elmsearch.models.spectral.design``.
 
     Notes
     -----
-    Output shape (batch, n_features), see ``elmsearch.models.spectral.raw_features``.
+    Output shape (batch, n_features). The standardisation (``mean``, ``std``) is set by
+    ``fit`` and saved with the weights; the design arrays are rebuilt from the config.
     """
 
     def __init__(self, n_chans: int, n_times: int, sfreq: float, bands: Sequence = BANDS,
