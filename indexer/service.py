@@ -27,6 +27,7 @@ from pathlib import Path
 
 from elmsearch.errors import ElmsearchError, InputFileError
 from indexer.search import Filters, Hit, Index, QueryError
+from indexer.store import INDEX_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class SearchService:
         model = self.index.query_model
         if model.has_text:
             model.encode_text(["warm up"])  # the language model's session, too
-        for name in ("eeg_recording", "eeg_window", "report", "segment"):
+        for name in INDEX_NAMES:
             self.index.faiss(name)
         return self
 
