@@ -31,7 +31,7 @@ from db import Patient, Recording, Report, Segment, Status, Visit, Window, from_
 from elmsearch.archive import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
 from elmsearch.report import parse_report
-from indexer.store import IndexStateError, IndexStore
+from indexer.store import IndexStateError, IndexStore, vector_columns
 
 if TYPE_CHECKING:
     from elmsearch.models.model import ELMModel
@@ -288,12 +288,10 @@ class Index:
         if len(allowed) == 0:
             return empty
         if len(allowed) <= EXACT_BELOW:
-            table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment,
-                     "eeg_profile": Recording}[name]
-            column = Recording.profile if name == "eeg_profile" else table.emb
+            key_col, column = vector_columns(name)
             ids, blobs = [], []
             for chunk in _chunks(allowed.tolist()):
-                for i, e in s.execute(select(table.id, column).where(table.id.in_(chunk), column.is_not(None))):
+                for i, e in s.execute(select(key_col, column).where(key_col.in_(chunk), column.is_not(None))):
                     ids.append(i)
                     blobs.append(e)
             if not ids:

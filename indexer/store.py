@@ -54,6 +54,14 @@ CHUNK = 50_000
 ID_BATCH = 500  # ids per `IN (...)` when reading the embeddings of given rows
 
 
+def vector_columns(name: str):
+    """The id column and embedding column of the rows behind FAISS index ``name``."""
+    if name == "eeg_profile":
+        return Recording.id, Recording.profile
+    table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
+    return table.id, table.emb
+
+
 @dataclasses.dataclass
 class FaissPolicy:
     """How :meth:`IndexStore.rebuild` chooses, builds and updates the FAISS indices.
@@ -269,14 +277,12 @@ class IndexStore:
 
     def _vectors_of(self, s, name: str, ids: np.ndarray) -> np.ndarray:
         """The embeddings of the given rows, in the order of ``ids``."""
-        model = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment,
-                 "eeg_profile": Recording}[name]
-        column = Recording.profile if name == "eeg_profile" else model.emb
+        key_col, column = vector_columns(name)
         out = np.empty((len(ids), 256), np.float32)
         pos = {int(k): i for i, k in enumerate(ids)}
         for start in range(0, len(ids), ID_BATCH):
             batch = [int(k) for k in ids[start:start + ID_BATCH]]
-            for key, emb in s.execute(select(model.id, column).where(model.id.in_(batch))):
+            for key, emb in s.execute(select(key_col, column).where(key_col.in_(batch))):
                 out[pos[key]] = np.frombuffer(emb, np.float32)
         return out
 

@@ -383,10 +383,8 @@ def tune_nprobe(
 
     Returns
     -------
-    nprobe : int
-        The chosen value, also set on the index.
-    recall : float
-        Mean recall@k measured at that value.
+    (nprobe, recall)
+        As :func:`tune_nprobe_on`.
     """
     if faiss.try_extract_index_ivf(index) is None:
         raise ValueError("tune_nprobe needs an IVF index")
