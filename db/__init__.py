@@ -3,7 +3,7 @@
 Imports ``elmsearch`` never; ``indexer`` and ``cli`` import it.
 """
 
-from db.engine import DB_FILE, make_engine, make_sessionmaker, sqlite_url
+from db.engine import DB_FILE, is_read_only, make_engine, make_sessionmaker, sqlite_url
 from db.models import (
     Base,
     IndexRun,
@@ -19,4 +19,4 @@ from db.models import (
 )
 
 __all__ = ["DB_FILE", "Base", "IndexRun", "Patient", "Recording", "Report", "Segment", "Status", "Visit",
-           "Window", "from_blob", "make_engine", "make_sessionmaker", "sqlite_url", "to_blob"]
+           "Window", "from_blob", "is_read_only", "make_engine", "make_sessionmaker", "sqlite_url", "to_blob"]

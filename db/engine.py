@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import sessionmaker
@@ -13,9 +14,23 @@ from db.models import Base
 DB_FILE = "elmsearch.sqlite"
 
 
-def sqlite_url(folder: str | os.PathLike) -> str:
-    """URL of the default SQLite file inside an index folder."""
-    return f"sqlite:///{Path(folder).resolve() / DB_FILE}"
+def sqlite_url(folder: str | os.PathLike, read_only: bool = False) -> str:
+    """URL of the default SQLite file inside an index folder.
+
+    With ``read_only`` the file is opened as an immutable URI (``mode=ro&immutable=1``): no
+    journal, lock or shared-memory file is created, so an index on a read-only mount (or a
+    copy without write permission) can be queried. The indexer checkpoints the WAL into the
+    main file at the end of each run, so that file holds the whole index.
+    """
+    path = Path(folder).resolve() / DB_FILE
+    if read_only:
+        return f"sqlite:///file:{quote(str(path))}?mode=ro&immutable=1&uri=true"
+    return f"sqlite:///{path}"
+
+
+def is_read_only(url: str) -> bool:
+    """Whether ``url`` is the read-only form of ``sqlite_url``."""
+    return url.startswith("sqlite:///file:") and "mode=ro" in url
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -24,6 +39,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _sqlite_read_only_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -47,7 +66,7 @@ def make_engine(url: str, create: bool = True) -> Engine:
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S} if url.startswith("sqlite") else {}
     engine = create_engine(url, future=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_read_only_pragmas if is_read_only(url) else _sqlite_pragmas)
     if create:
         Base.metadata.create_all(engine)
         _add_missing_columns(engine)

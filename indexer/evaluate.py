@@ -35,7 +35,7 @@ from elmsearch.models.factory import load_model
 from elmsearch.probe import ProbeData, label_efficiency, score_binary
 from elmsearch.recording import make_windows, read_recording
 from elmsearch.zeroshot import zero_shot
-from indexer.private import private_dir, secure_tree
+from indexer.private import output_dir, private_umask
 from indexer.search import Index
 
 logger = logging.getLogger(__name__)
@@ -267,8 +267,11 @@ def write_report(result: dict, out_dir: str | os.PathLike) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    private_dir(out)  # per-recording results of patients: 0700, files 0600
+    with private_umask():  # per-recording results of patients: folder 0700, files 0600
+        return _write_report(result, output_dir(out_dir, "eval.json", "evaluation"), plt)
+
+
+def _write_report(result: dict, out: Path, plt) -> list[Path]:
     written = [out / "eval.json"]
     written[0].write_text(json.dumps(result, indent=1, default=float))
     for column, curves in result.get("probe", {}).items():
@@ -293,5 +296,4 @@ def write_report(result: dict, out_dir: str | os.PathLike) -> list[Path]:
         fig.savefig(fname, dpi=100)
         plt.close(fig)
         written.append(fname)
-    secure_tree(out)
     return written

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from db import Patient, Recording, Report, Segment, Visit, Window
-from indexer.private import private_dir, private_umask, secure_tree
+from indexer.private import output_dir, private_umask
 from indexer.store import IndexStore
 
 logger = logging.getLogger(__name__)
@@ -43,15 +43,22 @@ def _write(rows: list[dict], emb: list[bytes | None] | None, fname: Path) -> int
 def export_parquet(store: IndexStore, out_dir: str | os.PathLike) -> dict[str, int]:
     """Write ``recordings``, ``windows``, ``reports``, ``segments`` ``.parquet`` files into ``out_dir``.
 
+    ``out_dir`` must be new, empty, or an earlier export (it holds ``recordings.parquet``):
+    the files are patient data, created 0600 in a folder created 0700, and nothing else in
+    the folder is touched.
+
+    Raises
+    ------
+    FolderInUseError
+        ``out_dir`` holds other files.
+
     Returns
     -------
     dict
         Rows written per file.
     """
     with private_umask():  # patient data: folder 0700, files 0600
-        written = _export(store, private_dir(out_dir))
-    secure_tree(out_dir)
-    return written
+        return _export(store, output_dir(out_dir, "recordings.parquet", "export"))
 
 
 def _export(store: IndexStore, out: Path) -> dict[str, int]:

@@ -27,28 +27,49 @@ def private_umask() -> Iterator[None]:
 
 
 def private_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and parents) if needed and make it 0700."""
+    """Create ``path`` (and missing parents) 0700; a folder that already exists keeps its mode.
+
+    elmsearch never changes the mode of a folder or file it did not create.
+    """
     path = Path(path)
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    os.chmod(path, DIR_MODE)
+    for p in missing:  # mkdir's mode is filtered by the umask
+        os.chmod(p, DIR_MODE)
     return path
 
 
-def secure_tree(path: str | os.PathLike) -> None:
-    """Make ``path`` 0700 and every folder below it 0700, every file 0600 (symlinks untouched)."""
+class FolderInUseError(ValueError):
+    """An output folder that holds files elmsearch did not write (it is never written into)."""
+
+
+def output_dir(path: str | os.PathLike, marker: str, what: str) -> Path:
+    """An output folder elmsearch may write into: new, empty, or one it made before (holds ``marker``).
+
+    Parameters
+    ----------
+    path : path-like
+    marker : str
+        A file name that only elmsearch writes into such a folder (e.g. ``manifest.json``).
+    what : str
+        What the folder is for, for the error (``"export"``).
+
+    Raises
+    ------
+    FolderInUseError
+        ``path`` is a file, or a folder with other files in it: writing there would mix
+        patient data with someone else's files (and elmsearch would have to change their modes).
+    """
     path = Path(path)
-    if not path.is_dir():
-        return
-    os.chmod(path, DIR_MODE)
-    for dirpath, dirnames, filenames in os.walk(path):
-        for d in dirnames:
-            p = os.path.join(dirpath, d)
-            if not os.path.islink(p):
-                os.chmod(p, DIR_MODE)
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            if not os.path.islink(p):
-                try:
-                    os.chmod(p, FILE_MODE)
-                except FileNotFoundError:  # a temporary file that went away meanwhile
-                    pass
+    if path.exists() and not path.is_dir():
+        raise FolderInUseError(f"{path}: not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise FolderInUseError(f"{path}: not empty and not an elmsearch {what} folder (no {marker}); "
+                               "give a new or empty folder")
+    return private_dir(path)

@@ -1,12 +1,26 @@
-"""An index folder: SQL metadata (SQLite inside it, or any URL) + four FAISS indices + a manifest.
+"""An index folder: SQL metadata (SQLite inside it, or any URL) + five FAISS indices + a manifest.
 
 ```
+DIR/manifest.json         model, index types, counts, checksums, generation; written last, atomically
 DIR/elmsearch.sqlite      metadata and embeddings (unless --db-url points elsewhere)
-DIR/faiss/*.faiss         eeg_recording, eeg_window, report, segment (ids = row ids)
+DIR/faiss/*.faiss         eeg_recording, eeg_window, report, segment, eeg_profile (ids = row ids)
 DIR/faiss/*.ivfdata       inverted lists of the on-disk kind (from 2e6 vectors), named by the .faiss file
-DIR/manifest.json         model, index types, counts; written last, atomically
+DIR/generations/N/        the same database and faiss/ of generation N (``--reembed``: a new model)
 DIR/cache/                frozen text-encoder embeddings
+DIR/index.lock            the running writer
 ```
+
+**One index, one model.** Every row holds the hash of the model that embedded it and the
+manifest names the index's model; a run with another model is refused
+(:meth:`IndexStore.check_model`) unless it re-embeds everything into a new generation
+(``DIR/generations/N``: a copy of the database, re-embedded, with its own FAISS files). The
+manifest names the generation its files belong to, so the switch is the manifest's atomic
+rename: readers answer from the old generation until then; the previous one is kept for
+readers that still hold it open, older ones are deleted.
+
+**Checksums.** The manifest records the size and SHA-256 (whole file, and a quick sample;
+:mod:`indexer.integrity`) of every FAISS file. Opening an index for a query checks the quick
+one; ``elmsearch verify`` (:meth:`IndexStore.audit`) checks everything.
 
 FAISS files follow the database (``IndexStore.rebuild``): exact indices are rebuilt, IVF ones
 updated with the rows added, changed and removed since the last run unless the retraining rule
@@ -40,9 +54,11 @@ from db import (
     make_sessionmaker,
     sqlite_url,
 )
+from db.engine import DB_FILE
 from elmsearch.errors import ElmsearchError
+from indexer import integrity
 from indexer.lock import lock_holder
-from indexer.private import FILE_MODE, private_dir, private_umask, secure_tree
+from indexer.private import FILE_MODE, FolderInUseError, private_dir, private_umask
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +66,9 @@ MANIFEST = "manifest.json"
 INDEX_NAMES = ("eeg_recording", "eeg_window", "report", "segment", "eeg_profile")
 """FAISS indices of an index folder; ``eeg_profile`` (spectral profiles for prior cases) is empty
 unless the model's ``similar_representation`` is ``spectral``."""
+INDEX_MARKERS = (MANIFEST, "elmsearch.sqlite", "index.lock", "faiss", "generations")
+"""Names whose presence makes a folder an index folder (one that ``IndexStore.create`` may write into)."""
+GENERATIONS = "generations"
 CHUNK = 50_000
 ID_BATCH = 500  # ids per `IN (...)` when reading the embeddings of given rows
 
@@ -109,6 +128,16 @@ class IndexStateError(ElmsearchError):
     """The index folder is missing, inconsistent, or was built with another model."""
 
 
+EMB_DIM = 256
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's text, without FAISS's "Error in ... at file:line" preamble."""
+    text = str(err).strip().splitlines()
+    line = next((t for t in text if t.strip() and not t.startswith("Error in ")), text[0] if text else type(err).__name__)
+    return line.strip()[:200]
+
+
 def public_url(url: str) -> str:
     """A database URL without its password (what may be written to disk or shown).
 
@@ -130,6 +159,27 @@ def _atomic_write_text(fname: Path, text: str) -> None:
     os.replace(tmp, fname)
 
 
+def load_manifest(folder: str | os.PathLike) -> dict | None:
+    """The manifest of an index folder, or None before the first run finished.
+
+    Raises
+    ------
+    IndexStateError
+        The manifest is damaged (not a JSON object with a model): the message names the file.
+    """
+    f = Path(folder) / MANIFEST
+    if not f.is_file():
+        return None
+    try:
+        m = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise IndexStateError(f"{f}: cannot be read ({str(err).splitlines()[0]}); the index is damaged: "
+                              f"run `elmsearch index --rebuild-faiss --db {folder}`") from None
+    if not isinstance(m, dict) or "model_hash" not in m:
+        raise IndexStateError(f"{f}: not an elmsearch manifest; run `elmsearch index --rebuild-faiss --db {folder}`")
+    return m
+
+
 class IndexStore:
     """Database and FAISS files of one index.
 
@@ -137,34 +187,128 @@ class IndexStore:
     ``faiss_policy`` (a :class:`FaissPolicy`) says how :meth:`rebuild` treats the FAISS files.
     """
 
-    def __init__(self, folder: str | os.PathLike, db_url: str | None = None, create: bool = False):
+    def __init__(self, folder: str | os.PathLike, db_url: str | None = None, create: bool = False,
+                 generation: str | None = ..., tolerate_damage: bool = False):
         self.folder = Path(folder)
         self.faiss_policy = FaissPolicy()
         self.pending_run: dict | None = None  # set by verify(full=False): a newer run, unfinished
-        manifest = self.read_manifest()
-        self.db_url = db_url or (manifest or {}).get("db_url") or sqlite_url(self.folder)
+        manifest = self.read_manifest_or_none() if tolerate_damage else self.read_manifest()
+        if tolerate_damage and manifest is None and generation is ...:
+            generation = self._newest_generation()
+        self.generation = (manifest or {}).get("generation") if generation is ... else generation
+        self.data = self.folder / GENERATIONS / self.generation if self.generation else self.folder
+        """Where this generation's SQLite file and ``faiss/`` folder are."""
+        default = sqlite_url(self.data)
+        self.db_url = db_url or (manifest or {}).get("db_url") or default
+        self.read_only = False
+        if self.db_url == default and not create and not os.access(self.data, os.W_OK):
+            # a read-only mount or copy: immutable SQLite, no journal or lock files
+            self.read_only = True
+            self.db_url = sqlite_url(self.data, read_only=True)
+        self._default_db = self.db_url in (default, sqlite_url(self.data, read_only=True))
         self.engine = make_engine(self.db_url, create=create)
         self._sessions = make_sessionmaker(self.engine)
 
+    @property
+    def faiss_dir(self) -> Path:
+        """This generation's FAISS files."""
+        return self.data / "faiss"
+
+    @property
+    def owns_database(self) -> bool:
+        """Whether the database is this folder's own SQLite file (not a ``--db-url`` server)."""
+        return self._default_db
+
+    def _newest_generation(self) -> str | None:
+        """The newest generation that has a database (where a damaged manifest most likely pointed)."""
+        gens = self.folder / GENERATIONS
+        found = sorted((int(g.name) for g in gens.iterdir() if g.name.isdigit() and (g / DB_FILE).is_file())
+                       ) if gens.is_dir() else []
+        return str(found[-1]) if found else None
+
+    def next_generation(self, model_hash: str) -> IndexStore:
+        """The store of the next generation: a copy of this database (the caller holds the lock).
+
+        A generation left by an interrupted re-embedding run with the same model is resumed
+        (its rows embedded so far are kept); one with another model is started afresh.
+        """
+        import shutil
+        import sqlite3
+
+        if not self._default_db:
+            raise IndexStateError(f"{self.folder}: generations need the folder's own SQLite database")
+        name = str(int(self.generation or 0) + 1)
+        data = self.folder / GENERATIONS / name
+        resume = False
+        if (data / DB_FILE).is_file():
+            con = sqlite3.connect(data / DB_FILE)
+            try:
+                row = con.execute("SELECT model_hash FROM index_runs ORDER BY id DESC LIMIT 1").fetchone()
+            except sqlite3.Error:
+                row = None
+            finally:
+                con.close()
+            resume = row is not None and row[0] == model_hash
+        if resume:
+            logger.info("%s: resuming the re-embedding into generation %s", self.folder, name)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+            with private_umask():
+                private_dir(data / "faiss")
+                src = sqlite3.connect(self.data / DB_FILE)
+                dst = sqlite3.connect(data / DB_FILE)
+                try:
+                    src.backup(dst)  # a consistent copy, WAL included
+                finally:
+                    dst.close()
+                    src.close()
+        return IndexStore(self.folder, None, create=True, generation=name)
+
     @classmethod
-    def create(cls, folder: str | os.PathLike, db_url: str | None = None) -> IndexStore:
+    def create(cls, folder: str | os.PathLike, db_url: str | None = None, generation: str | None = ...,
+               tolerate_damage: bool = False) -> IndexStore:
         """Open for writing, creating the folder (0700) and tables when needed.
 
-        Every file already in the folder is made owner-only (0600), so an index written by an
-        older version is tightened on its next run.
+        A folder that exists, holds files and is not an index folder is refused: elmsearch
+        writes patient data 0600 into folders it creates 0700 and never changes the modes of
+        files it did not write.
+
+        Raises
+        ------
+        IndexStateError
+            ``folder`` is a file, or a non-empty folder that is not an elmsearch index.
         """
-        private_dir(folder)
-        private_dir(Path(folder) / "faiss")
-        store = cls(folder, db_url, create=True)
-        secure_tree(folder)
-        return store
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise IndexStateError(f"{folder}: not a folder (--db is the index folder)")
+        if folder.is_dir() and not any((folder / m).exists() for m in INDEX_MARKERS) and any(folder.iterdir()):
+            raise IndexStateError(f"{folder}: not empty and not an elmsearch index; give a new or empty folder "
+                                  "for --db")
+        with private_umask():
+            private_dir(folder)
+            if generation is ...:
+                try:
+                    generation = (load_manifest(folder) or {}).get("generation")
+                except IndexStateError:
+                    if not tolerate_damage:
+                        raise
+                    probe = cls.__new__(cls)
+                    probe.folder = folder
+                    generation = probe._newest_generation()
+            private_dir((folder / GENERATIONS / generation if generation else folder) / "faiss")
+            return cls(folder, db_url, create=True, generation=generation, tolerate_damage=tolerate_damage)
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, db_url: str | None = None) -> IndexStore:
-        """Open an existing index for reading (raises ``IndexStateError`` when there is none)."""
+    def open(cls, folder: str | os.PathLike, db_url: str | None = None, tolerate_damage: bool = False) -> IndexStore:
+        """Open an existing index for reading (raises ``IndexStateError`` when there is none).
+
+        ``tolerate_damage`` opens one whose manifest is damaged (``elmsearch verify`` reports it).
+        An index folder without write permission (a read-only mount or copy) is opened
+        read-only.
+        """
         if not (Path(folder) / MANIFEST).is_file():
             raise IndexStateError(f"{folder}: no elmsearch index here (build one with `elmsearch index`)")
-        return cls(folder, db_url, create=False)
+        return cls(folder, db_url, create=False, tolerate_damage=tolerate_damage)
 
     @contextmanager
     def session(self) -> Iterator:
@@ -174,9 +318,21 @@ class IndexStore:
 
     # ---- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict | None:
-        """The manifest, or None before the first run finished."""
-        f = self.folder / MANIFEST
-        return json.loads(f.read_text()) if f.is_file() else None
+        """The manifest, or None before the first run finished.
+
+        Raises
+        ------
+        IndexStateError
+            The manifest is not a JSON object (damaged): the message names the file.
+        """
+        return load_manifest(self.folder)
+
+    def read_manifest_or_none(self) -> dict | None:
+        """The manifest, or None when there is none or it is damaged."""
+        try:
+            return load_manifest(self.folder)
+        except IndexStateError:
+            return None
 
     @property
     def manifest(self) -> dict:
@@ -186,12 +342,38 @@ class IndexStore:
             raise IndexStateError(f"{self.folder}: no manifest (the first `elmsearch index` did not finish)")
         return m
 
-    def check_model(self, model_hash: str) -> None:
-        """Log when the index was built with another model (a run then re-embeds everything)."""
-        m = self.read_manifest()
-        if m and m.get("model_hash") != model_hash:
-            logger.warning("%s was built with model %s; re-embedding everything with %s", self.folder,
-                           m.get("model_hash"), model_hash)
+    def index_model(self) -> tuple[str, str] | None:
+        """``(model_hash, model_path)`` of the model this index holds embeddings of, None when empty.
+
+        The manifest's, else (a first run that did not finish) the last run's that wrote rows.
+        """
+        m = self.read_manifest_or_none()
+        if m:
+            return m["model_hash"], m.get("model_path") or "?"
+        with self.session() as s:
+            mh = s.scalar(select(IndexRun.model_hash).where(exists().where(Recording.model_hash == IndexRun.model_hash))
+                          .order_by(IndexRun.id.desc()).limit(1))
+            if mh is None:
+                return None
+            path = s.scalar(select(IndexRun.model_path).where(IndexRun.model_hash == mh)
+                            .order_by(IndexRun.id.desc()).limit(1))
+        return mh, path or "?"
+
+    def check_model(self, model_hash: str, model_path: str | os.PathLike = "?") -> None:
+        """Refuse a model other than the index's (one index holds one model's embeddings).
+
+        Raises
+        ------
+        IndexStateError
+            The index was built with another model; the message names both and says how to
+            switch (``--reembed``).
+        """
+        have = self.index_model()
+        if have is not None and have[0] != model_hash:
+            raise IndexStateError(
+                f"{self.folder} holds embeddings of model {have[0]} ({have[1]}), not of {model_hash} "
+                f"({model_path}); one index holds one model: give --model {have[1]}, or --reembed to re-embed "
+                "every recording with the new one")
 
     # ---- maintenance ----------------------------------------------------------------------
     def delete_orphans(self, s) -> None:
@@ -303,7 +485,7 @@ class IndexStore:
     def db_counts(self, model_hash: str | None = None) -> dict:
         """Row counts that the FAISS indices must match."""
         with self.session() as s:
-            mh = model_hash or (self.read_manifest() or {}).get("model_hash")
+            mh = model_hash or (self.read_manifest_or_none() or {}).get("model_hash")
             ok = (Recording.status == Status.INDEXED) & (Recording.model_hash == mh)
             used = exists().where(Recording.report_id == Report.id, ok)
             return {
@@ -339,6 +521,7 @@ class IndexStore:
                 self.verify(model_hash)
                 manifest = self.manifest
                 if manifest.get("run_id") != run_id or any(manifest.get(k) != v for k, v in (extra or {}).items()):
+                    # the same files: their checksums were just checked
                     _atomic_write_text(self.folder / MANIFEST,
                                        json.dumps({**manifest, **(extra or {}), "run_id": run_id}, indent=1))
                 return manifest["counts"]
@@ -347,7 +530,7 @@ class IndexStore:
         from indexer import faiss_scale  # FAISS: not for `stats`, `show` or `export`
 
         self.analyze()
-        previous = self.read_manifest() or {}
+        previous = self.read_manifest_or_none() or {}  # a damaged one: rebuild everything
         same_model = previous.get("model_hash") == model_hash
         since = previous.get("faiss_synced_at") if same_model else None
         synced_at = self._last_write()
@@ -367,21 +550,59 @@ class IndexStore:
         infos = {}
         for name, st in zip(INDEX_NAMES, staged, strict=True):
             if st.info is not None:
-                infos[name] = {**st.info.to_dict(), "bytes": st.nbytes(), "last_sync": st.how}
+                old = (previous.get("indices") or {}).get(name) if same_model else None
+                infos[name] = {**st.info.to_dict(), "bytes": st.nbytes(), "last_sync": st.how,
+                               "files": self._describe_files(st, old)}
             logger.info("%s: %d vectors, %s (%s)", name, counts[name], st.info.kind if st.info else "no index", st.how)
         manifest = {
             "format": 1, "model_hash": model_hash, "model_path": model_path,
             "window_seconds": model_config["eeg"]["window_seconds"],
             "preprocessing": model_config.get("preprocessing", {}),
             "has_text": counts["report"] > 0 or counts["segment"] > 0,
-            "db_url": None if self.db_url == sqlite_url(self.folder) else public_url(self.db_url),
+            "db_url": None if self._default_db else public_url(self.db_url),
             "counts": counts, "indices": infos, "updated": dt.datetime.now(dt.UTC).isoformat(),
-            "faiss_synced_at": synced_at, "run_id": run_id, **(extra or {}),
+            "faiss_synced_at": synced_at, "run_id": run_id, "generation": self.generation, **(extra or {}),
         }
+        self.checkpoint()
         _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
-        faiss_scale.collect_garbage(self.folder / "faiss")  # data files of replaced indices, leftovers
-        secure_tree(self.folder)
+        faiss_scale.collect_garbage(self.faiss_dir)  # data files of replaced indices, leftovers
+        if previous.get("generation", None) != self.generation:
+            self._drop_old_generations(keep={self.generation, previous.get("generation")})
         return counts
+
+    def _describe_files(self, st, old: dict | None) -> dict:
+        """Sizes and checksums of a committed index's files (an unchanged one keeps the manifest's)."""
+        names = [st.fname.name] + ([st.info.ivfdata] if st.info.ivfdata else [])
+        have = (old or {}).get("files") or {}
+        out = {}
+        for n in names:
+            f = st.fname.parent / n
+            if st.how == "unchanged" and n in have and integrity.check_file(f, have[n]) is None:
+                out[n] = have[n]
+            else:
+                out[n] = integrity.describe(f)
+        return out
+
+    def checkpoint(self) -> None:
+        """Move SQLite's write-ahead log into the database file (a read-only copy then holds everything)."""
+        if self.engine.dialect.name == "sqlite" and not self.read_only:
+            with self.engine.connect() as con:
+                con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _drop_old_generations(self, keep: set) -> None:
+        """Delete the data of generations other than ``keep`` (the current and the previous one)."""
+        import shutil
+
+        if None not in keep and self._default_db:  # generation 0 lives in the folder itself
+            for name in ("elmsearch.sqlite", "elmsearch.sqlite-wal", "elmsearch.sqlite-shm"):
+                (self.folder / name).unlink(missing_ok=True)
+            shutil.rmtree(self.folder / "faiss", ignore_errors=True)
+        gens = self.folder / GENERATIONS
+        if gens.is_dir():
+            for g in gens.iterdir():
+                if g.name not in keep:
+                    shutil.rmtree(g, ignore_errors=True)
+                    logger.info("%s: deleted generation %s", self.folder, g.name)
 
     def _sync_index(self, name: str, model_hash: str, n: int, old: dict | None, since: str | None):
         """Bring FAISS index ``name`` in line with the database; returns an uncommitted ``Staged``.
@@ -392,7 +613,7 @@ class IndexStore:
         """
         from indexer import faiss_scale, vectors
 
-        fname = self.folder / "faiss" / f"{name}.faiss"
+        fname = self.faiss_dir / f"{name}.faiss"
         policy = self.faiss_policy
         if n == 0:
             return faiss_scale.Staged(fname, action="delete", how="deleted")
@@ -471,12 +692,16 @@ class IndexStore:
         model_hash : str | None
             The model the index must have been built with.
         full : bool
-            Count the database rows behind every FAISS index (seconds on millions of rows).
-            Otherwise (the check on every query) check that the FAISS files exist and note, in
-            ``pending_run``, an ``IndexRun`` newer than the manifest's: only the indexer
-            writes, and it rewrites the manifest last, so a newer run is in progress or was
-            interrupted, and queries answer from the last complete index meanwhile. Indices
-            written before runs were recorded in the manifest always get the full check.
+            What ``stats`` and every indexing run check: the database rows behind every FAISS
+            index counted (seconds on millions of rows), every indexed row embedded by the
+            manifest's model with embeddings of the right size, and every FAISS file's quick
+            checksum (:mod:`indexer.integrity`). Otherwise (the check on every query) check
+            that the FAISS files exist and note, in ``pending_run``, an ``IndexRun`` newer than
+            the manifest's: only the indexer writes, and it rewrites the manifest last, so a
+            newer run is in progress or was interrupted, and queries answer from the last
+            complete index meanwhile; each FAISS file's quick checksum is checked when a query
+            first loads it (:meth:`load_index`). Indices written before runs were recorded in
+            the manifest always get the full check. :meth:`audit` checks everything.
 
         Returns
         -------
@@ -486,7 +711,7 @@ class IndexStore:
         Raises
         ------
         IndexStateError
-            One line saying what disagrees (and how to fix it).
+            One line saying what disagrees, naming the file (and how to fix it).
         """
         m = self.manifest
         if model_hash is not None and m["model_hash"] != model_hash:
@@ -497,6 +722,9 @@ class IndexStore:
             counts = dict(m["counts"])
             self._check_files(counts, m.get("indices") or {})
             return counts
+        problems = self._row_problems(m["model_hash"])
+        if problems:
+            raise IndexStateError(problems[0])
         counts = self.db_counts(m["model_hash"])
         for name in INDEX_NAMES:
             want, have = counts[name], m["counts"].get(name, 0)
@@ -504,7 +732,139 @@ class IndexStore:
                 raise IndexStateError(f"{self.folder}: the {name} index holds {have} vectors but the database "
                                       f"has {want}; run `elmsearch index` again to bring it up to date")
         self._check_files(counts, m.get("indices") or {})
+        for problem in self._checksum_problems(m, full=False):
+            raise IndexStateError(problem)
         return counts
+
+    def _rebuild_hint(self) -> str:
+        return f"run `elmsearch index --rebuild-faiss --db {self.folder}`"
+
+    def _row_problems(self, model_hash: str) -> list[str]:
+        """Indexed rows the FAISS indices cannot hold: another model's, or embeddings of the wrong size."""
+        out = []
+        with self.session() as s:
+            other = s.execute(select(Recording.model_hash, func.count()).where(
+                Recording.status == Status.INDEXED, Recording.model_hash != model_hash)
+                .group_by(Recording.model_hash)).all()
+            for mh, n in other:
+                out.append(f"{self.folder}: {n} indexed recordings were embedded with model {mh}, not the index's "
+                           f"{model_hash}; run `elmsearch index --reembed` to re-embed them with one model")
+            nbytes = 4 * EMB_DIM
+            for name in INDEX_NAMES:
+                if name == "eeg_profile" and not self._has_profiles():
+                    continue
+                key, col = vector_columns(name)
+                q = self._rows(name, model_hash, with_emb=False).order_by(None).where(func.length(col) != nbytes)
+                bad = s.scalar(select(func.count()).select_from(q.subquery()))
+                if bad:
+                    first = s.scalar(q.limit(1))
+                    out.append(f"{self.data / 'elmsearch.sqlite' if self._default_db else 'the database'}: {bad} "
+                               f"{name} embeddings are not {EMB_DIM} float32 values (row id {first}, …); the "
+                               "database is damaged: restore it from a backup or re-index")
+        return out
+
+    def _index_files(self, m: dict) -> list[tuple[str, Path, dict | None]]:
+        """``(index name, file, manifest entry or None)`` of every FAISS file the manifest names."""
+        out = []
+        for name, info in (m.get("indices") or {}).items():
+            files = info.get("files")
+            names = list(files) if files else [f"{name}.faiss"] + ([info["ivfdata"]] if info.get("ivfdata") else [])
+            for n in names:
+                out.append((name, self.faiss_dir / n, (files or {}).get(n)))
+        return out
+
+    def _checksum_problems(self, m: dict, full: bool, names: tuple[str, ...] = INDEX_NAMES) -> list[str]:
+        out = []
+        for name, f, want in self._index_files(m):
+            if name not in names:
+                continue
+            if want is None:
+                continue  # written before checksums were recorded: `audit` says so
+            problem = integrity.check_file(f, want, full=full)
+            if problem:
+                out.append(f"{f}: {problem}; {self._rebuild_hint()}")
+        return out
+
+    def audit(self, sample: int = 256, full_checksums: bool = True) -> dict:
+        """Check everything an index promises; what ``elmsearch verify`` prints.
+
+        Checks the manifest; the whole-file SHA-256 of every FAISS file; that every FAISS
+        file loads and holds exactly the ids of the database rows behind it (every indexed
+        row is in FAISS, nothing else is); every indexed row embedded by the manifest's model
+        with a finite, unit-norm embedding of the right size; and that a sample of ``sample``
+        vectors per index read back from FAISS equals their database embeddings. With
+        ``full_checksums=False`` (what ``stats`` runs) the quick checksums stand in for the
+        whole-file ones.
+
+        Returns
+        -------
+        dict
+            ``{"ok": bool, "problems": [str], "checked": {index name: {"vectors", "sampled"}}}``;
+            each problem is one line naming the file or table.
+        """
+        from indexer import vectors
+
+        problems: list[str] = []
+        checked: dict = {}
+        try:
+            m = self.manifest
+        except IndexStateError as err:
+            return {"ok": False, "problems": [str(err)], "checked": checked}
+        problems += self._row_problems(m["model_hash"])
+        problems += self._checksum_problems(m, full=full_checksums)
+        for name, f, want in self._index_files(m):
+            if want is None:
+                problems.append(f"{f}: no checksum in the manifest (written by an older version); "
+                                f"{self._rebuild_hint()}")
+        rng = np.random.default_rng(0)
+        counts = self.db_counts(m["model_hash"])
+        with self.session() as s:
+            for name in INDEX_NAMES:
+                fname = self.faiss_dir / f"{name}.faiss"
+                if not counts[name] and not fname.is_file():
+                    continue
+                if counts[name] and not fname.is_file():
+                    problems.append(f"{fname}: missing; {self._rebuild_hint()}")
+                    continue
+                try:
+                    index = vectors.read_index(fname, mmap=True)
+                    in_index = np.sort(vectors.index_ids(index))
+                except Exception as err:  # noqa: BLE001 -- FAISS says RuntimeError with its own text
+                    problems.append(f"{fname}: not a readable FAISS index ({_first_line(err)}); "
+                                    f"{self._rebuild_hint()}")
+                    continue
+                in_db = self._ids(s, name, m["model_hash"])
+                missing = np.setdiff1d(in_db, in_index)
+                extra = np.setdiff1d(in_index, in_db)
+                if len(missing) or len(extra):
+                    problems.append(f"{fname}: {len(missing)} indexed rows are not in it and it holds {len(extra)} ids "
+                                    f"the database does not index (e.g. {(missing[:3] if len(missing) else extra[:3]).tolist()}); "
+                                    f"{self._rebuild_hint()}")
+                ids = np.intersect1d(in_db, in_index)
+                pick = np.sort(rng.choice(ids, min(sample, len(ids)), replace=False)) if len(ids) else ids
+                db_vecs = self._vectors_of(s, name, pick)
+                with np.errstate(all="ignore"):  # damaged rows hold anything: inf, nan
+                    bad_norm = ~np.isfinite(db_vecs).all(1) | (np.abs(np.linalg.norm(db_vecs, axis=1) - 1) > 1e-3)
+                if name != "eeg_profile" and bad_norm.any():
+                    problems.append(f"{self.data / 'elmsearch.sqlite' if self._default_db else 'the database'}: "
+                                    f"{int(bad_norm.sum())} of {len(pick)} sampled {name} embeddings are not finite "
+                                    f"unit vectors (row id {int(pick[bad_norm][0])}, …); the database is damaged: "
+                                    "restore it from a backup or re-index")
+                try:
+                    faiss_vecs = vectors.reconstruct(index, pick)
+                except Exception as err:  # noqa: BLE001
+                    problems.append(f"{fname}: cannot read vectors back ({_first_line(err)}); {self._rebuild_hint()}")
+                    faiss_vecs = None
+                if faiss_vecs is not None and len(pick):
+                    tol = 1e-5 if (m.get("indices") or {}).get(name, {}).get("kind") == vectors.KIND_EXACT else 0.05
+                    with np.errstate(all="ignore"):
+                        bad = ~(np.abs(faiss_vecs - db_vecs).max(axis=1) <= tol)
+                    if bad.any():
+                        problems.append(f"{fname}: {int(bad.sum())} of {len(pick)} sampled vectors differ from their "
+                                        f"database embeddings (row id {int(pick[bad][0])}, …); {self._rebuild_hint()}")
+                checked[name] = {"vectors": int(index.ntotal), "sampled": int(len(pick))}
+                del index
+        return {"ok": not problems, "problems": problems, "checked": checked}
 
     def _pending_run(self, run_id: int) -> dict | None:
         """The index run newer than the manifest's, if any: still running or interrupted.
@@ -530,7 +890,7 @@ class IndexStore:
 
     def _check_files(self, counts: dict, infos: dict) -> None:
         for name in INDEX_NAMES:
-            fname = self.folder / "faiss" / f"{name}.faiss"
+            fname = self.faiss_dir / f"{name}.faiss"
             if counts[name] and not fname.is_file():
                 raise IndexStateError(f"{fname}: missing; run `elmsearch index` again to rebuild it")
             data = (infos.get(name) or {}).get("ivfdata")
@@ -546,16 +906,24 @@ class IndexStore:
         """
         from indexer import vectors
 
-        fname = self.folder / "faiss" / f"{name}.faiss"
+        fname = self.faiss_dir / f"{name}.faiss"
         if not fname.is_file():
             return None
+        m = self.manifest
+        problems = self._checksum_problems(m, full=False, names=(name,))
+        if problems:
+            raise IndexStateError(problems[0])
         try:
-            index = vectors.read_index(fname, mmap=True)
-        except FileNotFoundError:
-            # the indexer replaced the index file and deleted the data file the old one named
-            # between our two reads: the index file now names a data file that exists
-            index = vectors.read_index(fname, mmap=True)
-        want = self.manifest["counts"].get(name, 0)
+            try:
+                index = vectors.read_index(fname, mmap=True)
+            except FileNotFoundError:
+                # the indexer replaced the index file and deleted the data file the old one named
+                # between our two reads: the index file now names a data file that exists
+                index = vectors.read_index(fname, mmap=True)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise IndexStateError(f"{fname}: not a readable FAISS index ({_first_line(err)}); "
+                                  f"{self._rebuild_hint()}") from None
+        want = m["counts"].get(name, 0)
         if index.ntotal != want:
             raise IndexStateError(f"{fname}: holds {index.ntotal} vectors, the manifest says {want}; "
                                   "run `elmsearch index` again")
@@ -567,7 +935,8 @@ class IndexStore:
         m = self.read_manifest() or {}
         try:
             self.verify(full=True)
-            consistency = "ok"
+            problems = self.audit(sample=64, full_checksums=False)["problems"]
+            consistency = problems[0] if problems else "ok"
         except IndexStateError as err:
             consistency = str(err)
         with self.session() as s:
@@ -592,8 +961,10 @@ class IndexStore:
                 "indices": m.get("indices", {}),
                 "writer": lock_holder(self.folder),
                 "db": self.engine.url.render_as_string(hide_password=True),
-                "db_bytes": (self.folder / "elmsearch.sqlite").stat().st_size
-                if (self.folder / "elmsearch.sqlite").is_file() else None,
+                "db_bytes": (self.data / "elmsearch.sqlite").stat().st_size
+                if (self.data / "elmsearch.sqlite").is_file() else None,
+                "generation": m.get("generation"),
+                "read_only": self.read_only,
                 "last_run": None if last is None else {
                     "started": last.started.isoformat() if last.started else None,
                     "finished": last.finished.isoformat() if last.finished else None,

@@ -921,7 +921,7 @@ def write_index(index: faiss.Index, fname: str | os.PathLike[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # patient data (mkstemp made it 0600 already; kept explicit)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

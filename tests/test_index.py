@@ -138,20 +138,26 @@ def test_bad_files_are_recorded_and_never_stop_the_run(archive, demo_model_dir, 
     assert index_archive(archive, tmp_path / "idx", demo_model_dir).failed == 0
 
 
-def test_changing_the_model_reembeds_everything(archive, demo_model_dir, tmp_path, shared_data):
+def test_changing_the_model_is_refused_unless_reembed(archive, demo_model_dir, tmp_path, shared_data):
     db = tmp_path / "idx"
     index_archive(archive, db, demo_model_dir)
     release = shared_data / "elm_pretrained" / "5s"
-    summary = index_archive(archive, db, release)
+    before = json.loads((db / "manifest.json").read_text())
+    with pytest.raises(IndexStateError, match="one index holds one model") as err:
+        index_archive(archive, db, release)
+    assert before["model_hash"] in str(err.value) and str(release) in str(err.value)
+    assert json.loads((db / "manifest.json").read_text()) == before  # nothing written
+    summary = index_archive(archive, db, release, reembed=True)
     n = len(_edfs(archive))
     assert summary.updated == n and summary.skipped == 0
     store = IndexStore.open(db)
     counts = store.verify()
     # the ELM release has EEG weights only: EEG indexes, report vectors say they need a text model
     assert counts["eeg_recording"] == n and counts["report"] == 0 and counts["segment"] == 0
-    assert store.manifest["has_text"] is False
+    assert store.manifest["has_text"] is False and store.manifest["generation"] == "1"
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(Segment)) > 0  # report text is still stored
+        assert {r.model_hash for r in s.scalars(select(Recording))} == {store.manifest["model_hash"]}
 
 
 def test_verify_names_what_is_inconsistent(archive, demo_model_dir, tmp_path):

@@ -20,7 +20,7 @@ from db import Recording, Report, Segment, Status, Window, from_blob
 from indexer import vectors
 from indexer.export import export_parquet
 from indexer.pipeline import index_archive
-from indexer.store import INDEX_NAMES, IndexStore
+from indexer.store import INDEX_NAMES, IndexStateError, IndexStore
 
 PG_URL = os.environ.get("ELMSEARCH_TEST_PG_URL")
 
@@ -141,17 +141,16 @@ def test_postgres_bad_files_are_recorded(pg_url, archive, demo_model_dir, tmp_pa
     store.engine.dispose()
 
 
-def test_postgres_changing_the_model_reembeds_everything(pg_url, archive, demo_model_dir, tmp_path, shared_data):
+def test_postgres_changing_the_model_is_refused(pg_url, archive, demo_model_dir, tmp_path, shared_data):
     db = tmp_path / "idx"
     index_archive(archive, db, demo_model_dir, db_url=pg_url)
-    summary = index_archive(archive, db, shared_data / "elm_pretrained" / "5s")
-    n = len(_edfs(archive))
-    assert summary.updated == n and summary.skipped == 0
+    with pytest.raises(IndexStateError, match="one index holds one model"):
+        index_archive(archive, db, shared_data / "elm_pretrained" / "5s")
+    # re-embedding keeps the old index answering through generations of the folder's own database
+    with pytest.raises(IndexStateError, match="new --db folder"):
+        index_archive(archive, db, shared_data / "elm_pretrained" / "5s", reembed=True)
     store = IndexStore.open(db)
-    counts = store.verify()
-    assert counts["eeg_recording"] == n and counts["report"] == 0 and counts["segment"] == 0
-    with store.session() as s:
-        assert s.scalar(select(func.count()).select_from(Segment)) > 0
+    assert store.verify()["eeg_recording"] == len(_edfs(archive))
     store.engine.dispose()
 
 
