@@ -139,22 +139,45 @@ def _print_skipped(skipped: list[dict]) -> None:
         out.print(table)
 
 
+FollowOutsideOpt = Annotated[bool, typer.Option(
+    "--follow-outside", help="Read links (recordings, folders, reports) that lead out of the archive folder; "
+    "without it they are refused with a reason.")]
+PatientsOpt = Annotated[Path | None, typer.Option(
+    "--patients", help="CSV of path-or-glob,patient (globs relative to the archive folder): who each recording "
+    "belongs to, before BIDS, TUH, EDF+ codes and file names.", show_default=False)]
+
+
+def _warn_empty(archive: Path) -> bool:
+    """Print one warning line when the archive holds no recording; returns whether it did."""
+    from elmsearch.archive import find_nothing_message
+
+    message = find_nothing_message(archive)
+    if message:
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+    return message is not None
+
+
 @app.command()
 def scan(
     archive: Annotated[Path, typer.Argument(help="Archive folder or one EDF/BDF file.")],
     reports: ReportsOpt = None,
     window: WindowOpt = 5.0,
     workers: WorkersOpt = 1,
+    follow_outside: FollowOutsideOpt = False,
+    patients: PatientsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Read and preprocess every recording of an archive; list what was refused and why."""
-    from elmsearch.errors import ReportError
+    from elmsearch.archive import discovery_options
+    from elmsearch.errors import InputFileError
 
     if not archive.exists():
         raise _fail(f"{archive}: no such file or folder")
     try:
-        summary = _run_scan(archive, reports, window, workers)
-    except ReportError as err:
+        with discovery_options(follow_outside, patients):
+            _warn_empty(archive)
+            summary = _run_scan(archive, reports, window, workers)
+    except InputFileError as err:  # the reports side file or the patients mapping
         raise _fail(str(err)) from None
     _print_scan(summary, as_json)
 
@@ -450,16 +473,19 @@ def _print_index(summary) -> None:
         table.add_row("throughput", f"{d['hours'] / wall:.3f} h EEG/s")
     out.print(table)
     if summary.failures:
+        from elmsearch.archive import display_path
+
         fails = Table("path", "reason", title="refused recordings")
         for f in summary.failures:
-            fails.add_row(f["path"], f["reason"])
+            fails.add_row(display_path(f["path"]), f["reason"])
         out.print(fails)
     _print_skipped(summary.skipped_files)
 
 
 @app.command()
 def index(
-    archive: Annotated[Path, typer.Argument(help="Archive folder (or one EDF/BDF file).")],
+    archive: Annotated[Path | None, typer.Argument(help="Archive folder (or one EDF/BDF file).",
+                                                   show_default=False)] = None,
     db: DbOpt = Path("elmsearch-index"),
     model: ModelDirOpt = None,
     reports: ReportsOpt = None,
@@ -484,11 +510,39 @@ def index(
                                            )] = Runner.local,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use (e.g. auto, "
                                                     "ray://head:10001); default: start Ray on this machine.")] = None,
+    reembed: Annotated[bool, typer.Option("--reembed", help="The index holds another model's embeddings: "
+                                          "re-embed every recording with --model into a new generation, made "
+                                          "current when the run ends (queries use the old one until then).")
+                       ] = False,
+    rebuild_faiss: Annotated[bool, typer.Option("--rebuild-faiss", help="Rebuild the FAISS files and the manifest "
+                                                "from the database (after `elmsearch verify` found them damaged); "
+                                                "no ARCHIVE needed.")] = False,
+    follow_outside: FollowOutsideOpt = False,
+    patients: PatientsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index an archive: preprocess, embed, store in SQL + FAISS. Incremental and resumable."""
     from elmsearch.errors import ElmsearchError
 
+    if rebuild_faiss:
+        from indexer.pipeline import rebuild_faiss as rebuild
+
+        if archive is not None or reembed:
+            raise _fail("--rebuild-faiss takes no ARCHIVE and no --reembed: it rebuilds from the database")
+        try:
+            counts = rebuild(db, db_url)
+        except (ElmsearchError, OSError) as err:
+            raise _fail(str(err).splitlines()[0]) from None
+        if as_json:
+            out.print_json(json.dumps({"rebuilt": counts}))
+        else:
+            out.print(f"{db}: FAISS files rebuilt from the database: "
+                      + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return
+    if archive is None:
+        raise _fail("give the ARCHIVE folder to index (or --rebuild-faiss)")
+    if reembed and runner != Runner.local:
+        raise _fail("--reembed runs with --runner local")
     if not archive.exists():
         raise _fail(f"{archive}: no such file or folder")
     if ray_address and runner != Runner.ray:
@@ -500,10 +554,16 @@ def index(
             model = manifest_model_path(db)
         except ElmsearchError:
             raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from") from None
+    from elmsearch.archive import discovery_options
+
     try:
-        summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
-                             retry_failed=retry_failed, report_text=report_text, timeout=timeout,
-                             backend=backend.value, runner=runner.value, ray_address=ray_address)
+        with discovery_options(follow_outside, patients):
+            if not reembed and _warn_empty(archive):
+                raise typer.Exit(code=1)
+            summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
+                                 retry_failed=retry_failed, report_text=report_text, timeout=timeout,
+                                 backend=backend.value, runner=runner.value, ray_address=ray_address,
+                                 **({"reembed": True} if reembed else {}))
     except (ElmsearchError, OSError) as err:
         raise _fail(str(err).splitlines()[0]) from None
     if as_json:
@@ -546,15 +606,42 @@ def stats(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json:
 
 
 @app.command()
+def verify(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Prove an index consistent: checksums, one model, every row in FAISS, vectors equal to the database."""
+    from indexer.store import IndexStateError, IndexStore
+
+    try:
+        doc = IndexStore.open(db, db_url, tolerate_damage=True).audit()
+    except IndexStateError as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        for name, c in doc["checked"].items():
+            out.print(f"{name}: {c['vectors']} vectors, {c['sampled']} compared with the database")
+        for problem in doc["problems"]:
+            _error_line(problem)
+        if doc["ok"]:
+            out.print(f"{db}: ok")
+    if not doc["ok"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def export(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Parquet files (new, empty, or an earlier "
+                                          "export): they hold report text and patient data.", show_default=False)],
     db: DbOpt = Path("elmsearch-index"),
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Parquet files.")] = Path("elmsearch-export"),
     db_url: DbUrlOpt = None,
 ) -> None:
     """Export embeddings and metadata as Parquet (recordings, windows, reports, segments)."""
     from indexer.export import export_parquet
+    from indexer.private import FolderInUseError
 
-    written = export_parquet(_open_store(db, db_url), out_dir)
+    try:
+        written = export_parquet(_open_store(db, db_url), out_dir)
+    except (FolderInUseError, OSError) as err:
+        raise _fail(str(err)) from None
     for name, n in written.items():
         out.print(f"{out_dir / (name + '.parquet')}: {n} rows")
 
@@ -674,11 +761,14 @@ def show(
     db: DbOpt = DEFAULT_DB,
     match: Annotated[str | None, typer.Option("--match", help="A text query: also show the report sentence "
                                               "nearest to it.")] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="First report character shown (a long "
+                                        "report is shown a page at a time).")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Report characters shown.")] = 100_000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Everything stored about a recording: metadata, report by section, windows."""
+    """Everything stored about a recording: metadata, report by section (paged), windows."""
     svc = _open_service(db)
-    doc = _query(lambda: svc.show(recording_id, match))
+    doc = _query(lambda: svc.show(recording_id, match, offset, limit))
     if as_json:
         out.print_json(json.dumps(doc))
         return
@@ -693,6 +783,12 @@ def show(
         for sec in doc["report"]["sections"]:
             out.print(f"[bold]{escape(sec['heading'] or '(preamble)')}[/bold]\n{escape(sec['text'])}\n",
                       highlight=False)
+        rep = doc["report"]
+        if rep["offset"] or rep["next"] is not None:
+            shown = sum(len(sec["text"]) for sec in rep["sections"])
+            more = f"; next page: --offset {rep['next']}" if rep["next"] is not None else ""
+            out.print(f"report characters {rep['offset']}–{rep['offset'] + shown} of {rep['text_chars']}{more}",
+                      highlight=False, soft_wrap=True)
     if doc.get("match"):
         m = doc["match"]
         out.print(f"nearest sentence to {match!r} ({m['score']:.3f}): {m['section'] or ''}: {m['text'] or ''}",
@@ -734,8 +830,13 @@ def evaluate(
     """Retrieval, zero-shot and probe quality of an index against labels, with baselines."""
     extra = _read_prompts(prompts) if prompts else None  # before the heavy imports: a typo fails at once
     from indexer.evaluate import evaluate_index, write_report
+    from indexer.private import FolderInUseError, output_dir
 
     index = _open_service(db).index
+    try:  # before the evaluation: a folder that is not ours fails at once
+        output_dir(out_dir or db / "eval", "eval.json", "evaluation")
+    except (FolderInUseError, OSError) as err:
+        raise _fail(str(err)) from None
     result = _query(lambda: evaluate_index(
         index, labels, root or labels.parent, columns.split(",") if columns else None, extra,
         seeds=tuple(range(seeds)), n_per_class=n_per_class, elm_weights=elm_weights))
@@ -781,23 +882,64 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (another than 127.0.0.1 exposes the archive "
                                       "to the network: put it behind your hospital's authentication).")
                     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: one the system picks).")] = 8000,
     db_url: DbUrlOpt = None,
     backend: BackendOpt = Backend.auto,
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest EDF accepted by the upload.")] = 512,
     workers_threads: Annotated[int, typer.Option("--threads", min=1, help="Requests answered at once.")] = 16,
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", help="Also answer requests for this Host name (repeatable; by default only "
+        "localhost, 127.0.0.1, ::1 and --host are, against DNS rebinding).")] = None,
+    disk_cache: Annotated[bool, typer.Option("--disk-cache", help="Keep query-text features in DIR/cache "
+                                             "(by default in memory only: no query text reaches the disk).")
+                          ] = False,
 ) -> None:
     """HTTP API and search page over an index (read-only; models loaded once)."""
     import uvicorn
 
     from cli.web.app import create_app
+    from indexer.service import SearchService
+    from indexer.store import IndexStateError
 
-    svc = _open_service(db, db_url, backend)
-    svc.max_upload_bytes = max_upload_mb * 2**20
+    sock = _listen(host, port)  # first: a port in use is one line, before the models load
+    try:
+        svc = SearchService.open(db, db_url, backend.value, max_upload_mb * 2**20,
+                                 text_cache="disk" if disk_cache else "memory")
+    except IndexStateError as err:
+        sock.close()
+        raise _fail(str(err)) from None
     _query(svc.warm)
-    app_ = create_app(svc, workers_threads)
-    console.print(f"elmsearch: serving {db} on http://{host}:{port}/ (API: /docs, /openapi.json); Ctrl-C stops")
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    app_ = create_app(svc, workers_threads, host=host, allow_hosts=allow_host or ())
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"elmsearch: serving {db} on http://{shown}:{port}/ (API: /docs, /openapi.json); Ctrl-C stops",
+                  highlight=False, soft_wrap=True)
+    server = uvicorn.Server(uvicorn.Config(app_, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int):
+    """A listening socket on ``host:port``, or one line (``port N on HOST is in use``) and exit 1."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise _fail(f"--host {host}: not an address of this machine ({err})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a just-closed port is free
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise _fail(f"port {port} on {host} is in use (another server?); choose one with --port") from None
+        raise _fail(f"cannot listen on {host}:{port} ({err.strerror})") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _usage_line(err: Exception) -> int:

@@ -69,10 +69,19 @@ def check_device(value: str) -> str:
 
 
 def check_sex(value: str | None) -> str | None:
-    """``--sex``: F or M (any case; female/male accepted)."""
-    if value is not None and value.strip().upper() not in {"F", "M", "FEMALE", "MALE"}:
-        raise typer.BadParameter(f"{value!r} is not one of 'F', 'M'.")
-    return value
+    """``--sex``: F or M (any case; female/male accepted), normalised to F or M.
+
+    The same normalisation, and the same message for anything else, as the API's ``sex=``
+    (``indexer.service.normalise_sex``).
+    """
+    if value is None:
+        return None
+    from indexer.service import FilterError, normalise_sex  # here: `--help` imports no SQL stack
+
+    try:
+        return normalise_sex(value)
+    except FilterError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def check_positive(value: float) -> float:

@@ -46,6 +46,9 @@ class EdfHeader:
     samples_per_record : tuple of int
     physical_min, physical_max, digital_min, digital_max : tuple of float
         Per signal; NaN where the header field is not a number.
+    extra_records : int
+        Whole data records the file holds past the ``n_records`` its header declares; they
+        are not read (every reader stops at the header's records).
     """
 
     fname: str
@@ -62,6 +65,7 @@ class EdfHeader:
     physical_max: tuple[float, ...] = ()
     digital_min: tuple[float, ...] = ()
     digital_max: tuple[float, ...] = ()
+    extra_records: int = 0
 
     def range_problem(self, index: int) -> str | None:
         """Why signal ``index`` cannot be scaled to physical units, or None when it can.
@@ -128,8 +132,10 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
             fixed = fh.read(256)
             magic = fixed[:8]
             if magic not in (_EDF_MAGIC, _BDF_MAGIC):
+                from elmsearch.archive import not_read_reason  # scan's reason for this kind of file
+
                 what = "empty file" if not fixed else f"starts with {magic[:8]!r}"
-                raise UnsupportedFileError(fname, f"not an EDF/BDF file ({what})")
+                raise UnsupportedFileError(fname, not_read_reason(fname) or f"not an EDF/BDF file ({what})")
             if len(fixed) < 256:
                 raise CorruptFileError(fname, f"truncated header ({len(fixed)} of 256 bytes)")
             kind = "BDF" if magic == _BDF_MAGIC else "EDF"
@@ -192,6 +198,10 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
         )
     if n_records <= 0:
         raise CorruptFileError(fname, "no data records")
+    extra = available - n_records
+    if extra > 0:
+        logger.warning("%s: the file holds %d data records past the %d its header declares; reading the "
+                       "header's %d (%g s)", fname, extra, n_records, n_records, n_records * record_duration)
     return EdfHeader(
         fname=fname,
         kind=kind,
@@ -207,6 +217,7 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
         physical_max=numbers(16 + 80 + 8 + 8),
         digital_min=numbers(16 + 80 + 8 + 8 + 8),
         digital_max=numbers(16 + 80 + 8 + 8 + 8 + 8),
+        extra_records=max(extra, 0),
     )
 
 
@@ -220,9 +231,60 @@ def _mne_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
+_VHDR_KEYS = {"datafile": "DataFile", "markerfile": "MarkerFile"}
+
+
+def parse_vhdr_companions(text: str) -> dict[str, str]:
+    """The ``DataFile=`` and ``MarkerFile=`` of a BrainVision header's ``[Common Infos]`` (keys as written)."""
+    out, section = {}, ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+            continue
+        if section == "common infos" and "=" in line and not line.startswith(";"):
+            key, value = line.split("=", 1)
+            if key.strip().lower() in _VHDR_KEYS:
+                out[_VHDR_KEYS[key.strip().lower()]] = value.strip()
+    return out
+
+
+def companion_problem(key: str, name: str) -> str | None:
+    """Why a BrainVision ``DataFile``/``MarkerFile`` value is refused: it must name a file in the header's folder."""
+    if not name:
+        return f"{key}= is empty"
+    if "/" in name or "\\" in name or name in {".", ".."} or os.path.isabs(name) or ":" in name[:2]:
+        return (f"{key}={name} does not name a file in the header's own folder (no folders, '..' or absolute "
+                "paths allowed)")
+    return None
+
+
+def vhdr_companions(fname: str | os.PathLike) -> dict[str, str]:
+    """The data and marker file names a BrainVision header names, checked (``companion_problem``).
+
+    Raises
+    ------
+    CorruptFileError
+        A name leaves the header's folder, or the header cannot be read.
+    """
+    try:
+        with open(fname, "rb") as f:
+            text = f.read(1 << 20).decode("latin-1")
+    except OSError as err:
+        raise UnsupportedFileError(fname, f"cannot open ({err.strerror or err})") from None
+    files = parse_vhdr_companions(text)
+    for key, name in files.items():
+        problem = companion_problem(key, name)
+        if problem:
+            raise CorruptFileError(fname, problem)
+    return files
+
+
 def _open_mne(fname: str, kind: str):
     import mne
 
+    if kind == "BrainVision":
+        vhdr_companions(fname)  # before MNE follows DataFile= anywhere on the disk
     reader = getattr(mne.io, MNE_FORMATS[os.path.splitext(fname)[1].lower()][1])
     try:
         return reader(fname, preload=False, verbose="error")
@@ -242,6 +304,11 @@ def read_header(fname: str | os.PathLike) -> EdfHeader:
         ``UnsupportedFileError`` or ``CorruptFileError`` with a one-line reason.
     """
     fname = str(fname)
+    from elmsearch.archive import special_file_reason
+
+    special = special_file_reason(fname)  # stat only: opening a FIFO blocks until a writer comes
+    if special:
+        raise UnsupportedFileError(fname, special)
     suffix = os.path.splitext(fname)[1].lower()
     if suffix not in MNE_FORMATS:
         return read_edf_header(fname)
@@ -289,9 +356,18 @@ def open_raw(fname: str | os.PathLike, header: EdfHeader | None = None):
     reader = mne.io.read_raw_bdf if header.kind == "BDF" else mne.io.read_raw_edf
     try:
         try:
-            return reader(fname, preload=False, verbose="error")
+            raw = reader(fname, preload=False, verbose="error")
         except UnicodeDecodeError:
             logger.debug("%s: header is not UTF-8, retrying as latin-1", fname)
-            return reader(fname, preload=False, encoding="latin1", verbose="error")
+            raw = reader(fname, preload=False, encoding="latin1", verbose="error")
+        return _crop_to_header(raw, header)
     except Exception as err:  # noqa: BLE001 -- any reader failure is a property of this file
         raise CorruptFileError(Path(fname), f"MNE cannot read it: {_mne_reason(err)}") from None
+
+
+def _crop_to_header(raw, header: EdfHeader):
+    """MNE counts the data records from the file's size; keep only the header's (as ``edfread`` does)."""
+    n_times = int(round(header.duration * float(raw.info["sfreq"])))
+    if header.extra_records > 0 and raw.n_times > n_times:
+        raw.crop(tmax=(n_times - 1) / raw.info["sfreq"])
+    return raw

@@ -14,8 +14,7 @@ parsing of the numeric header fields (text up to the first NUL, ``,`` read as ``
 The fast path is taken only where MNE's result is known: ``open_edf_reader`` returns
 None (the caller reads with MNE, which then reads or refuses as it always did) for
 EDF+D/BDF+D discontinuous files, picked signals slower than the file's fastest signal
-(MNE resamples them), a record count that disagrees with the file size (MNE trusts the
-size), more than one annotations channel, and any header or annotation text on which
+(MNE resamples them), a file shorter than its header's records, more than one annotations channel, and any header or annotation text on which
 MNE itself would raise (so MNE's refusal is kept, word for word).
 """
 
@@ -162,8 +161,9 @@ class EdfSignalReader:
         self.bytes_per_sample = 3 if header.kind == "BDF" else 2
         record_len = int(spr.sum())
         n_records = (size - 256 * (n + 1)) // self.bytes_per_sample // record_len
-        if n_records != header.n_records or n_records <= 0:
+        if n_records < header.n_records or n_records <= 0:
             raise NotEligible(f"{n_records} data records in the file, {header.n_records} in the header")
+        n_records = header.n_records  # records past the header's are not read (warned in edf.read_edf_header)
         buf_len = int(spr[signals].max())
         if any(spr[p] != buf_len for p in picks):
             raise NotEligible("picked signals slower than the fastest signal (MNE resamples them)")

@@ -199,3 +199,42 @@ def parse_recording_path(parts: tuple[str, ...]) -> PathInfo:
         token = "_".join(f"{k}-{ents[k]}" for k in ("task", "acq", "run") if k in ents)
         return PathInfo(ents["sub"], ents.get("ses", ""), "", token, "bids")
     return PathInfo(stem, "", montage, "", "flat")
+
+
+# ---- patients ------------------------------------------------------------------------------
+# Public datasets that name files after subject and run; each pattern's "patient" group is the subject.
+_NAME_PATIENT = (
+    re.compile(r"^(?P<patient>S\d{3,})R\d{1,3}$"),  # PhysioNet EEGMMIDB: S001R03 (subject 1, run 3)
+    re.compile(r"^(?P<patient>chb\d{2,}[a-z]?)_\d+[a-z+]*$", re.IGNORECASE),  # CHB-MIT: chb01_03
+    re.compile(r"^(?P<patient>Subject\d+)_\d+$", re.IGNORECASE),  # EEGMAT: Subject00_1, Subject00_2
+)
+_PLACEHOLDER_CODES = {"x", "-", "0", "00", "na", "n/a", "none", "null", "unknown", "anonymous", "anon",
+                      "patient", "subject", "patid", "id"}
+
+
+def name_patient(stem: str) -> str | None:
+    """The subject a PhysioNet-style file name names, or None.
+
+    ``S001R03`` -> ``S001`` (EEGMMIDB), ``chb01_03`` -> ``chb01`` (CHB-MIT),
+    ``Subject00_1`` -> ``Subject00`` (EEGMAT). Other names give None.
+    """
+    for pattern in _NAME_PATIENT:
+        m = pattern.match(stem)
+        if m:
+            return m["patient"]
+    return None
+
+
+def real_patient_code(code: str | None) -> str | None:
+    """``code`` when it identifies a patient, None for a placeholder.
+
+    EDF+ writers that do not know the patient write ``X``; anonymisers and some devices
+    write ``0``, ``000000``, ``unknown``, ``anonymous``. A code made of one repeated
+    character or without any letter or digit is a placeholder too.
+    """
+    if not code:
+        return None
+    c = code.strip()
+    if not c or c.lower() in _PLACEHOLDER_CODES or len(set(c)) == 1 or not any(ch.isalnum() for ch in c):
+        return None
+    return c

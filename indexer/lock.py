@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -51,6 +52,58 @@ class IndexLockedError(ElmsearchError):
 def _describe(holder: dict) -> str:
     return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
             f"since {holder.get('started', '?')}")
+
+
+_WORD = re.compile(r"[a-z][a-z0-9-]*")
+_SECRET_IN_URL = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password shown as ``***`` (anything unparsable: ``***``)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown as nothing at all
+        return "***"
+
+
+def public_command(argv: list[str]) -> str:
+    """What a lock file says about its writer's command: the program and its subcommand only.
+
+    The full command line may hold secrets (``--db-url postgresql://user:PASSWORD@...``) and
+    private paths; the lock file is shown by ``elmsearch stats`` and ``GET /api/stats``. Only
+    the program name, the first plain-word argument (the subcommand, e.g. ``elmsearch index``)
+    and a ``--db-url`` with its password redacted are kept.
+
+    Parameters
+    ----------
+    argv : list of str
+        The command line (``sys.argv``).
+
+    Returns
+    -------
+    str
+        E.g. ``"elmsearch index --db-url postgresql+psycopg://user:***@host/db"``.
+    """
+    argv = [str(a) for a in argv]
+    words = [os.path.basename(argv[0])] if argv else []
+    sub = next((a for a in argv[1:] if not a.startswith("-")), None)
+    if sub is not None and _WORD.fullmatch(sub):
+        words.append(sub)
+    for i, a in enumerate(argv[1:], 1):
+        if a == "--db-url" and i + 1 < len(argv):
+            words += ["--db-url", redact_url(argv[i + 1])]
+        elif a.startswith("--db-url="):
+            words += ["--db-url", redact_url(a.split("=", 1)[1])]
+    return " ".join(words)[:300]
+
+
+def _public_holder(holder: dict) -> dict:
+    # A lock file written by an older version holds the whole argv: never show a URL's password.
+    if isinstance(holder.get("command"), str):
+        holder["command"] = _SECRET_IN_URL.sub(r"\1:***@", holder["command"])
+    return holder
 
 
 def _read_holder(fd: int) -> dict:
@@ -104,7 +157,7 @@ class IndexLock:
                            self.path.parent, _describe(stale))
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]}
+              "command": public_command(sys.argv)}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(me).encode())
@@ -146,7 +199,7 @@ def lock_holder(folder: str | os.PathLike) -> dict | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_holder(fd) or {"pid": None}
+            return _public_holder(_read_holder(fd)) or {"pid": None}
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

@@ -20,12 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window, to_blob
 from db.models import utcnow
-from elmsearch.archive import ArchiveEntry, Walk, archive_path, discover, file_hash, load_report_text
+from elmsearch.archive import (ArchiveEntry, Walk, archive_path, discover, file_hash, load_report_text, patient_of,
+                               special_file_reason)
 from elmsearch.channels import TCP_CH_NAMES
 from elmsearch.chunked import LONG_RECORDING_S, iter_windows_chunked, n_times_out, open_span_reader
 from elmsearch.edf import read_header
@@ -40,7 +41,7 @@ from elmsearch.recording import make_windows, read_recording, usable_windows, wi
 from elmsearch.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
-from indexer.store import IndexStore
+from indexer.store import IndexStateError, IndexStore
 from indexer.workers import DEFAULT_TIMEOUT_S, auto_jobs, failure_reason, run_isolated
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
     exception, expected or not, becomes ``error``.
     """
     t0 = time.perf_counter()
+    special = special_file_reason(entry.path)  # stat only: a FIFO blocks whoever opens it
+    if special:
+        return Prepared(entry, 0, 0.0, None, error=special)
     try:
         st = entry.path.stat()
         digest = file_hash(entry.path)
@@ -372,12 +376,20 @@ class Indexer:
     backend : {"auto", "torch", "onnxruntime", "openvino"}
         EEG inference engine (``elmsearch.models.backends``; torch where the one asked for is
         missing or fails its check). The run records it with the precision, e.g. ``ov-bf16``.
+    reembed : bool
+        The index holds another model's embeddings: re-embed every recording into a new
+        generation of the index (``IndexStore.next_generation``), made current at the end of
+        the run in one step; readers answer from the old generation until then. Besides
+        ``root`` the run walks every archive root earlier runs indexed; recordings that are
+        not found again are kept as failed, with the reason.
     """
 
     def __init__(self, store: IndexStore, model: ELMModel, model_path: str | os.PathLike,
                  precision: str = "fp32", report_text: bool = True, timeout: float | None = DEFAULT_TIMEOUT_S,
-                 backend: str = "auto"):
+                 backend: str = "auto", reembed: bool = False):
         self.store = store
+        self.reembed = reembed
+        self.earlier_roots: list[str] = []
         self.report_text = report_text
         self.timeout = timeout
         if precision == "auto":
@@ -396,12 +408,16 @@ class Indexer:
 
     # ---- per-recording writes -----------------------------------------------------------
     def _patient_session(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Visit | None]:
-        key = entry.info.subject or (meta.subject if meta else None) or entry.path.stem
+        """The patient and visit rows of a recording, created when new (rules: ``archive.patient_of``)."""
+        key = patient_of(entry, meta.subject if meta else None)
         patient = s.scalar(select(Patient).where(Patient.key == key))
+        sex = (meta.sex if meta else None) or (entry.participant or {}).get("sex")
         if patient is None:
-            patient = Patient(key=key, sex=meta.sex if meta else None)
+            patient = Patient(key=key, sex=sex)
             s.add(patient)
             s.flush()
+        elif patient.sex is None and sex:
+            patient.sex = sex
         session = None
         if entry.info.session:
             session = s.scalar(select(Visit).where(Visit.patient_id == patient.id,
@@ -507,7 +523,11 @@ class Indexer:
             rec.date = meta.start or (dt.datetime.combine(p.entry.info.session_date, dt.time())
                                       if p.entry.info.session_date else None)
             rec.date_suspect = meta.date_suspect
-            report = self._report(s, p.entry, p.report_text, p.text_emb)
+            text = p.report_text
+            if text is None and self.reembed and p.report_error is None and rec.report_id is not None:
+                old = s.get(Report, rec.report_id)  # a report from a side file this run was not given
+                text = old.text if old is not None and old.text else None
+            report = self._report(s, p.entry, text, p.text_emb)
             rec.report_id = report.id if report else None
             window_emb, index, rec_emb, profile = p.eeg
             rec.emb = to_blob(rec_emb)
@@ -567,9 +587,26 @@ class Indexer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - n_jobs))
         try:
             with IndexLock(self.store.folder), private_umask():
+                if self.reembed:
+                    self.start_generation()
                 return self._run(root, reports, n_jobs, prune, on_item, on_plan, retry_failed)
         finally:
             torch.set_num_threads(threads)
+
+    def start_generation(self) -> None:
+        """Switch ``store`` to the next generation (a copy of the database) for a re-embedding run.
+
+        Called holding the lock. Remembers the archive roots earlier runs indexed, so that the
+        run re-embeds every recording, not only those under this run's root.
+        """
+        with self.store.session() as s:
+            self.earlier_roots = sorted({a for (a,) in s.execute(select(IndexRun.archive)) if a})
+        old = self.store
+        self.store = old.next_generation(self.model_hash)
+        self.store.faiss_policy = old.faiss_policy
+        logger.warning("%s: re-embedding every recording with model %s (%s) into generation %s; queries answer "
+                       "from the current one until the run finishes", old.folder, self.model_hash, self.model_path,
+                       self.store.generation)
 
     def _run(self, root, reports, n_jobs, prune, on_item, on_plan, retry_failed) -> IndexSummary:
         t_run = time.perf_counter()
@@ -603,6 +640,13 @@ class Indexer:
         summary = IndexSummary()
         walk = Walk()
         entries = discover(root, reports, walk)
+        if self.reembed:  # every recording of the index, also those of earlier runs' roots
+            here = archive_path(root).rstrip(os.sep) + os.sep
+            seen = {e.path for e in entries}
+            for other in self.earlier_roots:
+                if (other + os.sep).startswith(here) or not os.path.exists(other):
+                    continue
+                entries += [e for e in discover(other, None, walk) if e.path not in seen]
         summary.skipped_files = walk.skipped
         enc = get_encoder(self.model, self.backend, self.precision)  # once: later batches reuse it
         self.backend, self.precision = enc.name, enc.precision
@@ -664,6 +708,8 @@ class Indexer:
 
     def finish(self, run_id: int, summary: IndexSummary, t_run: float) -> IndexSummary:
         """End a run: rebuild the FAISS indices, write the query model, close the ``IndexRun`` row."""
+        if self.reembed:
+            summary.failed += self._fail_not_reembedded(summary)
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
@@ -686,6 +732,22 @@ class Indexer:
                 finished=utcnow(), n_added=summary.added, n_updated=summary.updated, n_skipped=summary.skipped,
                 n_failed=summary.failed, n_removed=summary.removed, timings=summary.timings))
         return summary
+
+    def _fail_not_reembedded(self, summary: IndexSummary) -> int:
+        """Mark failed the indexed recordings a re-embedding run did not find again (one index, one model)."""
+        reason = f"not re-embedded with model {self.model_hash}: the file was not found under the archive roots"
+        with self.store.session() as s, s.begin():
+            stale = s.execute(select(Recording.id, Recording.path).where(
+                Recording.status == Status.INDEXED, Recording.model_hash != self.model_hash)).all()
+            for i in range(0, len(stale), 500):
+                s.execute(update(Recording).where(Recording.id.in_([r[0] for r in stale[i:i + 500]])).values(
+                    status=Status.FAILED, error=reason, model_hash=self.model_hash, emb=None, n_windows=0))
+            s.execute(delete(Window).where(Window.recording_id.in_(
+                select(Recording.id).where(Recording.status == Status.FAILED))))
+        for _, path in stale:
+            logger.warning("%s: %s", path, reason)
+            summary.failures.append({"path": path, "reason": reason})
+        return len(stale)
 
     def _prune(self, root: str | os.PathLike) -> int:
         """Delete the rows of recordings under ``root`` whose files are gone.
@@ -719,10 +781,15 @@ class Indexer:
 
 
 def _stat(path: Path) -> tuple[int, float, str | None]:
-    """Size, mtime and content hash of a file whose worker gave no result (zeros if unreadable)."""
+    """Size and mtime of a file whose worker gave no result (zeros if it cannot be looked at).
+
+    Only ``stat``: the worker died or ran past the per-file time limit on this file, so this
+    process never reads it (hashing a FIFO or a hanging network file here would block the run
+    while it holds the lock). The content hash is None: unknown.
+    """
     try:
         st = path.stat()
-        return st.st_size, st.st_mtime, file_hash(path)
+        return st.st_size, st.st_mtime, None
     except OSError:
         return 0, 0.0, None
 
@@ -731,26 +798,82 @@ def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path
                   reports: str | os.PathLike | None = None, n_jobs: int | str = "auto", prune: bool = False,
                   db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None,
                   retry_failed: bool = False, report_text: bool | None = None,
-                  timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto") -> IndexSummary:
+                  timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto", reembed: bool = False
+                  ) -> IndexSummary:
     """Load a model and index an archive into ``db_dir`` (see ``Indexer.run``).
 
     ``report_text=None`` keeps the index's setting (text stored unless an earlier run was
-    told ``report_text=False``).
+    told ``report_text=False``); ``reembed``: see ``make_indexer``.
     """
-    indexer = make_indexer(db_dir, model_path, db_url, precision, report_text, timeout, backend)
+    indexer = make_indexer(db_dir, model_path, db_url, precision, report_text, timeout, backend, reembed)
     return indexer.run(root, reports, n_jobs, prune, on_item, on_plan, retry_failed)
 
 
 def make_indexer(db_dir: str | os.PathLike, model_path: str | os.PathLike, db_url: str | None = None,
                  precision: str = "fp32", report_text: bool | None = None,
-                 timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto") -> Indexer:
-    """Load a model, create or open the index in ``db_dir`` and check that it was built with that model.
+                 timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto", reembed: bool = False) -> Indexer:
+    """Load a model, create or open the index in ``db_dir`` and check that it holds that model's embeddings.
 
     ``report_text=None`` keeps the index's setting; the other parameters are ``Indexer``'s.
+
+    Raises
+    ------
+    IndexStateError
+        The index holds another model's embeddings and ``reembed`` is False (one index holds
+        one model), or ``reembed`` on a database other than the index folder's own SQLite file.
     """
     model = load_model(model_path)
     store = IndexStore.create(db_dir, db_url)
     if report_text is None:
         report_text = (store.read_manifest() or {}).get("report_text", True)
-    store.check_model(config_hash(model))
-    return Indexer(store, model, model_path, precision, report_text, timeout, backend)
+    mh = config_hash(model)
+    have = store.index_model()
+    if not reembed or have is None or have[0] == mh:
+        store.check_model(mh, Path(model_path).resolve())
+        reembed = False
+    elif not store.owns_database:
+        raise IndexStateError(
+            f"{db_dir}: --reembed keeps the old model's index answering while it works, which needs the index "
+            f"folder's own SQLite database; for {store.engine.url.render_as_string(hide_password=True)} index into "
+            "a new --db folder and --db-url with the new model, then switch (docs: running at scale)")
+    return Indexer(store, model, model_path, precision, report_text, timeout, backend, reembed)
+
+
+def rebuild_faiss(db_dir: str | os.PathLike, db_url: str | None = None) -> dict:
+    """Rebuild every FAISS file and the manifest of an index from its database (``index --rebuild-faiss``).
+
+    What to do when a FAISS file or the manifest is damaged: the database is the source of
+    truth. Takes the writer lock; the model is the manifest's (or, with a damaged manifest, the
+    last run's) and must still be what it was.
+
+    Returns
+    -------
+    dict
+        The vector counts.
+
+    Raises
+    ------
+    IndexStateError
+        No index, or its model is gone or changed.
+    """
+    store = IndexStore.create(db_dir, db_url, tolerate_damage=True)
+    with IndexLock(store.folder), private_umask():
+        with store.session() as s:
+            last = s.scalar(select(IndexRun).where(IndexRun.finished.is_not(None)).order_by(IndexRun.id.desc())
+                            .limit(1)) or s.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1))
+            has_text = s.scalar(select(func.count()).select_from(Report).where(Report.text != "")) > 0
+        have = store.index_model()
+        if have is None or last is None:
+            raise IndexStateError(f"{db_dir}: no indexed recordings to rebuild from")
+        model_hash, model_path = have
+        if not Path(model_path).exists():
+            raise IndexStateError(f"{db_dir}: the index's model {model_path} is gone; re-index with `elmsearch index "
+                                  "--reembed --model DIR`")
+        model = load_model(model_path)
+        if config_hash(model) != model_hash:
+            raise IndexStateError(f"{db_dir}: the index's model {model_path} is now {config_hash(model)}, not "
+                                  f"{model_hash}; re-index with `elmsearch index --reembed --model DIR`")
+        manifest = store.read_manifest_or_none() or {}
+        return store.rebuild(model_hash, str(model_path), model.config, force=True, run_id=last.id,
+                             extra={"report_text": manifest.get("report_text", has_text),
+                                    "similar_representation": model.similar_representation})

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 
-from elmsearch.archive import ArchiveEntry, Walk, discover, load_report_text
+from elmsearch.archive import ArchiveEntry, Walk, discover, display_path, load_report_text
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.preprocessing import PreprocessingParams
 from elmsearch.recording import make_windows, read_recording
@@ -28,6 +28,7 @@ class ScanItem:
     Attributes
     ----------
     path : str
+        ``archive.display_path`` of the file (bytes that are not UTF-8 shown as ``\\xNN``).
     key : tuple of str
         ``(subject, session, montage, token)``.
     ok : bool
@@ -121,11 +122,11 @@ def scan_one(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: f
         n_windows = len(make_windows(rec, window_seconds))
     except Exception as err:  # noqa: BLE001 -- RecordingError, or anything a reader raises on this file
         reason = err.reason if isinstance(err, RecordingError) else failure_reason(err)
-        return ScanItem(str(entry.path), entry.key, False, error=reason,
+        return ScanItem(display_path(entry.path), entry.key, False, error=reason,
                         report_sections=sections, report_error=report_error,
                         seconds=time.perf_counter() - t0)
     m = rec.meta
-    return ScanItem(str(entry.path), entry.key, True, None, m.duration, m.native_sfreq, m.age,
+    return ScanItem(display_path(entry.path), entry.key, True, None, m.duration, m.native_sfreq, m.age,
                     m.sex, n_windows, sections, report_error, time.perf_counter() - t0)
 
 
@@ -139,6 +140,8 @@ def scan_archive(
     entries: list[ArchiveEntry] | None = None,
     walk: Walk | None = None,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    follow_outside: bool | None = None,
+    patients: str | os.PathLike | None = None,
 ) -> ScanSummary:
     """Scan every recording of an archive.
 
@@ -163,6 +166,11 @@ def scan_archive(
         What that discovery skipped (listed in the summary).
     timeout : float | None
         Seconds one file may take in a worker.
+    follow_outside : bool | None
+        Read links that lead out of ``root`` (``archive.discover``); None: the
+        ``archive.discovery_options`` in force (default: refused with a reason).
+    patients : path-like | None
+        A ``path-or-glob,patient`` CSV (``archive.read_patient_map``).
 
     Returns
     -------
@@ -172,12 +180,12 @@ def scan_archive(
     t0 = time.perf_counter()
     if entries is None:
         walk = Walk()
-        entries = discover(root, reports, walk)
+        entries = discover(root, reports, walk, follow_outside=follow_outside, patients=patients)
     items: list[ScanItem] = []
     jobs = ((entry, (entry, params, window_seconds)) for entry in entries)
     for entry, item, error in run_isolated(scan_one, jobs, n_jobs, timeout):
         if item is None:
-            item = ScanItem(str(entry.path), entry.key, False, error=error)
+            item = ScanItem(display_path(entry.path), entry.key, False, error=error)
         if not item.ok:
             logger.warning("%s: %s", item.path, item.error)
         if item.report_error:
@@ -185,6 +193,6 @@ def scan_archive(
         items.append(item)
         if on_item:
             on_item(item)
-    order = {str(e.path): i for i, e in enumerate(entries)}
+    order = {display_path(e.path): i for i, e in enumerate(entries)}
     items.sort(key=lambda i: order.get(i.path, len(order)))  # archive order, whatever finished first
     return ScanSummary(items, time.perf_counter() - t0, walk.skipped if walk is not None else [])

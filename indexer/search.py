@@ -143,6 +143,9 @@ class Index:
     def __init__(self, store: IndexStore, model: ELMModel | None = None):
         self.store = store
         self.backend = "auto"
+        # Where query-text features are cached: None is the index's DIR/cache; a server sets
+        # elmsearch.models.textcache.MEMORY (an in-memory LRU: query texts never reach the disk).
+        self.text_cache: str | os.PathLike | None = None
         self.manifest = store.manifest
         self._model = model
         self._query_model = None
@@ -182,7 +185,7 @@ class Index:
                 if not Path(path).exists():
                     raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
                 self._model = load_model(path)
-                self._model.cache_dir = self.store.folder / "cache"
+                self._model.cache_dir = self._text_cache_dir()
                 if self._model.has_text:
                     self._model.text_encoder.fast = True  # the traced encoder the indexer left, if any
             if not self._model_checked:
@@ -207,10 +210,13 @@ class Index:
                     from elmsearch.models.compiled import QueryModel
 
                     self._query_model = QueryModel.load(self.manifest["model_hash"], self.manifest["model_path"],
-                                                        self.store.folder / "cache")
+                                                        self._text_cache_dir())
                 if self._query_model is None:
                     self._query_model = self.model
             return self._query_model
+
+    def _text_cache_dir(self):
+        return self.store.folder / "cache" if self.text_cache is None else self.text_cache
 
     def faiss(self, name: str):
         """A FAISS index of this store, read once."""
@@ -421,21 +427,32 @@ class Index:
         spectral = query.profile is not None and self.similar_representation == "spectral"
         name, q = ("eeg_profile", query.profile) if spectral else ("eeg_recording", query.emb)
         with self.store.session() as s:
+            # never the query's own bytes either: a copy of the file elsewhere is not a prior case
+            query_hash = None
+            if query.recording_id is not None:
+                query_hash = s.scalar(select(Recording.content_hash).where(Recording.id == query.recording_id))
+            elif fname is not None:
+                try:
+                    query_hash = file_hash(fname)  # the indexer's content hash of a new file
+                except OSError:
+                    pass
             n_total = self.manifest["counts"][name]
             fetch = min(n_total, max(4 * k, k + 16))
             while True:
                 scores, ids = self._rank(s, name, q, fetch, filters)
                 info = {}
                 for chunk in _chunks(ids.tolist()):
-                    info.update((rid, (p, path)) for rid, p, path in s.execute(
-                        select(Recording.id, Patient.key, Recording.path)
+                    info.update((rid, (p, path, digest)) for rid, p, path, digest in s.execute(
+                        select(Recording.id, Patient.key, Recording.path, Recording.content_hash)
                         .outerjoin(Patient, Recording.patient_id == Patient.id).where(Recording.id.in_(chunk))))
                 keep_ids, keep_scores, seen = [], [], set()
                 for rid, score in zip(ids.tolist(), scores.tolist(), strict=True):
                     if rid not in info:  # removed by a run that is writing now
                         continue
-                    p, path = info[rid]
+                    p, path, digest = info[rid]
                     if rid == query.recording_id or path == query.path:  # never the query itself
+                        continue
+                    if query_hash is not None and digest == query_hash:  # nor a copy of it
                         continue
                     if not include_same_patient and p is not None and p == query.patient:
                         continue

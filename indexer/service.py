@@ -33,6 +33,85 @@ logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # an upload larger than this is refused (a 24 h EDF is ~1 GB)
 MAX_K = 1000
+MAX_ID = 2**63 - 1  # ids are SQL BIGINT / FAISS int64: anything else names no recording
+REPORT_PAGE_CHARS = 100_000  # report characters ``show`` returns at once (a 50 MB report is paged)
+SEXES = {"F": "F", "M": "M", "FEMALE": "F", "MALE": "M"}
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be used (a bad parameter: exit code 1, HTTP 422)."""
+
+
+class NotFoundError(QueryError):
+    """An id that names no recording (HTTP 404)."""
+
+
+class UploadError(ElmsearchError):
+    """An uploaded file that cannot be used (HTTP 400); the message names the client's file name."""
+
+
+def normalise_sex(value: str | None) -> str | None:
+    """``F`` or ``M`` from F, M, female or male (any case, spaces ignored); None for no value.
+
+    The one normalisation the CLI's ``--sex`` and the API's ``sex=`` share.
+
+    Raises
+    ------
+    FilterError
+        Anything else (one line).
+    """
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return SEXES[str(value).strip().upper()]
+    except KeyError:
+        raise FilterError(f"sex: expected F or M (or female/male), got {value!r}") from None
+
+
+def check_id(recording_id: int, what: str = "recording") -> int:
+    """A recording id as int; ``NotFoundError`` when it cannot name one (below 1 or over 64 bits).
+
+    SQLite and FAISS ids are signed 64-bit: a larger number would overflow in the driver.
+    """
+    try:
+        rid = int(recording_id)
+    except (TypeError, ValueError):
+        raise NotFoundError(f"{what} {recording_id!r}: no such id") from None
+    if not 1 <= rid <= MAX_ID:
+        raise NotFoundError(f"{what} {rid}: no such id")
+    return rid
+
+
+def page_report(report: dict | None, offset: int = 0, limit: int = REPORT_PAGE_CHARS) -> dict | None:
+    """One page of a report document: the characters [offset, offset + limit) of its sections.
+
+    Offsets count the characters of the section texts in order (headings not counted). Each
+    returned section is cut to the page; ``text_chars`` is the whole report's count, ``next``
+    the offset of the next page (None on the last) and ``impression`` at most ``limit``
+    characters.
+
+    Raises
+    ------
+    FilterError
+        A negative offset or a limit below 1.
+    """
+    if report is None:
+        return None
+    offset, limit = int(offset), int(limit)
+    if offset < 0:
+        raise FilterError(f"offset: expected a number >= 0, got {offset}")
+    if limit < 1:
+        raise FilterError(f"limit: expected a number >= 1, got {limit}")
+    end, pos, sections = offset + limit, 0, []
+    for sec in report["sections"]:
+        text = sec["text"] or ""
+        a, b = max(offset, pos), min(end, pos + len(text))
+        if a < b or (not text and offset <= pos < end):
+            sections.append({"heading": sec["heading"], "text": text[a - pos : b - pos], "start": a})
+        pos += len(text)
+    impression = report.get("impression")
+    return {**report, "impression": impression[:limit] if impression else impression, "sections": sections,
+            "text_chars": pos, "offset": offset, "limit": limit, "next": end if end < pos else None}
 
 
 def manifest_model_path(folder: str | os.PathLike) -> Path:
@@ -77,8 +156,8 @@ def parse_filters(sex: str | None = None, age_min: float | None = None, age_max:
 
     Raises
     ------
-    ValueError
-        A value out of range (one line naming it).
+    FilterError
+        A value out of range, an unknown sex, age_min above age_max (one line naming it).
     """
     def day(v, name):
         if v is None or v == "":
@@ -90,14 +169,15 @@ def parse_filters(sex: str | None = None, age_min: float | None = None, age_max:
         try:
             return dt.date.fromisoformat(str(v))
         except ValueError:
-            raise ValueError(f"{name}: expected a date YYYY-MM-DD, got {v!r}") from None
+            raise FilterError(f"{name}: expected a date YYYY-MM-DD, got {v!r}") from None
 
-    if sex not in (None, "") and str(sex).upper()[:1] not in {"F", "M"}:
-        raise ValueError(f"sex: expected F or M, got {sex!r}")
+    sex = normalise_sex(sex)
     for name, v in (("age_min", age_min), ("age_max", age_max), ("min_duration", min_duration)):
         if v is not None and not (0 <= float(v) < 1e6):
-            raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
-    return Filters(sex=str(sex).upper()[:1] if sex else None, age_min=age_min, age_max=age_max,
+            raise FilterError(f"{name}: expected a number >= 0, got {v!r}")
+    if age_min is not None and age_max is not None and float(age_min) > float(age_max):
+        raise FilterError(f"age_min {float(age_min):g} is above age_max {float(age_max):g}: no recording can match")
+    return Filters(sex=sex, age_min=age_min, age_max=age_max,
                    after=day(after, "after"), before=day(before, "before"), montage=montage or None,
                    min_duration=min_duration)
 
@@ -144,10 +224,24 @@ class SearchService:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, db_url: str | None = None, backend: str = "auto",
-             max_upload_bytes: int = MAX_UPLOAD_BYTES) -> SearchService:
-        """Open an index folder (checked quickly, see ``Index.open``) for queries."""
+             max_upload_bytes: int = MAX_UPLOAD_BYTES, text_cache: str = "disk") -> SearchService:
+        """Open an index folder (checked quickly, see ``Index.open``) for queries.
+
+        Parameters
+        ----------
+        text_cache : {"disk", "memory"}
+            Where query-text features are kept: ``DIR/cache`` (an SQLite file), or a bounded
+            in-memory LRU (``elmsearch.models.textcache.MemoryCache``) so that no query text
+            is written to disk: what ``elmsearch serve`` uses unless ``--disk-cache``.
+        """
+        if text_cache not in {"disk", "memory"}:
+            raise ValueError(f"text_cache must be 'disk' or 'memory', got {text_cache!r}")
         index = Index.open(folder, db_url)
         index.backend = backend
+        if text_cache == "memory":
+            from elmsearch.models.textcache import MEMORY
+
+            index.text_cache = MEMORY
         return cls(index, max_upload_bytes)
 
     @property
@@ -175,6 +269,7 @@ class SearchService:
                 include_same_patient: bool = False, one_per_patient: bool = True,
                 filters: Filters | None = None, label: str | None = None) -> dict:
         """Prior cases (``elmsearch similar --json``)."""
+        recording_id = None if recording_id is None else check_id(recording_id)
         hits = self.index.similar(fname, recording_id, _check_k(k), include_same_patient, one_per_patient,
                                       filters)
         return hits_document(label or _label(fname, recording_id), hits)
@@ -182,24 +277,31 @@ class SearchService:
     def reports(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 5,
                 filters: Filters | None = None, label: str | None = None) -> dict:
         """EEG → report (``elmsearch reports --json``)."""
+        recording_id = None if recording_id is None else check_id(recording_id)
         hits = self.index.search_reports(fname, recording_id, _check_k(k), filters)
         return hits_document(label or _label(fname, recording_id), hits)
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
                  recording_id: int | None = None, label: str | None = None) -> dict:
         """Zero-shot probabilities of each prompt (``elmsearch classify --json``)."""
+        recording_id = None if recording_id is None else check_id(recording_id)
         prompts = [str(p) for p in prompts if str(p).strip()]
         if len(prompts) < 2:
             raise ValueError("prompts: give at least two (one per class)")
         probs = self.index.classify(prompts, fname, recording_id)
         return classify_document(label or _label(fname, recording_id), prompts, probs)
 
-    def show(self, recording_id: int, match: str | None = None) -> dict:
-        """Everything stored about a recording (``elmsearch show --json``).
+    def show(self, recording_id: int, match: str | None = None, offset: int = 0,
+             limit: int = REPORT_PAGE_CHARS) -> dict:
+        """Everything stored about a recording (``elmsearch show --json``), its report paged.
 
         ``match``: a text query; adds ``"match"``, the report sentence nearest to it.
+        ``offset``, ``limit``: the report characters returned (``page_report``): a report of
+        any size gives a document of at most about ``limit`` characters of report text.
         """
+        recording_id = check_id(recording_id)
         doc = self.index.show(recording_id)
+        doc["report"] = page_report(doc["report"], offset, limit)
         if match and str(match).strip() and doc["report"] is not None and self.index.manifest.get("has_text"):
             doc["match"] = self.index.match_sentence(recording_id, match)
         return doc
@@ -240,10 +342,23 @@ class SearchService:
 
     def upload(self, data: bytes, filename: str, k: int = 10, filters: Filters | None = None) -> dict:
         """Similar cases and reports for an uploaded EDF that is not (and will not be) in the index."""
+        with self.uploaded(data, filename) as path:
+            return self.upload_file(path, filename, k, filters)
+
+    def upload_file(self, path: str | os.PathLike, filename: str, k: int = 10,
+                    filters: Filters | None = None) -> dict:
+        """``upload`` of an upload already written to a private file ``path`` (the HTTP server streams it).
+
+        Errors name ``filename`` (the client's name), never ``path``.
+        """
         name = Path(str(filename)).name
         k = _check_k(k)
-        with self.uploaded(data, filename) as path:
+        try:
             query = self.index.resolve(fname=path)  # read, preprocessed and embedded once
+        except (ElmsearchError, ValueError, OSError) as err:
+            logger.info("upload %s (as %s) refused: %s", name, path, err)
+            reason = str(getattr(err, "reason", None) or err).replace(str(path), name)
+            raise UploadError(f"upload {name}: {reason}") from None
         query.path = name
         out = {"filename": name, "n_windows": None if query.window_emb is None else int(len(query.window_emb)),
                "similar": hits_document(name, self.index.similar(k=k, filters=filters, query=query))}
@@ -253,6 +368,7 @@ class SearchService:
 
     # ---- pictures ------------------------------------------------------------------------
     def _span(self, recording_id: int, start_s: float | None, end_s: float | None) -> tuple[str, float, float]:
+        recording_id = check_id(recording_id)
         doc = self.index.show(recording_id)
         if doc["status"] != "indexed":
             raise QueryError(f"recording {recording_id}: not in the index")

@@ -119,12 +119,9 @@ def test_declines_what_mne_alone_handles(tmp_path):
     good = synthetic_edf(labels, sfreq=256, duration=10, annotations=True)
     fname = tmp_path / "ok.edf"
     fname.write_bytes(good)
-    header = read_edf_header(fname)
-    record_bytes = 2 * sum(header.samples_per_record)
     cases = {
         "discontinuous.edf": set_fixed(good, "reserved", "EDF+D"),
         "wrong_suffix.bdf": good,  # MNE's read_raw_edf refuses any suffix but .edf
-        "extra_record.edf": good + good[-record_bytes:],  # MNE reads the record the header omits
     }
     for name, data in cases.items():
         fname = tmp_path / name
@@ -132,9 +129,25 @@ def test_declines_what_mne_alone_handles(tmp_path):
         header = read_edf_header(fname)
         with pytest.raises(NotEligible):
             EdfSignalReader(fname, header, [0, 1])
+    fname = tmp_path / "ok.edf"
     header = read_edf_header(fname)
     with pytest.raises(NotEligible, match="picks"):
         EdfSignalReader(fname, header, [len(labels)])  # the annotations channel
+
+
+def test_extra_records_cut_to_the_header_in_both_readers(tmp_path):
+    """Data records past the header's count are read by neither reader: both stop at the header's records."""
+    labels = [f"EEG {e}-REF" for e in TCP_ELECTRODES]
+    good = synthetic_edf(labels, sfreq=256, duration=10, annotations=True)
+    fname = tmp_path / "extra.edf"
+    fname.write_bytes(good + good[256 * (len(labels) + 2):])  # every data record again
+    header = read_edf_header(fname)
+    assert header.extra_records == header.n_records
+    fast = EdfSignalReader(fname, header, [0, 1])
+    raw = open_raw(fname, header)
+    assert fast.n_times == raw.n_times == round(header.duration * fast.sfreq)
+    rows = [raw.ch_names.index(header.labels[i]) for i in (0, 1)]
+    assert same(fast.read(), raw.get_data(picks=rows))
 
 
 def test_wired_into_read_electrodes_and_span_reader(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ def served(demo_archive, demo_model_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("serve") / "idx"
     index_archive(demo_archive.root, db, demo_model_dir)
     svc = SearchService.open(db).warm()
-    with TestClient(create_app(svc, threads=8)) as client:
+    with TestClient(create_app(svc, threads=8), base_url="http://127.0.0.1") as client:  # a loopback Host
         yield db, svc, client
 
 

@@ -4,6 +4,11 @@ Routes only parse parameters, call the service and return its documents unchange
 JSON ``elmsearch ... --json`` prints, same keys). Recordings are addressed by id only; no
 request parameter becomes a filesystem path. The page (``static/``) is plain HTML, CSS and
 JavaScript served from the package: no CDN, no build step.
+
+Only loopback ``Host`` names (and ``allow_hosts``) are answered and unsafe methods refuse a
+foreign ``Origin`` (``cli.web.guard``); uploads are streamed to a private file, at most two at
+once (``cli.web.upload``); error messages never show a server path (``public_message``: the
+full message goes to the server's log).
 """
 
 from __future__ import annotations
@@ -11,20 +16,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio.to_thread
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cli.web import schemas
+from cli.web.guard import HostGuard, allowed_hosts
+from cli.web.upload import UploadSlots, private_folder, receive_upload, remove_folder
 from elmsearch.errors import ElmsearchError
 from indexer.search import QueryError
-from indexer.service import MAX_K, SearchService, parse_filters
+from indexer.service import MAX_K, REPORT_PAGE_CHARS, FilterError, NotFoundError, SearchService, parse_filters
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ def _filters(sex: str | None, age_min: float | None, age_max: float | None, afte
 
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of hits.")]
-Sex = Annotated[Literal["F", "M", "f", "m"] | None, Query(description="F or M.")]
+Sex = Annotated[str | None, Query(max_length=16, description="F or M (female, male; any case).")]
 AgeMin = Annotated[float | None, Query(ge=0, description="Youngest age (years).")]
 AgeMax = Annotated[float | None, Query(ge=0, description="Oldest age (years).")]
 After = Annotated[dt.date | None, Query(description="Recorded on/after (YYYY-MM-DD).")]
@@ -55,7 +67,8 @@ Start = Annotated[float | None, Query(ge=0, description="Span start (s).")]
 End = Annotated[float | None, Query(gt=0, description="Span end (s); at most 60 s after the start.")]
 
 
-def create_app(service: SearchService, threads: int | None = None) -> FastAPI:
+def create_app(service: SearchService, threads: int | None = None, host: str | None = "127.0.0.1",
+               allow_hosts: Iterable[str] = (), upload_slots: int = 2, upload_wait_s: float = 60.0) -> FastAPI:
     """The ASGI application answering from ``service``.
 
     Parameters
@@ -64,28 +77,71 @@ def create_app(service: SearchService, threads: int | None = None) -> FastAPI:
         An open index (loaded once; every request shares it).
     threads : int | None
         Requests answered at once (AnyIO's thread pool, which runs the routes); None: its default.
+    host : str | None
+        The address the server listens on: answered as a ``Host`` name besides the loopback
+        names, unless it is an any-address (0.0.0.0, ::).
+    allow_hosts : iterable of str
+        More ``Host`` names to answer (``elmsearch serve --allow-host``).
+    upload_slots : int
+        Uploads read and processed at once; more wait ``upload_wait_s`` seconds for a slot,
+        then get 503 with ``Retry-After``.
     """
+    slots = UploadSlots(upload_slots, upload_wait_s)
+
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI):
+    async def lifespan(app_: FastAPI):
         if threads:
             anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        yield
+        try:
+            yield
+        finally:
+            remove_folder(app_.state.upload_dir)
+            app_.state.upload_dir = None
 
     app = FastAPI(title="elmsearch", version="0.1.0", lifespan=lifespan,
                   description="Search clinical EEG archives by report text and by EEG (read-only).")
+    app.state.upload_dir = None  # a private 0700 folder, made on the first upload
+    app.state.upload_slots = slots
+    app.add_middleware(HostGuard, allowed=allowed_hosts(host, allow_hosts))
+    private = [(str(service.folder.resolve()), "the index"), (str(service.folder), "the index"),
+               (str(Path(tempfile.gettempdir()).resolve()), "(temporary folder)")]
+
+    def error(status: int, err: Exception | str, replace: Iterable[tuple[str, str]] = (), headers=None):
+        full = _line(err) if isinstance(err, Exception) else str(err)
+        detail = public_message(full, [*replace, *private])
+        if detail != full:
+            logger.info("answered %d: %s (in full: %s)", status, detail, full)
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(NotFoundError)
+    async def _no_such_id(_: Request, err: NotFoundError):
+        return error(404, err)
 
     @app.exception_handler(QueryError)
     async def _not_found(_: Request, err: QueryError):
         status = 404 if "no such id" in str(err) or "not in the index" in str(err) else 400
-        return JSONResponse({"detail": _line(err)}, status_code=status)
+        return error(status, err)
 
     @app.exception_handler(ElmsearchError)
     async def _bad_input(_: Request, err: ElmsearchError):
-        return JSONResponse({"detail": _line(err)}, status_code=400)
+        return error(400, err)
+
+    @app.exception_handler(FilterError)
+    async def _bad_filter(_: Request, err: FilterError):
+        return error(422, err)
 
     @app.exception_handler(ValueError)
     async def _bad_value(_: Request, err: ValueError):
-        return JSONResponse({"detail": _line(err)}, status_code=400)
+        return error(400, err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException):
+        return error(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=err)
+        return JSONResponse({"detail": "internal error (the server's log has the details)"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError):
@@ -117,9 +173,13 @@ def create_app(service: SearchService, threads: int | None = None) -> FastAPI:
 
     @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses={200: {"model": schemas.Recording}})
     def show(recording_id: int, match: Annotated[str | None, Query(max_length=2000, description=(
-            "A text query: adds the report sentence nearest to it."))] = None):
-        """Everything stored about a recording (``elmsearch show --json``)."""
-        return JSONResponse(service.show(recording_id, match))
+            "A text query: adds the report sentence nearest to it."))] = None,
+             offset: Annotated[int, Query(ge=0, description="First report character returned.")] = 0,
+             limit: Annotated[int, Query(ge=1, le=10 * REPORT_PAGE_CHARS, description=(
+                 "Report characters returned (the report's `next` is the offset of the next page)."))
+                              ] = REPORT_PAGE_CHARS):
+        """Everything stored about a recording (``elmsearch show --json``), its report paged."""
+        return JSONResponse(service.show(recording_id, match, offset, limit))
 
     @app.get("/api/recordings/{recording_id}/similar", tags=["queries"],
              responses={200: {"model": schemas.HitsDocument}})
@@ -145,16 +205,25 @@ def create_app(service: SearchService, threads: int | None = None) -> FastAPI:
         """Zero-shot: the probability of each prompt for a recording, in prompt order."""
         return JSONResponse(service.classify(body.prompts, recording_id=body.recording_id))
 
-    @app.post("/api/upload", tags=["queries"], responses={200: {"model": schemas.UploadDocument}})
-    async def upload(file: Annotated[UploadFile, File(description="An EDF or BDF recording.")], k: K = 10):
-        """Similar cases and reports for a new EDF; it is never added to the index."""
-        cap = service.max_upload_bytes
-        data = await file.read(cap + 1)
-        if len(data) > cap:
-            raise HTTPException(413, f"upload: over the {cap // 2**20} MiB limit")
-        from starlette.concurrency import run_in_threadpool
+    @app.post("/api/upload", tags=["queries"], responses={200: {"model": schemas.UploadDocument}},
+              openapi_extra=UPLOAD_BODY)
+    async def upload(request: Request, k: K = 10):
+        """Similar cases and reports for a new EDF; it is never added to the index.
 
-        return JSONResponse(await run_in_threadpool(service.upload, data, file.filename or "", k))
+        The body is streamed to a private file (never held in memory) and refused with 413 as
+        soon as it passes ``--max-upload-mb``; at most ``upload_slots`` uploads are handled at
+        once (the others wait, then get 503 with ``Retry-After``). The file is deleted when the
+        answer is sent.
+        """
+        async with slots.slot():
+            if app.state.upload_dir is None:
+                app.state.upload_dir = private_folder()
+            async with receive_upload(request, app.state.upload_dir, service.max_upload_bytes) as (path, name):
+                try:
+                    doc = await run_in_threadpool(service.upload_file, path, name, k)
+                except (ElmsearchError, ValueError) as err:
+                    return error(400, err, [(str(path), name)])
+        return JSONResponse(doc)
 
     @app.get("/api/recordings/{recording_id}/window.png", tags=["pictures"], response_class=Response)
     def window_png(recording_id: int, start: Start = None, end: End = None):
@@ -176,6 +245,28 @@ def create_app(service: SearchService, threads: int | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
+
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "An EDF or BDF recording."}}}}}}}
+
+# An absolute POSIX path: a "/" not preceded by a word character, a dot, "~", ":" or another "/"
+# (so "F/M", "1/2", "http://" are left alone), up to a space, quote, bracket or separator.
+_ABS_PATH = re.compile(r"(?<![\w.~:/-])/[^\s'\"()\[\]{},;]+")
+
+
+def public_message(message: str, replace: Iterable[tuple[str, str]] = ()) -> str:
+    """An error message fit for an HTTP client: no server path in it.
+
+    Each ``(text, by)`` of ``replace`` is substituted first (the upload's temporary file by the
+    client's file name, the index folder by "the index"); any absolute path left (an archive
+    file in a failure reason) is cut to its last component.
+    """
+    for text, by in sorted(replace, key=lambda p: -len(p[0])):
+        if text and text != "/":
+            message = message.replace(text, by)
+    return _ABS_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "…", message)
 
 
 def _png(data: bytes) -> Response:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from elmsearch.models.backends import MIN_COSINE, cache_folder, row_cosine
-from elmsearch.models.textcache import cache_file, cached_embed
+from elmsearch.models.textcache import cached_embed, open_cache
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class QueryModel:
         with np.load(folder / "heads.npz") as z:
             self.heads = {k: z[k] for k in z.files}
         self._text = self._eeg = None
-        self._db = cache_file(cache_dir, meta["text"]["key"]) if cache_dir is not None and self.has_text else None
+        self._db = open_cache(cache_dir, meta["text"]["key"]) if self.has_text else None  # file, memory or None
 
     @classmethod
     def load(cls, model_hash: str, model_path: str | os.PathLike | None = None,
@@ -111,7 +111,8 @@ class QueryModel:
             The model folder it was written from; its config and weight files must be as
             they were then (None: not checked).
         cache_dir : path-like | None
-            Folder of the text-feature cache (an index's ``cache``).
+            Folder of the text-feature cache (an index's ``cache``); ``textcache.MEMORY``: an
+            in-memory LRU (nothing written); None: no cache.
         """
         if not _ort_installed():
             return None

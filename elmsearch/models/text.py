@@ -30,7 +30,7 @@ from torch import nn
 
 from elmsearch.cache import machine_cache_dir
 from elmsearch.errors import ElmsearchError
-from elmsearch.models.textcache import cache_file, cached_embed
+from elmsearch.models.textcache import cached_embed, open_cache
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class FrozenTextEncoder:
     max_length : int
         Tokens per text (longer texts are truncated).
     cache_dir : path-like | None
-        Folder for the embedding cache (an SQLite file per model); None: no cache.
+        Folder for the embedding cache (an SQLite file per model); ``textcache.MEMORY``: an
+        in-memory LRU (nothing written); None: no cache.
     device : str
         Torch device.
     batch_size : int
@@ -112,7 +113,7 @@ class FrozenTextEncoder:
                             "pooling": pooling, "max_length": self.max_length}, sort_keys=True)
         self.key = hashlib.sha256(ident.encode()).hexdigest()[:16]
         self.trace_file = machine_cache_dir() / f"text-{self.key}-torch{torch.__version__.split('+')[0]}.pt"
-        self._db = None if cache_dir is None else cache_file(cache_dir, self.key)
+        self._db = open_cache(cache_dir, self.key)  # a file, memory (cache_dir MEMORY) or None
 
     def _load(self) -> None:
         if self._model is not None:
