@@ -540,7 +540,8 @@ def index(
                       + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return
     if archive is None:
-        raise _fail("give the ARCHIVE folder to index (or --rebuild-faiss)")
+        _error_line("missing argument ARCHIVE: the archive folder to index, or --rebuild-faiss (see 'elmsearch index --help')")
+        raise typer.Exit(code=2)
     if reembed and runner != Runner.local:
         raise _fail("--reembed runs with --runner local")
     if not archive.exists():
@@ -640,7 +641,7 @@ def export(
 
     try:
         written = export_parquet(_open_store(db, db_url), out_dir)
-    except (FolderInUseError, OSError) as err:
+    except FolderInUseError as err:
         raise _fail(str(err)) from None
     for name, n in written.items():
         out.print(f"{out_dir / (name + '.parquet')}: {n} rows")

@@ -41,10 +41,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("stats-extra-argument", ["stats", "extra"], USAGE, "extra"),
     ("stats-bad-db-url", ["stats", "--db", "idx", "--db-url", "notaurl"], RUNTIME, "URL"),
     # export
-    ("export-missing-db", ["export", "--db", "missing_idx"], RUNTIME, "no elmsearch index"),
+    ("export-missing-db", ["export", "--db", "missing_idx", "--out", "new_export"], RUNTIME, "no elmsearch index"),
+    ("export-no-out", ["export", "--db", "idx"], USAGE, "--out"),
+    ("verify-missing-db", ["verify", "--db", "missing_idx"], RUNTIME, "no elmsearch index"),
     ("export-unknown-option", ["export", "--format", "csv"], USAGE, "--format"),
-    ("export-out-is-a-file", ["export", "--db", "idx", "--out", "notes.txt"], RUNTIME,  # an unexpected error
-     "FileExistsError"),
+    ("export-out-is-a-file", ["export", "--db", "idx", "--out", "notes.txt"], RUNTIME, "notes.txt: not a folder"),
     # search
     ("search-no-text", ["search"], USAGE, "text"),
     ("search-missing-db", ["search", "x", "--db", "missing_idx"], RUNTIME, "no elmsearch index"),
@@ -127,7 +128,7 @@ OTHER: dict[str, list[str]] = {
     "help": ["--help"],
     "index-help": ["index", "--help"],
     "no-arguments": [],
-    "verbose-traceback": ["--verbose", "export", "--db", "idx", "--out", "notes.txt"],
+    "verbose-traceback": ["--verbose", "export", "--db", "idx", "--out", "notes.txt/sub"],  # an unexpected error
 }
 
 
@@ -207,4 +208,4 @@ def test_verbose_shows_the_traceback_of_an_unexpected_error(results):
     res = results["verbose-traceback"]
     assert res.returncode == 1
     assert "Traceback (most recent call last)" in res.stderr
-    assert res.stderr.rstrip().splitlines()[-1].startswith("FileExistsError")
+    assert res.stderr.rstrip().splitlines()[-1].startswith("NotADirectoryError")
