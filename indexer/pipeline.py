@@ -409,7 +409,7 @@ class Indexer:
     # ---- per-recording writes -----------------------------------------------------------
     def _patient_session(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Visit | None]:
         """The patient and visit rows of a recording, created when new (rules: ``archive.patient_of``)."""
-        key = patient_of(entry, meta.subject if meta else None)
+        key = _db_text(patient_of(entry, meta.subject if meta else None))
         patient = s.scalar(select(Patient).where(Patient.key == key))
         sex = (meta.sex if meta else None) or (entry.participant or {}).get("sex")
         if patient is None:
@@ -421,9 +421,9 @@ class Indexer:
         session = None
         if entry.info.session:
             session = s.scalar(select(Visit).where(Visit.patient_id == patient.id,
-                                                     Visit.key == entry.info.session))
+                                                     Visit.key == _db_text(entry.info.session)))
             if session is None:
-                session = Visit(patient_id=patient.id, key=entry.info.session, date=entry.info.session_date)
+                session = Visit(patient_id=patient.id, key=_db_text(entry.info.session), date=entry.info.session_date)
                 s.add(session)
                 s.flush()
         return patient, session
@@ -500,14 +500,14 @@ class Indexer:
             if rec is None:
                 rec = s.scalar(select(Recording).where(Recording.path == path))  # a failed attempt this run
             if rec is None:
-                rec = Recording(path=path, key="/".join(p.entry.key), layout=p.entry.info.layout,
+                rec = Recording(path=path, key=_db_text("/".join(p.entry.key)), layout=p.entry.info.layout,
                                 size=p.size, mtime=p.mtime, status=Status.FAILED)
                 s.add(rec)
             else:
                 s.execute(delete(Window).where(Window.recording_id == rec.id))
             rec.size, rec.mtime, rec.content_hash = p.size, p.mtime, p.content_hash
             rec.model_hash, rec.indexed_at = self.model_hash, utcnow()
-            rec.montage = p.entry.info.montage
+            rec.montage = _db_text(p.entry.info.montage)
             if p.error is not None:
                 patient, session = self._patient_session(s, p.entry, None)
                 rec.patient_id, rec.session_id = patient.id, session.id if session else None
@@ -778,6 +778,11 @@ class Indexer:
         if gone:
             logger.info("pruned %d recordings whose files are gone", len(gone))
         return len(gone)
+
+
+def _db_text(text: str | None) -> str | None:
+    """A name taken from a file name, storable as UTF-8: undecodable bytes (surrogates) as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if text else text
 
 
 def _stat(path: Path) -> tuple[int, float, str | None]:

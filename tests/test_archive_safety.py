@@ -254,8 +254,8 @@ def test_empty_archive_warns_and_index_fails(tmp_path, restore_logging):
     (empty / "notes").mkdir(parents=True)
     (empty / "notes" / "readme.txt").write_text("nothing here\n")
     runner = CliRunner()
-    res = runner.invoke(app, ["index", str(empty), "--db", str(tmp_path / "idx"), "--model", str(tmp_path / "m")])
-    assert res.exit_code == 1
+    res = runner.invoke(app, ["index", str(empty), "--db", str(tmp_path / "idx"), "--model", str(tmp_path)])
+    assert res.exit_code == 1, res.output
     lines = [x for x in res.stderr.splitlines() if x.strip()]
     assert lines == [f"warning: {empty}: no recordings found (looked for .edf, .bdf, .vhdr, .set)"]
     assert not (tmp_path / "idx").exists()
