@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -112,6 +113,15 @@ def page_report(report: dict | None, offset: int = 0, limit: int = REPORT_PAGE_C
     impression = report.get("impression")
     return {**report, "impression": impression[:limit] if impression else impression, "sections": sections,
             "text_chars": pos, "offset": offset, "limit": limit, "next": end if end < pos else None}
+
+
+def _manifest_stamp(folder: str | os.PathLike) -> tuple | None:
+    """What changes when the indexer replaces an index's manifest (inode, size, mtime)."""
+    try:
+        st = os.stat(Path(folder) / "manifest.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def manifest_model_path(folder: str | os.PathLike) -> Path:
@@ -218,9 +228,37 @@ class SearchService:
         An open index.
     """
 
-    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES):
-        self.index = index
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, db_url: str | None = None):
+        self._index = index
+        self._db_url = db_url
+        self._stamp = _manifest_stamp(index.store.folder)
+        self._reload = threading.Lock()
         self.max_upload_bytes = int(max_upload_bytes)
+
+    @property
+    def index(self) -> Index:
+        """The open index; re-opened when its manifest changed (a run finished, a new generation).
+
+        One ``stat`` per call. A long-running server thus answers from the index (and model)
+        the manifest names now, without a restart; a request already running keeps the
+        ``Index`` it started with, whose files the indexer keeps for one generation.
+        """
+        stamp = _manifest_stamp(self._index.store.folder)
+        if stamp != self._stamp:
+            with self._reload:
+                if stamp != self._stamp:
+                    old = self._index
+                    try:
+                        new = Index.open(old.store.folder, self._db_url)
+                    except ElmsearchError as err:  # a manifest being written, or damaged: keep answering
+                        logger.warning("%s: not reloaded (%s); answering from the index opened before",
+                                       old.store.folder, err)
+                        return old
+                    new.backend, new.text_cache = old.backend, old.text_cache
+                    self._index, self._stamp = new, stamp
+                    logger.info("%s: index changed (run %s, generation %s); reloaded", old.store.folder,
+                                new.manifest.get("run_id"), new.manifest.get("generation"))
+        return self._index
 
     @classmethod
     def open(cls, folder: str | os.PathLike, db_url: str | None = None, backend: str = "auto",
@@ -242,7 +280,7 @@ class SearchService:
             from elmsearch.models.textcache import MEMORY
 
             index.text_cache = MEMORY
-        return cls(index, max_upload_bytes)
+        return cls(index, max_upload_bytes, db_url)
 
     @property
     def folder(self) -> Path:

@@ -202,6 +202,9 @@ def test_model_change_refused_in_one_line_and_reembed_switches_with_readers_answ
     assert old["model_hash"] in res.stderr and "--reembed" in res.stderr
     assert _manifest(db) == old
 
+    from indexer.service import SearchService
+
+    server = SearchService.open(db)  # what `elmsearch serve` holds: follows the manifest without a restart
     reader = Index.open(db)  # opened before: must keep answering from the old generation
     before = [(h.recording_id, round(h.score, 5)) for h in reader.similar(recording_id=1, k=3)]
     text_before = [h.recording_id for h in reader.search_text("generalized spike and wave", k=3)]
@@ -213,6 +216,8 @@ def test_model_change_refused_in_one_line_and_reembed_switches_with_readers_answ
         assert fresh.manifest["model_hash"] == old["model_hash"]
         assert [h.recording_id for h in fresh.search_text("generalized spike and wave", k=3)] == text_before
         assert [(h.recording_id, round(h.score, 5)) for h in reader.similar(recording_id=1, k=3)] == before
+        assert [(h["recording_id"], round(h["score"], 5))
+                for h in server.similar(recording_id=1, k=3)["hits"]] == before
         seen.append(outcome)
 
     summary = index_archive(archive, db, release, n_jobs=0, reembed=True, on_item=during)
@@ -225,6 +230,9 @@ def test_model_change_refused_in_one_line_and_reembed_switches_with_readers_answ
     # ... and a new one sees the new model only
     hits = Index.open(db).similar(recording_id=1, k=3)
     assert hits and [(h.recording_id, round(h.score, 5)) for h in hits] != before
+    assert server.index.manifest["model_hash"] == new["model_hash"]
+    assert [(h["recording_id"], round(h["score"], 5)) for h in server.similar(recording_id=1, k=3)["hits"]] == [
+        (h.recording_id, round(h.score, 5)) for h in hits]
     # back to the first model: generation 2; generation 0 (the folder itself) is deleted
     index_archive(archive, db, demo_model_dir, n_jobs=0, reembed=True)
     assert _manifest(db)["generation"] == "2"
