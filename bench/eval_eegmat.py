@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from eegmat_archive import build_eegmat_archive  # noqa: E402
 
+from elmsearch.archive import discovery_options  # noqa: E402
 from elmsearch.training import build_model, load_items, recipe_config, train  # noqa: E402
 from indexer.evaluate import evaluate_index  # noqa: E402
 from indexer.pipeline import index_archive  # noqa: E402
@@ -51,11 +52,12 @@ def main() -> None:
     root = Path(summary["root"])
     splits = json.loads((root / "splits.json").read_text())
     train_subjects, test_subjects = set(splits["train"]), set(splits["test"])
-    items = [it for it in load_items(root, 5.0, "sentence") if it.patient in train_subjects]
-    model = build_model("elm-5s", init=args.elm, seed=args.seed)
-    cfg = recipe_config(args.recipe, args.seed, "cpu", val_fraction=0.25)
-    metrics = train(model, items, work / "model", cfg, resume=False)
-    index_archive(root, work / "index", work / "model", n_jobs=2)
+    with discovery_options(follow_outside=True):  # the archive is links to the EEGMAT files in --src
+        items = [it for it in load_items(root, 5.0, "sentence") if it.patient in train_subjects]
+        model = build_model("elm-5s", init=args.elm, seed=args.seed)
+        cfg = recipe_config(args.recipe, args.seed, "cpu", val_fraction=0.25)
+        metrics = train(model, items, work / "model", cfg, resume=False)
+        index_archive(root, work / "index", work / "model", n_jobs=2)
     with (root / "labels.csv").open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["subject"] in test_subjects]
     test_labels = work / "labels_test.csv"

@@ -785,16 +785,15 @@ class IndexStore:
                 out.append(f"{f}: {problem}; {self._rebuild_hint()}")
         return out
 
-    def audit(self, sample: int = 256, full_checksums: bool = True) -> dict:
+    def audit(self, sample: int = 256) -> dict:
         """Check everything an index promises; what ``elmsearch verify`` prints.
 
         Checks the manifest; the whole-file SHA-256 of every FAISS file; that every FAISS
         file loads and holds exactly the ids of the database rows behind it (every indexed
         row is in FAISS, nothing else is); every indexed row embedded by the manifest's model
         with a finite, unit-norm embedding of the right size; and that a sample of ``sample``
-        vectors per index read back from FAISS equals their database embeddings. With
-        ``full_checksums=False`` (what ``stats`` runs) the quick checksums stand in for the
-        whole-file ones.
+        vectors per index read back from FAISS equals their database embeddings. ``stats``
+        runs the cheaper :meth:`check`.
 
         Returns
         -------
@@ -811,7 +810,7 @@ class IndexStore:
         except IndexStateError as err:
             return {"ok": False, "problems": [str(err)], "checked": checked}
         problems += self._row_problems(m["model_hash"])
-        problems += self._checksum_problems(m, full=full_checksums)
+        problems += self._checksum_problems(m, full=True)
         for name, f, want in self._index_files(m):
             if want is None:
                 problems.append(f"{f}: no checksum in the manifest (written by an older version); "
@@ -843,13 +842,8 @@ class IndexStore:
                 ids = np.intersect1d(in_db, in_index)
                 pick = np.sort(rng.choice(ids, min(sample, len(ids)), replace=False)) if len(ids) else ids
                 db_vecs = self._vectors_of(s, name, pick)
-                with np.errstate(all="ignore"):  # damaged rows hold anything: inf, nan
-                    bad_norm = ~np.isfinite(db_vecs).all(1) | (np.abs(np.linalg.norm(db_vecs, axis=1) - 1) > 1e-3)
-                if name != "eeg_profile" and bad_norm.any():
-                    problems.append(f"{self.data / 'elmsearch.sqlite' if self._default_db else 'the database'}: "
-                                    f"{int(bad_norm.sum())} of {len(pick)} sampled {name} embeddings are not finite "
-                                    f"unit vectors (row id {int(pick[bad_norm][0])}, …); the database is damaged: "
-                                    "restore it from a backup or re-index")
+                if (problem := self._norm_problem(name, pick, db_vecs)) is not None:
+                    problems.append(problem)
                 try:
                     faiss_vecs = vectors.reconstruct(index, pick)
                 except Exception as err:  # noqa: BLE001
@@ -865,6 +859,40 @@ class IndexStore:
                 checked[name] = {"vectors": int(index.ntotal), "sampled": int(len(pick))}
                 del index
         return {"ok": not problems, "problems": problems, "checked": checked}
+
+    def _norm_problem(self, name: str, ids: np.ndarray, vecs: np.ndarray) -> str | None:
+        """One line when sampled database embeddings of ``name`` are not finite unit vectors."""
+        if name == "eeg_profile":  # profiles are standardised band powers, not unit vectors
+            return None
+        with np.errstate(all="ignore"):  # damaged rows hold anything: inf, nan
+            bad = ~np.isfinite(vecs).all(1) | (np.abs(np.linalg.norm(vecs, axis=1) - 1) > 1e-3)
+        if not bad.any():
+            return None
+        return (f"{self.data / 'elmsearch.sqlite' if self._default_db else 'the database'}: {int(bad.sum())} of "
+                f"{len(ids)} sampled {name} embeddings are not finite unit vectors (row id {int(ids[bad][0])}, …); "
+                "the database is damaged: restore it from a backup or re-index")
+
+    def check(self, sample: int = 64) -> str:
+        """The quick consistency check of ``stats``, without loading FAISS: ``"ok"`` or the first problem.
+
+        :meth:`verify` (every row's model and embedding size, the database's counts against
+        the manifest's, every FAISS file present with its quick checksum) and ``sample``
+        database embeddings per index checked for finite unit norm. What it cannot see (a
+        FAISS file rewritten together with its manifest entry) :meth:`audit` finds.
+        """
+        try:
+            self.verify(full=True)
+            m = self.manifest
+            rng = np.random.default_rng(0)
+            with self.session() as s:
+                for name in INDEX_NAMES:
+                    ids = self._ids(s, name, m["model_hash"])
+                    pick = np.sort(rng.choice(ids, min(sample, len(ids)), replace=False)) if len(ids) else ids
+                    if (problem := self._norm_problem(name, pick, self._vectors_of(s, name, pick))) is not None:
+                        return problem
+        except IndexStateError as err:
+            return str(err)
+        return "ok"
 
     def _pending_run(self, run_id: int) -> dict | None:
         """The index run newer than the manifest's, if any: still running or interrupted.
@@ -933,12 +961,7 @@ class IndexStore:
     def stats(self) -> dict:
         """Counts, failures with reasons, model, index types and sizes (stable keys)."""
         m = self.read_manifest() or {}
-        try:
-            self.verify(full=True)
-            problems = self.audit(sample=64, full_checksums=False)["problems"]
-            consistency = problems[0] if problems else "ok"
-        except IndexStateError as err:
-            consistency = str(err)
+        consistency = self.check()
         with self.session() as s:
             n = {st: s.scalar(select(func.count()).select_from(Recording).where(Recording.status == st))
                  for st in Status}

@@ -53,7 +53,7 @@ def built(src, tmp_path_factory) -> tuple[Path, dict]:
 def test_discover_finds_72_recordings_each_with_its_own_report(built):
     out, summary = built
     assert summary["n_recordings"] == 72 and summary["n_subjects"] == 36 and summary["n_arithmetic"] == 36
-    entries = discover(out)
+    entries = discover(out, follow_outside=True)
     assert len(entries) == 72
     assert len({e.key for e in entries}) == 72
     assert all(e.info.layout == "tuh" and e.info.montage == "02_tcp_le" for e in entries)
@@ -67,7 +67,7 @@ def test_discover_finds_72_recordings_each_with_its_own_report(built):
 
 def test_reports_match_condition(built):
     out, _ = built
-    by_key = {e.key: e for e in discover(out)}
+    by_key = {e.key: e for e in discover(out, follow_outside=True)}
     rest = load_report_text(by_key[("aaaaaa05", "s001", "02_tcp_le", "t000")])
     task = load_report_text(by_key[("aaaaaa05", "s002", "02_tcp_le", "t000")])
     assert "arithmetic" in task.lower() and "arithmetic" not in rest.lower()
@@ -84,7 +84,7 @@ def test_labels_csv_readable(built):
     labels = read_labels(out / "labels.csv", "arithmetic", root=out)
     assert len(labels) == 72
     assert sorted(labels.values()).count(1) == 36 and sorted(labels.values()).count(0) == 36
-    keys = {"/".join(e.key) for e in discover(out)}
+    keys = {"/".join(e.key) for e in discover(out, follow_outside=True)}
     assert set(labels) == keys
     assert labels["aaaaaa00/s002/02_tcp_le/t000"] == 1 and labels["aaaaaa00/s001/02_tcp_le/t000"] == 0
 
@@ -94,7 +94,7 @@ def test_split_is_24_12_disjoint(built):
     splits = json.loads((out / "splits.json").read_text())
     train, test = set(splits["train"]), set(splits["test"])
     assert len(train) == 24 and len(test) == 12 and not train & test
-    assert train | test == {e.info.subject for e in discover(out)}
+    assert train | test == {e.info.subject for e in discover(out, follow_outside=True)}
     assert splits["train"] == summary["train"]
     assert len(set(splits["train_eegmat"])) == 24 and all(s.startswith("Subject") for s in splits["test_eegmat"])
     # another seed, another split

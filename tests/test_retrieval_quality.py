@@ -44,6 +44,7 @@ def test_spectral_profile_finds_the_same_subject_on_real_eeg(shared_data, tmp_pa
     import sys
     from pathlib import Path
 
+    from elmsearch.archive import discovery_options
     from elmsearch.metrics import same_patient_recall
     from elmsearch.training import recipe_config, recording_vectors
 
@@ -54,7 +55,8 @@ def test_spectral_profile_finds_the_same_subject_on_real_eeg(shared_data, tmp_pa
     spec.loader.exec_module(mod)
     root = Path(mod.build_eegmat_archive(shared_data / "eegmat", tmp_path / "eegmat", seed=0)["root"])
     train_subjects = set(json.loads((root / "splits.json").read_text())["train"])
-    items = load_items(root, 5.0, "sentence")
+    with discovery_options(follow_outside=True):  # the archive links to the files in ../shared
+        items = load_items(root, 5.0, "sentence")
     assert len(items) == 72
     model = build_model("elm-5s", init=shared_data / "elm_pretrained" / "5s", seed=0)
     train(model, [it for it in items if it.patient in train_subjects], tmp_path / "model",
