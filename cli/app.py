@@ -81,9 +81,14 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (lone surrogates) shown as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _error_line(message: str) -> None:
     """Print ``error: MESSAGE`` as one line on stderr."""
-    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    message = _printable(" ".join(line.strip() for line in str(message).splitlines() if line.strip()))
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
@@ -198,7 +203,8 @@ def inspect(
     m = rec.meta
     info = path_info_for(fname)
     doc = {
-        "path": str(fname), "key": list(info.key), "layout": info.layout, "subject": m.subject,
+        "path": _printable(str(fname)), "key": [_printable(k) for k in info.key], "layout": info.layout,
+        "subject": _printable(m.subject) if m.subject else m.subject,
         "sex": m.sex, "age": m.age, "start": m.start.isoformat() if m.start else None,
         "date_suspect": m.date_suspect, "duration_s": m.duration, "native_sfreq": m.native_sfreq,
         "n_chans_native": m.n_chans_native, "electrodes": m.electrode_labels,
@@ -208,7 +214,7 @@ def inspect(
     if as_json:
         out.print_json(json.dumps(doc))
         return
-    table = Table(show_header=False, title=str(fname))
+    table = Table(show_header=False, title=doc["path"])
     for k, v in doc.items():
         table.add_row(k, str(v))
     out.print(table)

@@ -30,7 +30,7 @@ import numpy as np
 from conftest import PHYSICAL_RANGE_UV, SHARED_DATA, TUH_LABELS, synthetic_uv
 from edfio import Bdf, BdfSignal, Edf, EdfAnnotation, EdfSignal, Recording
 
-EXPECTS = ("ok", "refuse", "either")
+EXPECTS = ("ok", "refuse", "either", "skip")
 
 # ---- EDF header layout ------------------------------------------------------------------
 FIXED: dict[str, tuple[int, int]] = {

@@ -1,8 +1,12 @@
 """Fuzz: a few hundred hostile EEG files indexed together with good ones (tests/fuzz_corpus.py).
 
 The corpus goes through ``index_archive``, ``scan_archive`` and ``elmsearch inspect``; a
-small tree of symlinks (DataLad style, dangling, loops, aliases), a folder named ``x.edf``
-and odd file names goes through the same three. Nothing may crash or hang; every good file
+small tree of symlinks (DataLad style, dangling, loops, aliases), a folder named ``x.edf``,
+odd file names and the hazards of issue 20 (names that are not UTF-8, a FIFO, a socket, links
+out of the archive to a recording, a device, a folder and a report, BrainVision data files
+elsewhere, an oversized report, data past the header's records) goes through the same three.
+A ``skip`` case must never get a row: the walk lists it, with its reason, before anything
+opens it. Nothing may crash or hang; every good file
 is indexed; every broken file is refused with one line that names the problem; every file
 found has exactly one row; no stored vector is non-finite and FAISS holds exactly the
 indexed rows. Each test collects every problem and fails once, listing them all grouped by
@@ -20,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -57,7 +62,18 @@ REASON_HINTS: dict[str, str] = {
     "shape/sampled_at_64hz": r"Hz|rate|sampl",
     "tree/dangling_symlink": r"symlink|link|exist|no such|not there|cannot",
     "tree/symlink_loop": r"loop|link|cannot",
+    "tree/fifo": r"FIFO",
+    "tree/socket": r"socket",
+    "tree/folder_named_edf": r"folder",
+    "tree/link_outside": r"outside the archive",
+    "tree/link_to_device": r"outside the archive",
+    "tree/folder_link_outside": r"outside the archive",
+    "tree/brainvision_data_elsewhere": r"header's own folder",
+    "tree/brainvision_data_outside": r"outside the archive.*DataFile|DataFile.*outside the archive",
 }
+SPECIAL = {"tree/fifo", "tree/socket"}  # `inspect` too must refuse these without opening them
+SECRET = "SECRET-7f3a outside the archive"  # the text of a file outside the tree: never in an index
+NO_REPORT = {"tree/report_link_outside", "tree/oversized_report"}  # read, but their report is refused
 
 
 class Hang(BaseException):
@@ -100,8 +116,26 @@ def realpath(path: Path) -> str:
 
 
 def row_keys(path: Path) -> tuple[str, str]:
-    """What a file's row may be keyed on: its archive path, or its resolved path."""
-    return os.path.abspath(path), realpath(path)
+    """What a file's row may be keyed on: its archive path, or its resolved path (as stored)."""
+    from elmsearch.archive import archive_path, path_to_text
+
+    return archive_path(path), path_to_text(realpath(path))
+
+
+def skip_reasons(skipped: list[dict]) -> dict[str, str]:
+    """``display_path`` -> reason, from a run's or a scan's list of skipped files."""
+    return {s["path"]: s["reason"] for s in skipped}
+
+
+def check_skipped(problems: "Problems", case: Case, reasons: dict[str, str]) -> None:
+    """A ``skip`` case: listed among the skipped files, with a reason that names the problem."""
+    from elmsearch.archive import display_path
+
+    reason = reasons.get(display_path(os.path.abspath(case.path)))
+    if reason is None:
+        problems.add(case, "not listed among the skipped files")
+    else:
+        check_reason(problems, case, reason)
 
 
 # ---- archives ---------------------------------------------------------------------------
@@ -149,6 +183,69 @@ def build_tree(root: Path, seed: int = SEED) -> list[Case]:
         (root / name).write_bytes(synthetic_edf(seed=seed + 4 + i))
         out.append(Case(root / name, "tree/odd_name", "ok"))
     (root / ".hidden.edf").write_bytes(b"not even an EDF")
+    out.append(Case(root / "folder_named.edf", "tree/folder_named_edf", "skip"))
+    return out + build_hazards(root, root.parent / "outside", seed + 10)
+
+
+def _vhdr(data_file: str) -> str:
+    return ("Brain Vision Data Exchange Header File Version 1.0\n\n[Common Infos]\nCodepage=UTF-8\n"
+            f"DataFile={data_file}\nMarkerFile=rec.vmrk\nDataFormat=BINARY\nDataOrientation=MULTIPLEXED\n"
+            "NumberOfChannels=1\nSamplingInterval=4000\n\n[Binary Infos]\nBinaryFormat=INT_16\n\n"
+            "[Channel Infos]\nCh1=Fp1,,0.1,µV\n")
+
+
+def build_hazards(root: Path, outside: Path, seed: int) -> list[Case]:
+    """Issue 20's hazards: odd bytes in names, special files, links out of ``root``, foreign data files."""
+    from elmsearch.archive import MAX_REPORT_BYTES
+    from fuzz_corpus import layout
+
+    outside.mkdir(parents=True)
+    out: list[Case] = []
+    for i, raw in enumerate((b"caf\xe9.edf", b"\xff\xfe-\x80.edf")):  # not UTF-8: stored losslessly
+        path = Path(os.fsdecode(os.fsencode(root) + b"/" + raw))
+        path.write_bytes(synthetic_edf(seed=seed + i))
+        out.append(Case(path, "tree/non_utf8_name", "ok"))
+    os.mkfifo(root / "pipe.edf")  # opening it would block until a writer comes
+    out.append(Case(root / "pipe.edf", "tree/fifo", "skip"))
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(root / "sock.edf"))  # the socket file stays after close
+        out.append(Case(root / "sock.edf", "tree/socket", "skip"))
+    except OSError:  # a path too long for a socket address
+        pass
+    finally:
+        sock.close()
+    (outside / "elsewhere.edf").write_bytes(synthetic_edf(seed=seed + 2))
+    (outside / "shadow.txt").write_text(f"{SECRET}\nroot:x:0:0\n")
+    (root / "link_out.edf").symlink_to(outside / "elsewhere.edf")
+    out.append(Case(root / "link_out.edf", "tree/link_outside", "skip"))
+    (root / "devnull.edf").symlink_to(os.devnull)
+    out.append(Case(root / "devnull.edf", "tree/link_to_device", "skip"))
+    (outside / "folder").mkdir()
+    (outside / "folder" / "far.edf").write_bytes(synthetic_edf(seed=seed + 3))
+    (root / "linked_folder").symlink_to(outside / "folder")
+    out.append(Case(root / "linked_folder", "tree/folder_link_outside", "skip"))
+    (root / "p1").mkdir()
+    (root / "p1" / "rec.edf").write_bytes(synthetic_edf(seed=seed + 4))
+    (root / "p1" / "rec.txt").symlink_to(outside / "shadow.txt")
+    out.append(Case(root / "p1" / "rec.edf", "tree/report_link_outside", "ok"))
+    (root / "p2").mkdir()
+    (root / "p2" / "rec.edf").write_bytes(synthetic_edf(seed=seed + 5))
+    line = f"Findings: normal background activity. {SECRET}\n"
+    (root / "p2" / "rec.txt").write_text(line * (int(1.5 * MAX_REPORT_BYTES) // len(line)))
+    out.append(Case(root / "p2" / "rec.edf", "tree/oversized_report", "ok"))
+    raw = synthetic_edf(seed=seed + 6, duration=20)
+    (root / "extra_records.edf").write_bytes(raw + raw[layout(raw).header_bytes:])  # twice the header's records
+    out.append(Case(root / "extra_records.edf", "tree/extra_records", "ok"))
+    (root / "bv1").mkdir()
+    (root / "bv1" / "rec.vhdr").write_text(_vhdr("../p1/rec.eeg"))
+    (root / "p1" / "rec.eeg").write_bytes(b"\0" * 64)
+    out.append(Case(root / "bv1" / "rec.vhdr", "tree/brainvision_data_elsewhere", "refuse"))
+    (root / "bv2").mkdir()
+    (root / "bv2" / "rec.vhdr").write_text(_vhdr("rec.eeg"))
+    (outside / "rec.eeg").write_bytes(b"\0" * 64)
+    (root / "bv2" / "rec.eeg").symlink_to(outside / "rec.eeg")
+    out.append(Case(root / "bv2" / "rec.vhdr", "tree/brainvision_data_outside", "skip"))
     return out
 
 
@@ -355,13 +452,23 @@ def check_index(title: str, cases: list[Case], indexed: dict) -> Problems:
     with store.session() as s:
         rows = {r.path: r for r in s.scalars(select(Recording))}
         windows: dict[int, list[bytes]] = defaultdict(list)
+        ends: dict[int, float] = defaultdict(float)
         for w in s.scalars(select(Window)):
             windows[w.recording_id].append(w.emb)
+            ends[w.recording_id] = max(ends[w.recording_id], w.end_s)
+    stored = b"".join(f.read_bytes() for f in indexed["db"].rglob("elmsearch.sqlite*"))
+    if SECRET.encode() in stored:
+        problems.add(None, "text of a file outside the archive is in the database")
     # a row is keyed by the archive path, or by the resolved path (then an alias shares it)
     by_row: dict[str, list[Case]] = defaultdict(list)
+    skipped = skip_reasons(indexed["summary"].skipped_files)
     for c in found:
         key = next((k for k in indexed["keys"][c.path] if k in rows), None)
-        if key is None:
+        if c.expect == "skip":
+            if key is not None:
+                problems.add(c, f"has a row ({rows[key].status}): it should have been skipped before reading")
+            check_skipped(problems, c, skipped)
+        elif key is None:
             problems.add(c, "no row")
         else:
             by_row[key].append(c)
@@ -383,6 +490,10 @@ def check_index(title: str, cases: list[Case], indexed: dict) -> Problems:
         embs = windows.get(rec.id, [])
         if not embs or len(embs) != rec.n_windows:
             problems.add(case, f"{len(embs)} window rows for n_windows={rec.n_windows}")
+        if ends.get(rec.id, 0.0) > rec.duration + 1e-6:
+            problems.add(case, f"a window ends at {ends[rec.id]:.1f} s, past the recording's {rec.duration:.1f} s")
+        if case.kind in NO_REPORT and rec.report_id is not None:
+            problems.add(case, "its report was stored (a link out of the archive, or over the size limit)")
         if any(not np.isfinite(from_blob(e)).all() for e in embs):
             problems.add(case, "non-finite window vector (windows.emb)")
     for path in sorted(set(rows) - set(by_row)):
@@ -406,6 +517,9 @@ def check_index(title: str, cases: list[Case], indexed: dict) -> Problems:
         have = 0 if index is None else index.ntotal
         if have != want:
             problems.add(None, f"FAISS {name} holds {have} vectors, the database has {want}")
+    expected = Counter(c.expect for c in found)
+    print(f"{title}: {len(found)} files ({', '.join(f'{n} {e}' for e, n in sorted(expected.items()))}); "
+          f"{len(indexed['summary'].skipped_files)} listed as skipped; ", end="")
     print(f"{title}: {n_indexed} indexed, {n_failed} failed, {len(indexed['crashes'])} crashes, "
           f"{indexed['seconds']:.1f} s")
     return problems
@@ -419,11 +533,12 @@ def check_scan(title: str, root: Path, cases: list[Case], indexed: dict) -> Prob
     found = present(cases)
     log = logging.getLogger()
     level, log.level = log.level, logging.ERROR
-    items, raised = None, set()
+    items, raised, skipped = None, set(), {}
     try:
         try:
             with watchdog(RUN_TIMEOUT_S, "scan_archive"):
-                items = scan_archive(root).items
+                summary = scan_archive(root)
+                items, skipped = summary.items, skip_reasons(summary.skipped)
         except (Exception, Hang) as err:  # noqa: BLE001
             problems.add(None, f"scan_archive over the whole archive raised {one_line(err)} (at {where(err)}); "
                                "scanning file by file")
@@ -440,10 +555,21 @@ def check_scan(title: str, root: Path, cases: list[Case], indexed: dict) -> Prob
                     raised.update(row_keys(entry.path))
     finally:
         log.setLevel(level)
-    seen = {k: item for item in items for k in row_keys(Path(item.path))}
+    from elmsearch.archive import display_path
+
+    def shown(path: Path) -> tuple[str, str]:  # what a scan item's path may be: as found, or resolved
+        return display_path(os.path.abspath(path)), display_path(realpath(path))
+
+    seen = {k: item for item in items for k in (item.path, display_path(realpath(item.path)))}
     index_rows = index_verdicts(indexed)
     for case in found:
-        item = next((seen[k] for k in row_keys(case.path) if k in seen), None)
+        item = next((seen[k] for k in shown(case.path) if k in seen), None)
+        if case.expect == "skip":
+            if item is not None:
+                problems.add(case, "scanned: it should have been skipped before reading")
+            elif skipped:  # (the file-by-file fallback has no walk)
+                check_skipped(problems, case, skipped)
+            continue
         if item is None:
             if not set(row_keys(case.path)) & raised:
                 problems.add(case, "not scanned")
@@ -502,8 +628,10 @@ def check_inspect(title: str, cases: list[Case], indexed: dict) -> Problems:
                 else:
                     reason = errors[0][len("error:"):].strip()
                     check_reason(problems, case, reason)
-            if (msg := verdict_problem(case, ok, reason)) is not None:
-                problems.add(case, msg)
+            if case.kind in SPECIAL and ok:
+                problems.add(case, "inspect read a special file")
+            if case.expect != "skip" and (msg := verdict_problem(case, ok, reason)) is not None:
+                problems.add(case, msg)  # a link out is the user's to inspect by name
             indexed_ok = verdict_of(index_rows, case.path)
             if indexed_ok is not None and indexed_ok != ok and case.path.is_file():
                 problems.add(case, f"inspect says {'ok' if ok else 'refused'}, the index says "
@@ -555,9 +683,8 @@ def test_inspect_fuzz_corpus(corpus, indexed):
 
 def test_tree_hazards(tree, tree_indexed):
     root, cases = tree
-    folder = Case(root / "folder_named.edf", "tree/folder_named_edf", "refuse")
     fail_on(check_index("tree", cases, tree_indexed), check_scan("tree", root, cases, tree_indexed),
-            check_inspect("tree", [*cases, folder], tree_indexed))
+            check_inspect("tree", cases, tree_indexed))
 
 
 def test_unreadable_tree(tmp_path, model_dir):
