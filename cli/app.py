@@ -82,7 +82,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _printable(text: str) -> str:
-    """``text`` with the undecodable bytes of a file name (lone surrogates) shown as ``\\xNN``."""
+    r"""``text`` with the undecodable bytes of a file name (lone surrogates) shown as ``\xNN``."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -546,7 +546,8 @@ def index(
                       + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return
     if archive is None:
-        _error_line("missing argument ARCHIVE: the archive folder to index, or --rebuild-faiss (see 'elmsearch index --help')")
+        _error_line("missing argument ARCHIVE: the archive folder to index, or --rebuild-faiss "
+                    "(see 'elmsearch index --help')")
         raise typer.Exit(code=2)
     if reembed and runner != Runner.local:
         raise _fail("--reembed runs with --runner local")

@@ -91,7 +91,7 @@ def text_to_path(text: str) -> Path:
 
 
 def display_path(path: str | bytes | os.PathLike) -> str:
-    """A path for people (logs, tables, JSON): bytes that are not UTF-8 shown as ``\\xNN``.
+    r"""A path for people (logs, tables, JSON): bytes that are not UTF-8 shown as ``\xNN``.
 
     Accepts a path or the text ``path_to_text`` made of one.
     """
@@ -380,8 +380,9 @@ class DiscoverOptions:
     patients: str | os.PathLike | None = None
 
 
+_DEFAULT_OPTIONS = DiscoverOptions()  # frozen: one shared default is safe
 _OPTIONS: contextvars.ContextVar[DiscoverOptions] = contextvars.ContextVar("discover_options",
-                                                                          default=DiscoverOptions())
+                                                                          default=_DEFAULT_OPTIONS)
 
 
 @contextlib.contextmanager

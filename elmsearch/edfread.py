@@ -14,8 +14,8 @@ parsing of the numeric header fields (text up to the first NUL, ``,`` read as ``
 The fast path is taken only where MNE's result is known: ``open_edf_reader`` returns
 None (the caller reads with MNE, which then reads or refuses as it always did) for
 EDF+D/BDF+D discontinuous files, picked signals slower than the file's fastest signal
-(MNE resamples them), a file shorter than its header's records, more than one annotations channel, and any header or annotation text on which
-MNE itself would raise (so MNE's refusal is kept, word for word).
+(MNE resamples them), a file shorter than its header's records, more than one annotations
+channel, and any header or annotation text on which MNE itself would raise (so MNE's refusal is kept, word for word).
 """
 
 from __future__ import annotations

@@ -25,8 +25,16 @@ from sqlalchemy.exc import DBAPIError
 
 from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window, to_blob
 from db.models import utcnow
-from elmsearch.archive import (ArchiveEntry, Walk, archive_path, discover, file_hash, load_report_text, patient_of,
-                               special_file_reason)
+from elmsearch.archive import (
+    ArchiveEntry,
+    Walk,
+    archive_path,
+    discover,
+    file_hash,
+    load_report_text,
+    patient_of,
+    special_file_reason,
+)
 from elmsearch.channels import TCP_CH_NAMES
 from elmsearch.chunked import LONG_RECORDING_S, iter_windows_chunked, n_times_out, open_span_reader
 from elmsearch.edf import read_header
@@ -781,7 +789,7 @@ class Indexer:
 
 
 def _db_text(text: str | None) -> str | None:
-    """A name taken from a file name, storable as UTF-8: undecodable bytes (surrogates) as ``\\xNN``."""
+    r"""A name taken from a file name, storable as UTF-8: undecodable bytes (surrogates) as ``\xNN``."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if text else text
 
 

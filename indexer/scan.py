@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class ScanItem:
-    """Outcome for one recording.
+    r"""Outcome for one recording.
 
     Attributes
     ----------

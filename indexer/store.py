@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import case, delete, exists, func, select
 
 from db import (
     IndexRun,
@@ -58,7 +58,7 @@ from db.engine import DB_FILE
 from elmsearch.errors import ElmsearchError
 from indexer import integrity
 from indexer.lock import lock_holder
-from indexer.private import FILE_MODE, FolderInUseError, private_dir, private_umask
+from indexer.private import FILE_MODE, private_dir, private_umask
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ EMB_DIM = 256
 def _first_line(err: BaseException) -> str:
     """The first line of an exception's text, without FAISS's "Error in ... at file:line" preamble."""
     text = str(err).strip().splitlines()
-    line = next((t for t in text if t.strip() and not t.startswith("Error in ")), text[0] if text else type(err).__name__)
+    line = next((t for t in text if t.strip() and not t.startswith("Error in ")),
+                text[0] if text else type(err).__name__)
     return line.strip()[:200]
 
 
@@ -211,7 +212,7 @@ class IndexStore:
 
     @property
     def faiss_dir(self) -> Path:
-        """This generation's FAISS files."""
+        """The FAISS files of this generation."""
         return self.data / "faiss"
 
     @property
@@ -222,7 +223,7 @@ class IndexStore:
     def _newest_generation(self) -> str | None:
         """The newest generation that has a database (where a damaged manifest most likely pointed)."""
         gens = self.folder / GENERATIONS
-        found = sorted((int(g.name) for g in gens.iterdir() if g.name.isdigit() and (g / DB_FILE).is_file())
+        found = sorted(int(g.name) for g in gens.iterdir() if g.name.isdigit() and (g / DB_FILE).is_file()
                        ) if gens.is_dir() else []
         return str(found[-1]) if found else None
 
@@ -439,6 +440,22 @@ class IndexStore:
                                     execution_options={"yield_per": CHUNK}).partitions()]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
+    def _sample_ids(self, s, name: str, model_hash: str, n: int, rng: np.random.Generator) -> np.ndarray:
+        """About ``n`` ids of the rows behind index ``name``, sorted, found by ``n`` seeks (never a scan).
+
+        The first row at or after each of ``n`` random points between the smallest and the
+        largest id: rows after a gap in the ids are drawn more often, which a check allows.
+        """
+        key, _ = vector_columns(name)
+        rows = self._rows(name, model_hash, with_emb=False).order_by(None)
+        lo = s.scalar(rows.order_by(key).limit(1))
+        if lo is None:
+            return np.zeros(0, np.int64)
+        hi = s.scalar(rows.order_by(key.desc()).limit(1))
+        points = rng.integers(lo, hi + 1, n) if n else []
+        found = {s.scalar(rows.where(key >= int(p)).order_by(key).limit(1)) for p in points}
+        return np.array(sorted(found | {lo}), np.int64)[:n]
+
     def _changed_ids(self, s, name: str, since: dt.datetime) -> np.ndarray:
         """Ids of index ``name``'s rows written by a run after ``since`` (maybe not all still indexed).
 
@@ -484,21 +501,24 @@ class IndexStore:
 
     def db_counts(self, model_hash: str | None = None) -> dict:
         """Row counts that the FAISS indices must match."""
+        mh = model_hash or (self.read_manifest_or_none() or {}).get("model_hash")
         with self.session() as s:
-            mh = model_hash or (self.read_manifest_or_none() or {}).get("model_hash")
-            ok = (Recording.status == Status.INDEXED) & (Recording.model_hash == mh)
-            used = exists().where(Recording.report_id == Report.id, ok)
-            return {
-                "eeg_recording": s.scalar(select(func.count()).select_from(Recording).where(
-                    ok, Recording.emb.is_not(None))),
-                "eeg_window": s.scalar(select(func.count()).select_from(Window).join(Recording).where(ok)),
-                "report": s.scalar(select(func.count()).select_from(Report).where(
-                    Report.emb.is_not(None), Report.model_hash == mh, used)),
-                "segment": s.scalar(select(func.count()).select_from(Segment).join(Report).where(
-                    Segment.emb.is_not(None), Report.model_hash == mh, used)),
-                "eeg_profile": s.scalar(select(func.count()).select_from(Recording).where(
-                    ok, Recording.profile.is_not(None))) if self._has_profiles() else 0,
-            }
+            return {name: self._row_stats(s, name, mh)[0] for name in INDEX_NAMES}
+
+    def _row_stats(self, s, name: str, model_hash: str) -> tuple[int, int, int | None]:
+        """``(rows behind index name, rows whose embedding is not EMB_DIM float32, the first of those)``.
+
+        One pass over the rows (``length`` of a blob is read from SQLite's record header).
+        """
+        if name == "eeg_profile" and not self._has_profiles():
+            return 0, 0, None
+        key, col = vector_columns(name)
+        rows = self._rows(name, model_hash, with_emb=False).order_by(None).add_columns(
+            func.length(col).label("nbytes")).subquery()
+        wrong = rows.c.nbytes != 4 * EMB_DIM
+        n, bad, first = s.execute(select(func.count(), func.sum(case((wrong, 1), else_=0)),
+                                         func.min(case((wrong, rows.c[key.name]))))).one()
+        return int(n), int(bad or 0), first
 
     def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True,
                 run_id: int | None = None, extra: dict | None = None) -> dict:
@@ -722,10 +742,10 @@ class IndexStore:
             counts = dict(m["counts"])
             self._check_files(counts, m.get("indices") or {})
             return counts
-        problems = self._row_problems(m["model_hash"])
+        counts: dict = {}
+        problems = self._row_problems(m["model_hash"], counts)
         if problems:
             raise IndexStateError(problems[0])
-        counts = self.db_counts(m["model_hash"])
         for name in INDEX_NAMES:
             want, have = counts[name], m["counts"].get(name, 0)
             if want != have:
@@ -739,9 +759,12 @@ class IndexStore:
     def _rebuild_hint(self) -> str:
         return f"run `elmsearch index --rebuild-faiss --db {self.folder}`"
 
-    def _row_problems(self, model_hash: str) -> list[str]:
-        """Indexed rows the FAISS indices cannot hold: another model's, or embeddings of the wrong size."""
-        out = []
+    def _row_problems(self, model_hash: str, counts: dict | None = None) -> list[str]:
+        """Indexed rows the FAISS indices cannot hold: another model's, or embeddings of the wrong size.
+
+        ``counts``, when given, receives the rows behind each index (the same pass).
+        """
+        out, counts = [], {} if counts is None else counts
         with self.session() as s:
             other = s.execute(select(Recording.model_hash, func.count()).where(
                 Recording.status == Status.INDEXED, Recording.model_hash != model_hash)
@@ -749,15 +772,10 @@ class IndexStore:
             for mh, n in other:
                 out.append(f"{self.folder}: {n} indexed recordings were embedded with model {mh}, not the index's "
                            f"{model_hash}; run `elmsearch index --reembed` to re-embed them with one model")
-            nbytes = 4 * EMB_DIM
             for name in INDEX_NAMES:
-                if name == "eeg_profile" and not self._has_profiles():
-                    continue
-                key, col = vector_columns(name)
-                q = self._rows(name, model_hash, with_emb=False).order_by(None).where(func.length(col) != nbytes)
-                bad = s.scalar(select(func.count()).select_from(q.subquery()))
+                n, bad, first = self._row_stats(s, name, model_hash)
+                counts[name] = n
                 if bad:
-                    first = s.scalar(q.limit(1))
                     out.append(f"{self.data / 'elmsearch.sqlite' if self._default_db else 'the database'}: {bad} "
                                f"{name} embeddings are not {EMB_DIM} float32 values (row id {first}, …); the "
                                "database is damaged: restore it from a backup or re-index")
@@ -811,7 +829,7 @@ class IndexStore:
             return {"ok": False, "problems": [str(err)], "checked": checked}
         problems += self._row_problems(m["model_hash"])
         problems += self._checksum_problems(m, full=True)
-        for name, f, want in self._index_files(m):
+        for _name, f, want in self._index_files(m):
             if want is None:
                 problems.append(f"{f}: no checksum in the manifest (written by an older version); "
                                 f"{self._rebuild_hint()}")
@@ -836,9 +854,9 @@ class IndexStore:
                 missing = np.setdiff1d(in_db, in_index)
                 extra = np.setdiff1d(in_index, in_db)
                 if len(missing) or len(extra):
+                    some = (missing if len(missing) else extra)[:3].tolist()
                     problems.append(f"{fname}: {len(missing)} indexed rows are not in it and it holds {len(extra)} ids "
-                                    f"the database does not index (e.g. {(missing[:3] if len(missing) else extra[:3]).tolist()}); "
-                                    f"{self._rebuild_hint()}")
+                                    f"the database does not index (e.g. {some}); {self._rebuild_hint()}")
                 ids = np.intersect1d(in_db, in_index)
                 pick = np.sort(rng.choice(ids, min(sample, len(ids)), replace=False)) if len(ids) else ids
                 db_vecs = self._vectors_of(s, name, pick)
@@ -886,8 +904,7 @@ class IndexStore:
             rng = np.random.default_rng(0)
             with self.session() as s:
                 for name in INDEX_NAMES:
-                    ids = self._ids(s, name, m["model_hash"])
-                    pick = np.sort(rng.choice(ids, min(sample, len(ids)), replace=False)) if len(ids) else ids
+                    pick = self._sample_ids(s, name, m["model_hash"], sample, rng)
                     if (problem := self._norm_problem(name, pick, self._vectors_of(s, name, pick))) is not None:
                         return problem
         except IndexStateError as err:

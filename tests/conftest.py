@@ -183,3 +183,20 @@ def archive(demo_archive, tmp_path):
     dest = tmp_path / "archive"
     shutil.copytree(demo_archive.root, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """An EEG-only MODEL_DIR: the ELM release when ``../shared`` has it, else a fresh elm-5s."""
+    release = SHARED_DATA / "elm_pretrained" / "5s"
+    if (release / "config_xy.yaml").is_file():
+        return release
+    import torch
+
+    from elmsearch.models import create_model
+    from elmsearch.models.factory import save_model
+
+    torch.manual_seed(0)
+    model = create_model("elm-5s", text_dim=384)
+    model.has_text = False
+    return save_model(model, tmp_path_factory.mktemp("eeg-only-model"))

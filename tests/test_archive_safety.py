@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 from fuzz_corpus import layout, synthetic_edf
 
 from elmsearch.archive import (
@@ -281,21 +280,6 @@ def test_inspect_gives_scan_reason_for_a_fif(tmp_path, restore_logging):
 
 
 # ---- the whole run: elmsearch index in a subprocess, bounded -------------------------------------
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """The ELM release (EEG only) when present, else a fresh EEG-only elm-5s."""
-    release = SHARED_DATA / "elm_pretrained" / "5s"
-    if (release / "config_xy.yaml").is_file():
-        return release
-    import torch
-
-    from elmsearch.models import create_model
-    from elmsearch.models.factory import save_model
-
-    torch.manual_seed(0)
-    model = create_model("elm-5s", text_dim=384)
-    model.has_text = False
-    return save_model(model, tmp_path_factory.mktemp("safety-model"))
 
 
 def run_cli(args: list[str], bound_s: float) -> tuple[subprocess.CompletedProcess | None, float]:

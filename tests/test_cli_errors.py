@@ -209,3 +209,20 @@ def test_verbose_shows_the_traceback_of_an_unexpected_error(results):
     assert res.returncode == 1
     assert "Traceback (most recent call last)" in res.stderr
     assert res.stderr.rstrip().splitlines()[-1].startswith("NotADirectoryError")
+
+
+def test_serve_on_a_busy_port_is_one_line(workspace):
+    """A port another program holds: one error line, printed before the models load, and no 'serving' claim."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        port = holder.getsockname()[1]
+        res = _run(["serve", "--db", "idx", "--port", str(port)], workspace["dir"])
+    finally:
+        holder.close()
+    assert res.returncode == RUNTIME, res
+    assert res.stdout == "" and res.stderr.splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use (another server?); choose one with --port"], res

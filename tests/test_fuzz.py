@@ -127,7 +127,7 @@ def skip_reasons(skipped: list[dict]) -> dict[str, str]:
     return {s["path"]: s["reason"] for s in skipped}
 
 
-def check_skipped(problems: "Problems", case: Case, reasons: dict[str, str]) -> None:
+def check_skipped(problems: Problems, case: Case, reasons: dict[str, str]) -> None:
     """A ``skip`` case: listed among the skipped files, with a reason that names the problem."""
     from elmsearch.archive import display_path
 
@@ -196,8 +196,9 @@ def _vhdr(data_file: str) -> str:
 
 def build_hazards(root: Path, outside: Path, seed: int) -> list[Case]:
     """Issue 20's hazards: odd bytes in names, special files, links out of ``root``, foreign data files."""
-    from elmsearch.archive import MAX_REPORT_BYTES
     from fuzz_corpus import layout
+
+    from elmsearch.archive import MAX_REPORT_BYTES
 
     outside.mkdir(parents=True)
     out: list[Case] = []
@@ -261,21 +262,6 @@ def tree(tmp_path_factory) -> tuple[Path, list[Case]]:
     return root, build_tree(root)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """The ELM release (EEG only) when present, else a fresh EEG-only elm-5s."""
-    release = SHARED_DATA / "elm_pretrained" / "5s"
-    if (release / "config_xy.yaml").is_file():
-        return release
-    import torch
-
-    from elmsearch.models import create_model
-    from elmsearch.models.factory import save_model
-
-    torch.manual_seed(0)
-    model = create_model("elm-5s", text_dim=384)
-    model.has_text = False
-    return save_model(model, tmp_path_factory.mktemp("fuzz-model"))
 
 
 # ---- index ------------------------------------------------------------------------------

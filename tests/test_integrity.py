@@ -279,7 +279,7 @@ def read_only(idx, tmp_path):
         finally:
             subprocess.run(["umount", "-l", str(target)], check=False)
         return
-    for dirpath, dirnames, filenames in os.walk(idx):
+    for dirpath, _dirnames, filenames in os.walk(idx):
         for n in filenames:
             os.chmod(os.path.join(dirpath, n), 0o400)
         os.chmod(dirpath, 0o500)
@@ -334,6 +334,50 @@ def test_index_refuses_a_folder_that_is_not_an_index(demo_archive, demo_model_di
 
 
 def test_index_files_are_private_and_the_folder_mode_of_an_existing_index_is_kept(built):
-    for dirpath, dirnames, filenames in os.walk(built):
+    for dirpath, _dirnames, filenames in os.walk(built):
         for n in filenames:
             assert stat.S_IMODE(os.stat(os.path.join(dirpath, n)).st_mode) & 0o077 == 0, n
+
+
+# ---- secrets --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("password_at", ["argument", "equals"])
+def test_a_password_on_the_command_line_never_reaches_the_lock_stats_or_the_api(idx, monkeypatch, password_at):
+    from fastapi.testclient import TestClient
+
+    from cli.web.app import create_app
+    from indexer.lock import LOCK_NAME, IndexLock
+    from indexer.service import SearchService
+
+    url = "postgresql+psycopg://clinic:S3cret-PASSWORD@db.example.org/eeg"
+    db_url = ["--db-url", url] if password_at == "argument" else [f"--db-url={url}"]
+    monkeypatch.setattr("sys.argv", ["/usr/bin/elmsearch", "index", "/archive/patient-names", *db_url,
+                                     "--patients", "/private/map.csv"])
+    svc = SearchService.open(idx)
+    with IndexLock(idx), TestClient(create_app(svc, threads=2), base_url="http://127.0.0.1") as client:
+        lock_text = (idx / LOCK_NAME).read_text()
+        stats = runner.invoke(app, ["stats", "--db", str(idx), "--json"]).stdout
+        api = client.get("/api/stats").text
+    for shown in (lock_text, stats, api):
+        assert "S3cret-PASSWORD" not in shown and "patient-names" not in shown and "map.csv" not in shown
+        assert "elmsearch index --db-url postgresql+psycopg://clinic:***@db.example.org/eeg" in shown
+    assert json.loads(stats)["writer"]["command"].startswith("elmsearch index")
+
+
+def test_a_lock_written_with_the_whole_command_line_is_shown_redacted(idx):
+    """A lock file from an older version holds the whole argv: its URL password is never shown."""
+    import fcntl
+
+    from indexer.lock import LOCK_NAME, lock_holder
+
+    old = {"pid": os.getpid(), "host": "h", "started": "2026-01-01T00:00:00+00:00",
+           "command": "elmsearch index /a --db-url postgresql://u:hunter2@host/db"}
+    fd = os.open(idx / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, json.dumps(old).encode())
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder = lock_holder(idx)
+    finally:
+        os.close(fd)
+    assert holder["command"] == "elmsearch index /a --db-url postgresql://u:***@host/db"
