@@ -17,12 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.options import (
-    AfterOpt,
-    AgeMaxOpt,
-    AgeMinOpt,
     Backend,
     BackendOpt,
-    BeforeOpt,
     DbOpt,
     DbUrlOpt,
     DemoDirOpt,
@@ -30,23 +26,22 @@ from cli.options import (
     JsonOpt,
     KOpt,
     Level,
-    MinDurationOpt,
     ModelDirOpt,
-    MontageOpt,
     Precision,
     Recipe,
     RecordingIdOpt,
     ReportsOpt,
     Runner,
     SeedOpt,
-    SexOpt,
     TextPooling,
     WindowOpt,
     WorkersOpt,
     check_fractions,
     check_jobs,
     check_prompts,
+    with_filters,
 )
+from indexer.filters import parse_filters
 
 PROG = "elmsearch"
 # Errors are ours to print (see `main`): no Rich panels, no pretty tracebacks.
@@ -667,12 +662,6 @@ def _open_service(db: Path, db_url: str | None = None, backend: Backend = Backen
         raise _fail(str(err)) from None
 
 
-def _filters(sex, age_min, age_max, after, before, montage, min_duration):
-    from indexer.service import parse_filters
-
-    return parse_filters(sex, age_min, age_max, after, before, montage, min_duration)
-
-
 def _query(run):
     """Run a query; library errors become one line on stderr and exit code 1."""
     from elmsearch.errors import ElmsearchError
@@ -709,41 +698,42 @@ def _print_hits(doc: dict, as_json: bool, title: str) -> None:
 
 
 @app.command()
+@with_filters
 def search(
     text: Annotated[str, typer.Argument(help='A description, e.g. "generalized 3 Hz spike and wave".')],
     db: DbOpt = DEFAULT_DB,
     k: KOpt = 10,
     level: Annotated[Level, typer.Option(help="recording, or window (rank windows).")] = Level.recording,
-    sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
-    before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
     svc = _open_service(db, backend=backend)
-    f = _query(lambda: _filters(sex, age_min, age_max, after, before, montage, min_duration))
+    f = _query(lambda: parse_filters(**filters))
     _print_hits(_query(lambda: svc.search(text, k, level.value, f)), as_json, f"text → EEG: {text}")
 
 
 @app.command()
+@with_filters
 def reports(
     fname: Annotated[Path | None, typer.Argument(help="An EDF/BDF file (indexed or new).")] = None,
     recording: RecordingIdOpt = None,
     db: DbOpt = DEFAULT_DB,
     k: KOpt = 5,
-    sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
-    before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """EEG → report: the reports that best describe a recording, best sentence first."""
     svc = _open_service(db, backend=backend)
-    f = _query(lambda: _filters(sex, age_min, age_max, after, before, montage, min_duration))
+    f = _query(lambda: parse_filters(**filters))
     doc = _query(lambda: svc.reports(fname, recording, k, f))
     _print_hits(doc, as_json, f"EEG → report: {doc['query']}")
 
 
 @app.command()
+@with_filters
 def similar(
     fname: Annotated[Path | None, typer.Argument(help="An EDF/BDF file (indexed or new).")] = None,
     recording: RecordingIdOpt = None,
@@ -751,14 +741,13 @@ def similar(
     k: KOpt = 10,
     include_same_patient: Annotated[bool, typer.Option(help="Allow the query's own patient.")] = False,
     all_per_patient: Annotated[bool, typer.Option("--all-per-patient", help="Several hits per patient.")] = False,
-    sex: SexOpt = None, age_min: AgeMinOpt = None, age_max: AgeMaxOpt = None, after: AfterOpt = None,
-    before: BeforeOpt = None, montage: MontageOpt = None, min_duration: MinDurationOpt = None,
+    filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
 ) -> None:
     """Prior cases: the most similar recordings of other patients (one per patient)."""
     svc = _open_service(db, backend=backend)
-    f = _query(lambda: _filters(sex, age_min, age_max, after, before, montage, min_duration))
+    f = _query(lambda: parse_filters(**filters))
     doc = _query(lambda: svc.similar(fname, recording, k, include_same_patient, not all_per_patient, f))
     _print_hits(doc, as_json, f"prior cases like {doc['query']}")
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from indexer.filters import FILTERS, FilterError, FilterField
 
 
 class Precision(StrEnum):
@@ -68,22 +72,6 @@ def check_device(value: str) -> str:
     return value
 
 
-def check_sex(value: str | None) -> str | None:
-    """``--sex``: F or M (any case; female/male accepted), normalised to F or M.
-
-    The same normalisation, and the same message for anything else, as the API's ``sex=``
-    (``indexer.service.normalise_sex``).
-    """
-    if value is None:
-        return None
-    from indexer.service import FilterError, normalise_sex  # here: `--help` imports no SQL stack
-
-    try:
-        return normalise_sex(value)
-    except FilterError as err:
-        raise typer.BadParameter(str(err)) from None
-
-
 def check_positive(value: float) -> float:
     """A length that must be above zero."""
     if not value > 0:
@@ -141,11 +129,50 @@ DbUrlOpt = Annotated[
     str | None, typer.Option("--db-url", help="SQLAlchemy URL for the metadata (default: SQLite in --db).")
 ]
 KOpt = Annotated[int, typer.Option("-k", min=1, help="Number of hits.")]
-SexOpt = Annotated[str | None, typer.Option("--sex", callback=check_sex, help="F or M.")]
-AgeMinOpt = Annotated[float | None, typer.Option("--age-min", help="Youngest age (years).")]
-AgeMaxOpt = Annotated[float | None, typer.Option("--age-max", help="Oldest age (years).")]
-AfterOpt = Annotated[dt.datetime | None, typer.Option("--after", formats=["%Y-%m-%d"], help="Recorded on/after.")]
-BeforeOpt = Annotated[dt.datetime | None, typer.Option("--before", formats=["%Y-%m-%d"], help="Recorded before.")]
-MontageOpt = Annotated[str | None, typer.Option("--montage", help="Montage folder, e.g. 01_tcp_ar.")]
-MinDurationOpt = Annotated[float | None, typer.Option("--min-duration", help="Shortest recording (s).")]
 RecordingIdOpt = Annotated[int | None, typer.Option("--recording", help="An indexed recording id instead of a file.")]
+
+
+def _checked(field: FilterField):
+    """A Typer callback running ``field.normalise``: a bad value is a usage error (exit 2)."""
+    def callback(value):
+        try:
+            return field.normalise(value)
+        except FilterError as err:
+            raise typer.BadParameter(str(err)) from None
+
+    return callback
+
+
+def filter_option(field: FilterField):
+    """The Typer option of one filter of ``indexer.filters.FILTERS``."""
+    if field.kind is dt.date:
+        return Annotated[dt.datetime | None, typer.Option(field.option, formats=["%Y-%m-%d"], help=field.help)]
+    extra = {"min": field.ge} if field.ge is not None else {}
+    if field.normalise is not None:
+        extra["callback"] = _checked(field)
+    return Annotated[field.kind | None, typer.Option(field.option, help=field.help, **extra)]
+
+
+def with_filters(command):
+    """Give a Typer command the options of every filter, passed to it as one ``filters`` dict.
+
+    The command declares ``filters: dict`` where the options go; it hands the dict to
+    ``indexer.filters.parse_filters``, as the HTTP API does with its query parameters.
+    """
+    sig = inspect.signature(command, eval_str=True)
+    params = []
+    for p in sig.parameters.values():
+        if p.name == "filters":
+            params += [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                         annotation=filter_option(f)) for f in FILTERS]
+        else:
+            params.append(p)
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        filters = {f.name: kwargs.pop(f.name, None) for f in FILTERS}
+        return command(*args, filters=filters, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -50,6 +50,10 @@ class QueryError(ElmsearchError):
     """A query that cannot be answered (unknown id, unreadable file...)."""
 
 
+class NotFoundError(QueryError):
+    """An id that names no indexed recording (HTTP 404)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
     """Restrictions on the recordings a query may return (all optional)."""
@@ -382,7 +386,7 @@ class Index:
             if recording_id is not None:
                 r = s.get(Recording, int(recording_id))
                 if r is None or r.status != Status.INDEXED:
-                    raise QueryError(f"recording {recording_id}: not in the index"
+                    raise NotFoundError(f"recording {recording_id}: not in the index"
                                      + (f" ({r.error})" if r is not None and r.error else ""))
                 patient = s.get(Patient, r.patient_id).key if r.patient_id else None
                 return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
@@ -523,7 +527,7 @@ class Index:
         with self.store.session() as s:
             r = s.get(Recording, int(recording_id))
             if r is None:
-                raise QueryError(f"recording {recording_id}: no such id in {self.store.folder}")
+                raise NotFoundError(f"recording {recording_id}: no such id in {self.store.folder}")
             best = None
             for section, sentence, emb in s.execute(select(Segment.section, Segment.text, Segment.emb)
                                                     .where(Segment.report_id == r.report_id,
@@ -538,7 +542,7 @@ class Index:
         with self.store.session() as s:
             r = s.get(Recording, int(recording_id))
             if r is None:
-                raise QueryError(f"recording {recording_id}: no such id in {self.store.folder}")
+                raise NotFoundError(f"recording {recording_id}: no such id in {self.store.folder}")
             patient = s.get(Patient, r.patient_id).key if r.patient_id else None
             session = s.get(Visit, r.session_id) if r.session_id else None
             report = s.get(Report, r.report_id) if r.report_id else None

@@ -16,7 +16,6 @@ A service opens its index once and is read-only; it is safe to share between thr
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -27,7 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from elmsearch.errors import ElmsearchError, InputFileError
-from indexer.search import Filters, Hit, Index, QueryError
+from indexer.filters import FilterError
+from indexer.search import Filters, Hit, Index, NotFoundError, QueryError
 from indexer.store import INDEX_NAMES
 
 logger = logging.getLogger(__name__)
@@ -36,37 +36,10 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # an upload larger than this is refused (a
 MAX_K = 1000
 MAX_ID = 2**63 - 1  # ids are SQL BIGINT / FAISS int64: anything else names no recording
 REPORT_PAGE_CHARS = 100_000  # report characters ``show`` returns at once (a 50 MB report is paged)
-SEXES = {"F": "F", "M": "M", "FEMALE": "F", "MALE": "M"}
-
-
-class FilterError(ValueError):
-    """A filter value that cannot be used (a bad parameter: exit code 1, HTTP 422)."""
-
-
-class NotFoundError(QueryError):
-    """An id that names no recording (HTTP 404)."""
 
 
 class UploadError(ElmsearchError):
     """An uploaded file that cannot be used (HTTP 400); the message names the client's file name."""
-
-
-def normalise_sex(value: str | None) -> str | None:
-    """``F`` or ``M`` from F, M, female or male (any case, spaces ignored); None for no value.
-
-    The one normalisation the CLI's ``--sex`` and the API's ``sex=`` share.
-
-    Raises
-    ------
-    FilterError
-        Anything else (one line).
-    """
-    if value is None or str(value).strip() == "":
-        return None
-    try:
-        return SEXES[str(value).strip().upper()]
-    except KeyError:
-        raise FilterError(f"sex: expected F or M (or female/male), got {value!r}") from None
 
 
 def check_id(recording_id: int, what: str = "recording") -> int:
@@ -157,39 +130,6 @@ def read_prompts(fname: str | os.PathLike) -> dict[str, list[str]]:
             isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v) for v in doc.values())):
         raise InputFileError(fname, 'expected {"column": ["negative prompt", "positive prompt"], ...}')
     return doc
-
-
-def parse_filters(sex: str | None = None, age_min: float | None = None, age_max: float | None = None,
-                  after: dt.date | str | None = None, before: dt.date | str | None = None,
-                  montage: str | None = None, min_duration: float | None = None) -> Filters:
-    """``Filters`` from front-end values (dates as ``date``, ``datetime`` or ``YYYY-MM-DD``).
-
-    Raises
-    ------
-    FilterError
-        A value out of range, an unknown sex, age_min above age_max (one line naming it).
-    """
-    def day(v, name):
-        if v is None or v == "":
-            return None
-        if isinstance(v, dt.datetime):
-            return v.date()
-        if isinstance(v, dt.date):
-            return v
-        try:
-            return dt.date.fromisoformat(str(v))
-        except ValueError:
-            raise FilterError(f"{name}: expected a date YYYY-MM-DD, got {v!r}") from None
-
-    sex = normalise_sex(sex)
-    for name, v in (("age_min", age_min), ("age_max", age_max), ("min_duration", min_duration)):
-        if v is not None and not (0 <= float(v) < 1e6):
-            raise FilterError(f"{name}: expected a number >= 0, got {v!r}")
-    if age_min is not None and age_max is not None and float(age_min) > float(age_max):
-        raise FilterError(f"age_min {float(age_min):g} is above age_max {float(age_max):g}: no recording can match")
-    return Filters(sex=sex, age_min=age_min, age_max=age_max,
-                   after=day(after, "after"), before=day(before, "before"), montage=montage or None,
-                   min_duration=min_duration)
 
 
 def hits_document(query: str, hits: list[Hit]) -> dict:
@@ -409,7 +349,7 @@ class SearchService:
         recording_id = check_id(recording_id)
         doc = self.index.show(recording_id)
         if doc["status"] != "indexed":
-            raise QueryError(f"recording {recording_id}: not in the index")
+            raise NotFoundError(f"recording {recording_id}: not in the index")
         start = 0.0 if start_s is None else float(start_s)
         end = start + 10.0 if end_s is None else float(end_s)
         return doc["path"], start, end

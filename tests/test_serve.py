@@ -191,3 +191,51 @@ def test_service_documents_are_json_plain(served):
     doc = svc.search("spike", k=2)
     assert json.loads(json.dumps(doc)) == doc
     assert not any(isinstance(v, np.generic) for h in doc["hits"] for v in h.values())
+
+
+def test_responses_match_their_schemas(served, demo_archive):
+    """Every JSON route's answer validates against the model its OpenAPI entry names (no undeclared key)."""
+    from cli.web import schemas
+
+    _, svc, client = served
+    rid = svc.search("normal EEG", k=1)["hits"][0]["recording_id"]
+    edf = sorted(demo_archive.root.rglob("*.edf"))[0]
+    answers = {
+        schemas.Stats: _get(client, "/api/stats").json(),
+        schemas.HitsDocument: _get(client, "/api/search?q=spike%20and%20wave&k=3&sex=female").json(),
+        schemas.Recording: _get(client, f"/api/recordings/{rid}?match=slowing").json(),
+    }
+    similar = _get(client, f"/api/recordings/{rid}/similar?k=3").json()
+    reports = _get(client, f"/api/recordings/{rid}/reports?k=2").json()
+    classify = client.post("/api/classify", json={"recording_id": rid, "prompts": ["normal EEG", "abnormal EEG"]})
+    upload = client.post("/api/upload", files={"file": ("new.edf", edf.read_bytes(), "application/octet-stream")})
+    assert classify.status_code == 200 and upload.status_code == 200, (classify.text, upload.text)
+    for model, doc in [*answers.items(), (schemas.HitsDocument, similar), (schemas.HitsDocument, reports),
+                       (schemas.ClassifyDocument, classify.json()), (schemas.UploadDocument, upload.json())]:
+        model.model_validate(doc)
+    assert answers[schemas.Recording]["report"] is not None and answers[schemas.Recording]["match"] is not None
+    with pytest.raises(ValueError, match="Extra inputs"):  # the check can fail: an undeclared key is refused
+        schemas.Recording.model_validate({**answers[schemas.Recording], "undeclared": 1})
+
+
+def test_filters_are_declared_once(served):
+    """The CLI's options and the API's query parameters are both the rows of indexer.filters.FILTERS."""
+    import typer
+
+    from cli.app import app as cli
+    from indexer.filters import FILTERS
+
+    commands = typer.main.get_command(cli).commands
+    for name in ("search", "similar", "reports"):
+        options = {p.name: p for p in commands[name].params}
+        for f in FILTERS:
+            assert options[f.name].opts == [f.option] and options[f.name].help == f.help, (name, f.name)
+    spec = create_app.__globals__["_filters"]  # the dependency every filtered route shares
+    import inspect
+
+    assert list(inspect.signature(spec).parameters) == [f.name for f in FILTERS]
+    openapi = _get(served[2], "/openapi.json").json()
+    for route in ("/api/search", "/api/recordings/{recording_id}/similar", "/api/recordings/{recording_id}/reports"):
+        params = {p["name"]: p for p in openapi["paths"][route]["get"]["parameters"]}
+        for f in FILTERS:
+            assert params[f.name]["description"] == f.help, (route, f.name)

@@ -32,18 +32,10 @@ from cli.app import app as cli_app
 from cli.web.app import create_app, public_message
 from cli.web.guard import allowed_hosts, host_name
 from elmsearch.models.textcache import MEMORY_ENTRIES, MemoryCache
+from indexer.filters import FilterError, normalise_sex, parse_filters
 from indexer.pipeline import index_archive
-from indexer.service import (
-    MAX_ID,
-    REPORT_PAGE_CHARS,
-    FilterError,
-    NotFoundError,
-    SearchService,
-    check_id,
-    normalise_sex,
-    page_report,
-    parse_filters,
-)
+from indexer.search import NotFoundError
+from indexer.service import MAX_ID, REPORT_PAGE_CHARS, SearchService, check_id, page_report
 
 REPO = Path(__file__).resolve().parents[1]
 BOUNDARY = "elmsearch-test-boundary-7f3a"

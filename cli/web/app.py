@@ -14,7 +14,7 @@ full message goes to the server's log).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import inspect
 import logging
 import re
 import tempfile
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio.to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -35,8 +35,9 @@ from cli.web import schemas
 from cli.web.guard import HostGuard, allowed_hosts
 from cli.web.upload import UploadSlots, private_folder, receive_upload, remove_folder
 from elmsearch.errors import ElmsearchError
-from indexer.search import QueryError
-from indexer.service import MAX_K, REPORT_PAGE_CHARS, FilterError, NotFoundError, SearchService, parse_filters
+from indexer.filters import FILTERS, FilterError, FilterField, parse_filters
+from indexer.search import Filters, NotFoundError, QueryError
+from indexer.service import MAX_K, REPORT_PAGE_CHARS, SearchService
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +51,23 @@ class ClassifyRequest(BaseModel):
     prompts: list[str] = Field(min_length=2, description="Class descriptions, two or more, in order.")
 
 
-def _filters(sex: str | None, age_min: float | None, age_max: float | None, after: dt.date | None,
-             before: dt.date | None, montage: str | None, min_duration: float | None):
-    return parse_filters(sex, age_min, age_max, after, before, montage, min_duration)
+def _query_parameter(field: FilterField):
+    bounds = {k: v for k, v in (("ge", field.ge), ("max_length", field.max_length)) if v is not None}
+    return Annotated[field.kind | None, Query(description=field.help, **bounds)]
+
+
+def _filters(**values) -> Filters:
+    return parse_filters(**values)
+
+
+# the query parameters of every filter, from the one table the CLI's options come from too
+_filters.__signature__ = inspect.Signature([
+    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_query_parameter(f))
+    for f in FILTERS])
+QueryFilters = Annotated[Filters, Depends(_filters)]
 
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of hits.")]
-Sex = Annotated[str | None, Query(max_length=16, description="F or M (female, male; any case).")]
-AgeMin = Annotated[float | None, Query(ge=0, description="Youngest age (years).")]
-AgeMax = Annotated[float | None, Query(ge=0, description="Oldest age (years).")]
-After = Annotated[dt.date | None, Query(description="Recorded on/after (YYYY-MM-DD).")]
-Before = Annotated[dt.date | None, Query(description="Recorded before (YYYY-MM-DD).")]
-Montage = Annotated[str | None, Query(max_length=64, description="Montage folder, e.g. 01_tcp_ar.")]
-MinDuration = Annotated[float | None, Query(ge=0, description="Shortest recording (s).")]
 Start = Annotated[float | None, Query(ge=0, description="Span start (s).")]
 End = Annotated[float | None, Query(gt=0, description="Span end (s); at most 60 s after the start.")]
 
@@ -118,9 +123,8 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
         return error(404, err)
 
     @app.exception_handler(QueryError)
-    async def _not_found(_: Request, err: QueryError):
-        status = 404 if "no such id" in str(err) or "not in the index" in str(err) else 400
-        return error(status, err)
+    async def _bad_query(_: Request, err: QueryError):
+        return error(400, err)
 
     @app.exception_handler(ElmsearchError)
     async def _bad_input(_: Request, err: ElmsearchError):
@@ -164,11 +168,8 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
 
     @app.get("/api/search", tags=["queries"], responses={200: {"model": schemas.HitsDocument}})
     def search(q: Annotated[str, Query(min_length=1, max_length=2000, description="A description.")],
-               k: K = 10, level: Literal["recording", "window"] = "recording", sex: Sex = None,
-               age_min: AgeMin = None, age_max: AgeMax = None, after: After = None, before: Before = None,
-               montage: Montage = None, min_duration: MinDuration = None):
+               f: QueryFilters, k: K = 10, level: Literal["recording", "window"] = "recording"):
         """Text → EEG: recordings (or windows) whose EEG matches a description."""
-        f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
         return JSONResponse(service.search(q, k, level, f))
 
     @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses={200: {"model": schemas.Recording}})
@@ -183,21 +184,16 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
 
     @app.get("/api/recordings/{recording_id}/similar", tags=["queries"],
              responses={200: {"model": schemas.HitsDocument}})
-    def similar(recording_id: int, k: K = 10, include_same_patient: bool = False, all_per_patient: bool = False,
-                sex: Sex = None, age_min: AgeMin = None, age_max: AgeMax = None, after: After = None,
-                before: Before = None, montage: Montage = None, min_duration: MinDuration = None):
+    def similar(recording_id: int, f: QueryFilters, k: K = 10, include_same_patient: bool = False,
+                all_per_patient: bool = False):
         """Prior cases: the most similar recordings (of other patients unless asked)."""
-        f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
         return JSONResponse(service.similar(recording_id=recording_id, k=k, include_same_patient=include_same_patient,
                                             one_per_patient=not all_per_patient, filters=f))
 
     @app.get("/api/recordings/{recording_id}/reports", tags=["queries"],
              responses={200: {"model": schemas.HitsDocument}})
-    def reports(recording_id: int, k: K = 5, sex: Sex = None, age_min: AgeMin = None, age_max: AgeMax = None,
-                after: After = None, before: Before = None, montage: Montage = None,
-                min_duration: MinDuration = None):
+    def reports(recording_id: int, f: QueryFilters, k: K = 5):
         """EEG → report: the reports that best describe a recording, best sentence first."""
-        f = _filters(sex, age_min, age_max, after, before, montage, min_duration)
         return JSONResponse(service.reports(recording_id=recording_id, k=k, filters=f))
 
     @app.post("/api/classify", tags=["queries"], responses={200: {"model": schemas.ClassifyDocument}})

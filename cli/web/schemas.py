@@ -6,33 +6,39 @@ prints); these models name and type their keys.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from indexer.search import Hit  # a dataclass: pydantic documents its fields as they are
 
 
-class HitsDocument(BaseModel):
+class Document(BaseModel):
+    """A response document: every key it has is declared (tests validate the responses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HitsDocument(Document):
     """A ranked query: what it was and its hits."""
 
     query: str
     hits: list[Hit]
 
 
-class Score(BaseModel):
+class Score(Document):
     """One prompt's probability."""
 
     prompt: str
     probability: float
 
 
-class ClassifyDocument(BaseModel):
+class ClassifyDocument(Document):
     """Zero-shot probabilities in prompt order."""
 
     recording: str
     scores: list[Score]
 
 
-class UploadDocument(BaseModel):
+class UploadDocument(Document):
     """Answers for an uploaded recording (never indexed)."""
 
     filename: str
@@ -41,23 +47,28 @@ class UploadDocument(BaseModel):
     reports: HitsDocument | None = None
 
 
-class Section(BaseModel):
+class Section(Document):
     """A report section."""
 
     heading: str | None
     text: str
+    start: int = Field(description="Offset of this text in the whole report (characters of section texts).")
 
 
-class ReportDoc(BaseModel):
+class ReportDoc(Document):
     """A recording's report."""
 
     report_id: int
     source: str | None
     impression: str | None
     sections: list[Section]
+    text_chars: int = Field(description="Characters of the whole report's section texts.")
+    offset: int = Field(description="First character of this page.")
+    limit: int = Field(description="Characters per page.")
+    next: int | None = Field(description="Offset of the next page; null on the last.")
 
 
-class Match(BaseModel):
+class Match(Document):
     """The report sentence nearest to a text query."""
 
     section: str | None
@@ -65,7 +76,7 @@ class Match(BaseModel):
     score: float
 
 
-class WindowSpan(BaseModel):
+class WindowSpan(Document):
     """One embedded window."""
 
     ordinal: int
@@ -73,7 +84,7 @@ class WindowSpan(BaseModel):
     end_s: float
 
 
-class Recording(BaseModel):
+class Recording(Document):
     """Everything stored about a recording (``elmsearch show --json``)."""
 
     recording_id: int
@@ -100,8 +111,10 @@ class Recording(BaseModel):
     match: Match | None = None
 
 
-class Stats(BaseModel, extra="allow"):
+class Stats(Document):
     """Counts, failures, model and index files (``elmsearch stats --json``)."""
+
+    model_config = ConfigDict(extra="allow")  # model, indices, writer...: documented in the README
 
     recordings: int
     failed: int
