@@ -316,24 +316,13 @@ def train(
     if out.exists() and not out.is_dir():
         raise _fail(f"{out}: not a folder (--out is the MODEL_DIR to write)")
     from elmsearch.errors import ElmsearchError
-    from elmsearch.training import build_model, choose_recipe, load_items, recipe_config
-    from elmsearch.training import train as fit
+    from elmsearch.training import train_archive
 
-    try:
-        net = build_model(model, init, text_model, text_pooling.value if text_pooling else None, text_max_length,
-                          seed=seed, spectral=spectral)
-    except ElmsearchError as err:
-        raise _fail(str(err)) from None
-    net.config["learn_temperature"] = learn_temperature
-    net.log_temperature.requires_grad_(learn_temperature)
-    console.print(f"reading {archive} ({net.window_seconds:g} s windows)")
-    items = load_items(archive, net.window_seconds, net.config["text"]["segment_mode"], reports)
-    name = choose_recipe(len(items), init is not None) if recipe == Recipe.auto else recipe.value
-    cfg = recipe_config(name, seed, device, epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows,
-                        max_text=max_segments, val_fraction=val_fraction, patience=patience,
-                        freeze_eeg=freeze_eeg or None, freeze_eeg_epochs=freeze_eeg_epochs)
-    console.print(f"recipe {name}: up to {cfg.epochs} epochs, lr {cfg.lr:g}, "
-                  + ("encoder frozen" if cfg.freeze_eeg else f"encoder trained from epoch {cfg.freeze_eeg_epochs}"))
+    def plan(name, cfg, n_items) -> None:
+        console.print(f"{n_items} recordings with reports; recipe {name}: up to {cfg.epochs} epochs, lr {cfg.lr:g}, "
+                      + ("encoder frozen" if cfg.freeze_eeg else f"encoder trained from epoch {cfg.freeze_eeg_epochs}"),
+                      highlight=False, soft_wrap=True)
+
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s"),
                   TimeRemainingColumn(), console=console,
@@ -345,7 +334,13 @@ def train(
                             rate=s["windows_per_s"])
 
         try:
-            metrics = fit(net, items, out, cfg, resume=resume, on_step=tick)
+            metrics = train_archive(
+                archive, out, model, init, recipe.value, reports=reports, text_model=text_model,
+                text_pooling=text_pooling.value if text_pooling else None, text_max_length=text_max_length,
+                spectral=spectral, learn_temperature=learn_temperature, seed=seed, device=device, resume=resume,
+                on_plan=plan, on_step=tick, epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows,
+                max_text=max_segments, val_fraction=val_fraction, patience=patience,
+                freeze_eeg=freeze_eeg or None, freeze_eeg_epochs=freeze_eeg_epochs)
         except ElmsearchError as err:
             raise _fail(str(err)) from None
     val = metrics.get("val") or {}

@@ -537,3 +537,50 @@ def load_eeg_weights(model: ELMModel, src: ELMModel, name: str | os.PathLike = "
     except RuntimeError as err:
         raise ElmsearchError(f"{name}: its EEG encoder does not fit {model.config.get('name')} "
                              f"({str(err).splitlines()[0]})") from None
+
+
+def train_archive(archive: str | os.PathLike, out_dir: str | os.PathLike, model_name: str = "elm-5s",
+                  init: str | os.PathLike | None = None, recipe: str = "auto", *,
+                  reports: str | os.PathLike | None = None, text_model: str | os.PathLike | None = None,
+                  text_pooling: str | None = None, text_max_length: int | None = None, spectral: bool = True,
+                  learn_temperature: bool = False, seed: int = 0, device: str = "auto", resume: bool = True,
+                  on_plan: Callable[[str, TrainConfig, int], None] | None = None,
+                  on_step: Callable[[dict], None] | None = None, **overrides) -> dict:
+    """Train an EEG-language model on an archive: what ``elmsearch train`` runs.
+
+    Builds the model (``build_model``), reads the recordings that have a report
+    (``load_items``), chooses the recipe (``choose_recipe`` when ``recipe="auto"``) and trains
+    (``train``) into ``out_dir``.
+
+    Parameters
+    ----------
+    archive, out_dir : path-like
+        The archive folder; the MODEL_DIR written (resumed when it holds a checkpoint).
+    model_name, init, text_model, text_pooling, text_max_length, spectral, seed
+        As ``build_model``.
+    recipe : str
+        A name of ``RECIPES`` or ``"auto"``.
+    learn_temperature : bool
+        Learn the contrastive temperature.
+    on_plan : callable, optional
+        ``on_plan(recipe name, TrainConfig, n recordings)`` once the plan is made.
+    on_step : callable, optional
+        As ``train``.
+    **overrides
+        ``TrainConfig`` fields (``epochs``, ``lr``, ...); None keeps the recipe's.
+
+    Returns
+    -------
+    dict
+        ``train``'s metrics, with ``"recipe"``.
+    """
+    net = build_model(model_name, init, text_model, text_pooling, text_max_length, seed=seed, spectral=spectral)
+    net.config["learn_temperature"] = learn_temperature
+    net.log_temperature.requires_grad_(learn_temperature)
+    logger.info("reading %s (%g s windows)", archive, net.window_seconds)
+    items = load_items(archive, net.window_seconds, net.config["text"]["segment_mode"], reports)
+    name = choose_recipe(len(items), init is not None) if recipe == "auto" else recipe
+    cfg = recipe_config(name, seed, device, **overrides)
+    if on_plan is not None:
+        on_plan(name, cfg, len(items))
+    return {**train(net, items, out_dir, cfg, resume=resume, on_step=on_step), "recipe": name}
