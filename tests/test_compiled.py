@@ -35,8 +35,13 @@ def test_written_once_private_and_loadable(written, demo_model_dir):
 
 
 def test_text_eeg_and_pooling_match_torch(written, demo_model_dir):
+    from elmsearch.models.protocol import EmbeddingModel
+
     model, _ = written
     qm = QueryModel.load(config_hash(model), demo_model_dir)
+    assert isinstance(model, EmbeddingModel) and isinstance(qm, EmbeddingModel)  # one contract, two models
+    assert not isinstance(object(), EmbeddingModel)
+    assert qm.similar_representation == model.similar_representation and qm.has_text == model.has_text
     assert row_cosine(model.encode_text(TEXTS), qm.encode_text(TEXTS)).min() >= 0.9999
     x = verify_windows(20, model.n_times, n=8, seed=5)
     want = model.encode_eeg(x, backend="torch")

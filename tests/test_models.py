@@ -37,6 +37,25 @@ def test_registry_lists_elm_configs():
         get_config("nope")
 
 
+def test_add_model_config_registers_a_json_file(tmp_path):
+    import json
+
+    from elmsearch.models.factory import _registry, add_model_config
+
+    cfg = {**get_config("elm-5s"), "name": "my-elm-5s", "description": "a lab's own"}
+    (tmp_path / "mine.json").write_text(json.dumps(cfg))
+    try:
+        assert add_model_config(tmp_path / "mine.json") == "my-elm-5s" and "my-elm-5s" in list_models()
+        assert create_model("my-elm-5s").config["description"] == "a lab's own"
+        get_config("my-elm-5s")["eeg"]["window_seconds"] = 1.0  # a copy: the registry keeps its own
+        assert get_config("my-elm-5s")["eeg"]["window_seconds"] == cfg["eeg"]["window_seconds"]
+    finally:
+        _registry().pop("my-elm-5s", None)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ElmsearchError, match="bad.json"):
+        add_model_config(tmp_path / "bad.json")
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_config_builds_and_encodes(name):
     torch.manual_seed(0)

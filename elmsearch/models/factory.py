@@ -27,14 +27,34 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+_REGISTRY: dict[str, dict] = {}
+
+
 def _registry() -> dict[str, dict]:
-    folder = resources.files("elmsearch") / "model_configs"
-    out = {}
-    for entry in folder.iterdir():
-        if entry.name.endswith(".json"):
-            cfg = json.loads(entry.read_text())
-            out[cfg["name"]] = cfg
-    return out
+    """Name -> config: the package's ``model_configs/*.json``, read once, and ``add_model_config``'s."""
+    if not _REGISTRY:
+        for entry in (resources.files("elmsearch") / "model_configs").iterdir():
+            if entry.name.endswith(".json"):
+                cfg = json.loads(entry.read_text())
+                _REGISTRY.setdefault(cfg["name"], cfg)
+    return _REGISTRY
+
+
+def add_model_config(path: str | os.PathLike) -> str:
+    """Register a model config from a JSON file (as the package's own); returns its name.
+
+    Raises
+    ------
+    ElmsearchError
+        Not readable, not JSON, or without a ``name``.
+    """
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+        name = cfg["name"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ElmsearchError(f"{path}: not a model config (JSON with a 'name'): {err}") from None
+    _registry()[name] = cfg
+    return name
 
 
 def list_models() -> list[str]:
