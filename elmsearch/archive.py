@@ -372,12 +372,12 @@ class DiscoverOptions:
     follow_outside : bool
         Read links (recordings, folders, reports, BrainVision data files) that lead out of
         the archive root.
-    patients : path-like | None
-        A ``--patients`` CSV mapping (``read_patient_map``).
+    patient_map : tuple of (str, str) | None
+        A ``--patients`` CSV mapping, as ``read_patient_map`` read it.
     """
 
     follow_outside: bool = False
-    patients: str | os.PathLike | None = None
+    patient_map: tuple[tuple[str, str], ...] | None = None
 
 
 _DEFAULT_OPTIONS = DiscoverOptions()  # frozen: one shared default is safe
@@ -393,8 +393,17 @@ def discovery_options(follow_outside: bool = False, patients: str | os.PathLike 
 
         with discovery_options(follow_outside=True):
             index_archive(root, db, model)
+
+    The ``patients`` mapping is read here, once, so that a bad file is refused before
+    anything else happens.
+
+    Raises
+    ------
+    PatientMapError
+        The patients mapping cannot be read.
     """
-    token = _OPTIONS.set(DiscoverOptions(follow_outside, patients))
+    mapping = tuple(read_patient_map(patients)) if patients is not None else None
+    token = _OPTIONS.set(DiscoverOptions(follow_outside, mapping))
     try:
         yield
     finally:
@@ -532,8 +541,7 @@ def discover(root: str | os.PathLike, reports: str | os.PathLike | None = None,
         raise FileNotFoundError(f"{display_path(root)}: no such file or folder")
     opts = _OPTIONS.get()
     follow_outside = opts.follow_outside if follow_outside is None else follow_outside
-    patients = opts.patients if patients is None else patients
-    mapping = read_patient_map(patients) if patients is not None else []
+    mapping = read_patient_map(patients) if patients is not None else (opts.patient_map or ())
     side: dict[tuple[str, str], str] = {}
     if reports is not None:
         side = read_reports_jsonl(reports)
