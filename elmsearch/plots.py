@@ -331,18 +331,12 @@ def spectrogram_png(data: np.ndarray, sfreq: float, start_s: float = 0.0, *, tit
 
     Parameters
     ----------
-    data : array, shape (n_chans, n_times)
-        Microvolts.
-    sfreq : float
-        Sampling rate in Hz.
-    start_s : float
-        Time of the first sample, seconds from the start of the recording.
+    data, sfreq, start_s, fmax, window_s
+        See ``spectrogram_arrays``.
     title : str | None
         Drawn above the image.
     width_px, height_px : int
         Size of the image in pixels.
-    fmax, window_s : float
-        See ``spectrogram_arrays``.
     dynamic_range_db : float
         The colour scale spans this many dB below the highest power (99.5th percentile).
 

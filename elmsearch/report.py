@@ -469,8 +469,7 @@ class Sentence:
     section_index : int
         Position of that section in :attr:`Report.sections`.
     start, end : int
-        Character offsets in :attr:`Report.text`, so that
-        ``report.text[start:end] == text``.
+        Character offsets in :attr:`Report.text`, as for a :class:`Section`.
     """
 
     text: str

@@ -294,6 +294,38 @@ def random_findings(rng: np.random.Generator, age: float) -> Findings:
     )
 
 
+# How a report states each finding: (Findings attribute, wordings); ``{region}`` is the
+# attribute's value for regional findings.
+_FINDING_WORDINGS = (
+    ("diffuse_slowing", ["There is diffuse theta and delta slowing of the background.",
+                         "Generalized slowing in the theta and delta range is present throughout.",
+                         "The record shows diffuse polymorphic slowing."]),
+    ("focal_slowing", ["There is focal delta slowing over the {region} region.",
+                       "Intermittent polymorphic delta activity is seen in the {region} region.",
+                       "Focal slowing is noted over the {region} head region."]),
+    ("spike_wave", ["Brief bursts of generalized 3 Hz spike and wave activity are seen.",
+                    "There are bursts of generalized 3 Hz spike-and-wave discharges, maximal frontally.",
+                    "Generalized spike and wave complexes at 3 Hz occur in runs of several seconds."]),
+    ("focal_sharp", ["Sharp waves are noted in the {region} region.",
+                     "Focal sharp waves are seen over the {region} region with phase reversal.",
+                     "Intermittent {region} sharp waves are recorded."]),
+    ("sleep", ["Drowsiness and stage II sleep with spindles and vertex waves are recorded.",
+               "The patient enters stage II sleep with sleep spindles and vertex waves.",
+               "Sleep is characterized by vertex waves and symmetric spindles."]),
+)
+
+# The impression's reason for each abnormal finding, in the order above, and its clinical
+# correlation, in this order.
+_IMPRESSION = {"diffuse_slowing": "Diffuse slowing of the background", "focal_slowing": "Focal slowing, {region}",
+               "spike_wave": "Generalized 3 Hz spike and wave discharges", "focal_sharp": "Focal sharp waves, {region}"}
+_CORRELATION = {
+    "spike_wave": "The generalized spike and wave is consistent with a generalized epilepsy.",
+    "focal_sharp": "The sharp waves suggest a potentially epileptogenic focus in the {region} region.",
+    "focal_slowing": "The focal slowing suggests focal cerebral dysfunction in the {region} region.",
+    "diffuse_slowing": "Diffuse slowing is consistent with an encephalopathy, which is nonspecific as to cause.",
+}
+
+
 def write_report(f: Findings, age: float, sex: str, rng: np.random.Generator, montage_note: str = "") -> str:
     """A TUH-style report stating ``f`` in varied wording."""
     who = {"M": _choice(rng, ["man", "male"]), "F": _choice(rng, ["woman", "female"])}[sex]
@@ -326,37 +358,11 @@ def write_report(f: Findings, age: float, sex: str, rng: np.random.Generator, mo
             ]))
     else:
         desc.append("There is no well-organized posterior dominant rhythm.")
-    if f.diffuse_slowing:
-        desc.append(_choice(rng, [
-            "There is diffuse theta and delta slowing of the background.",
-            "Generalized slowing in the theta and delta range is present throughout.",
-            "The record shows diffuse polymorphic slowing.",
-        ]))
-    if f.focal_slowing:
-        desc.append(_choice(rng, [
-            f"There is focal delta slowing over the {f.focal_slowing} region.",
-            f"Intermittent polymorphic delta activity is seen in the {f.focal_slowing} region.",
-            f"Focal slowing is noted over the {f.focal_slowing} head region.",
-        ]))
-    if f.spike_wave:
-        desc.append(_choice(rng, [
-            "Brief bursts of generalized 3 Hz spike and wave activity are seen.",
-            "There are bursts of generalized 3 Hz spike-and-wave discharges, maximal frontally.",
-            "Generalized spike and wave complexes at 3 Hz occur in runs of several seconds.",
-        ]))
-    if f.focal_sharp:
-        desc.append(_choice(rng, [
-            f"Sharp waves are noted in the {f.focal_sharp} region.",
-            f"Focal sharp waves are seen over the {f.focal_sharp} region with phase reversal.",
-            f"Intermittent {f.focal_sharp} sharp waves are recorded.",
-        ]))
-    if f.sleep:
-        desc.append(_choice(rng, [
-            "Drowsiness and stage II sleep with spindles and vertex waves are recorded.",
-            "The patient enters stage II sleep with sleep spindles and vertex waves.",
-            "Sleep is characterized by vertex waves and symmetric spindles.",
-        ]))
-    else:
+    for finding, wordings in _FINDING_WORDINGS:  # one random choice per finding present, in this order
+        value = getattr(f, finding)
+        if value:
+            desc.append(_choice(rng, wordings).format(region=value))
+    if not f.sleep:
         desc.append(_choice(rng, ["The patient remains awake.", "Sleep is not recorded.", ""]))
     artifacts = [a for a, present in (("eye blink", f.eye_blinks), ("muscle", f.muscle)) if present]
     if artifacts:
@@ -370,26 +376,11 @@ def write_report(f: Findings, age: float, sex: str, rng: np.random.Generator, mo
                                     "This is a normal EEG for age.",
                                     "No focal or epileptiform abnormalities are present."])
     else:
-        reasons = []
-        if f.diffuse_slowing:
-            reasons.append("Diffuse slowing of the background")
-        if f.focal_slowing:
-            reasons.append(f"Focal slowing, {f.focal_slowing}")
-        if f.spike_wave:
-            reasons.append("Generalized 3 Hz spike and wave discharges")
-        if f.focal_sharp:
-            reasons.append(f"Focal sharp waves, {f.focal_sharp}")
+        present = {finding: getattr(f, finding) for finding in _IMPRESSION if getattr(f, finding)}
+        reasons = [_IMPRESSION[finding].format(region=value) for finding, value in present.items()]
         impression = "Abnormal EEG due to:\n" + "\n".join(f"{i}. {r}." for i, r in enumerate(reasons, 1))
-        corr = []
-        if f.spike_wave:
-            corr.append("The generalized spike and wave is consistent with a generalized epilepsy.")
-        if f.focal_sharp:
-            corr.append(f"The sharp waves suggest a potentially epileptogenic focus in the {f.focal_sharp} region.")
-        if f.focal_slowing:
-            corr.append(f"The focal slowing suggests focal cerebral dysfunction in the {f.focal_slowing} region.")
-        if f.diffuse_slowing:
-            corr.append("Diffuse slowing is consistent with an encephalopathy, which is nonspecific as to cause.")
-        correlation = " ".join(corr)
+        correlation = " ".join(_CORRELATION[finding].format(region=present[finding])
+                               for finding in _CORRELATION if finding in present)
     sections = [("CLINICAL HISTORY", history), ("MEDICATIONS", meds), ("INTRODUCTION", intro),
                 ("DESCRIPTION OF THE RECORD", " ".join(d for d in desc if d))]
     if rng.random() < 0.6:
