@@ -1,17 +1,17 @@
-"""Run every performance benchmark, print one summary table, regenerate the README's performance section.
+"""Run every performance benchmark, print one summary table, regenerate the generated section of docs/benchmarks.md.
 
-Run: ``python bench/run_all.py [--quick] [--only NAMES] [--skip NAMES] [--no-run] [--no-readme]``.
+Run: ``python bench/run_all.py [--quick] [--only NAMES] [--skip NAMES] [--no-run] [--no-docs]``.
 
 Each benchmark runs as its own process, one after the other (timings are meaningless when two
 share the cores), and writes its JSON to ``bench/results/``. Every figure is paired with the
 baseline measured in the same run of the same script (ELM's MNE path, the exact FAISS index,
 training every layer, the eager text encoder, ...), so the ratios do not depend on the day.
 
-- ``--quick``: smaller sizes (about 3 minutes instead of about 15 on 2 cores); the README says so.
+- ``--quick``: smaller sizes (about 3 minutes instead of about 15 on 2 cores); the generated section says so.
 - ``--only``/``--skip``: comma-separated names from ``preprocess, demo, train, faiss, index, query``.
 - ``--no-run``: only summarise the JSON files already in ``bench/results/``.
 
-The README section between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is replaced by
+The section of docs/benchmarks.md between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is replaced by
 the generated tables, headed by the date and the machine. Benchmarks that did not run this time
 keep their earlier JSON, whose own date is shown in the table.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-README = REPO / "README.md"
+BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 # name -> (script, arguments of the quick profile); the full profile is each script's defaults
@@ -183,7 +183,7 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], results: dict[str, dict], runs: dict, m: dict, quick: bool) -> str:
-    """The README performance section (without the markers)."""
+    """The generated performance section (without the markers)."""
     today = dt.date.today().isoformat()
     ran = [n for n, r in runs.items() if r.get("exit") == 0]
     lines = [
@@ -257,16 +257,16 @@ def _faiss_table(f: dict) -> str:
     return "\n".join(out)
 
 
-def write_readme(section: str, readme: Path = README) -> bool:
-    """Replace the text between the markers; returns whether the README changed."""
-    text = readme.read_text()
+def write_section(section: str, doc: Path = BENCHMARKS_DOC) -> bool:
+    """Replace the text between the markers of ``doc``; returns whether it changed."""
+    text = doc.read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers")
+        raise SystemExit(f"{doc}: no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     new = f"{head}{BEGIN}\n{section}\n{END}{tail}"
     if new != text:
-        readme.write_text(new)
+        doc.write_text(new)
     return new != text
 
 
@@ -276,7 +276,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHES)}")
     ap.add_argument("--skip", default="", help="comma-separated benchmarks not to run")
     ap.add_argument("--no-run", action="store_true", help="only summarise the JSON files in bench/results")
-    ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README section")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
     args = ap.parse_args()
     names = [n for n in (args.only.split(",") if args.only else BENCHES) if n]
     unknown = set(names) - set(BENCHES) | {n for n in args.skip.split(",") if n} - set(BENCHES)
@@ -300,8 +300,8 @@ def main() -> None:
     (RESULTS / "summary.json").write_text(json.dumps(
         {"date": dt.date.today().isoformat(), "machine": m, "quick": args.quick, "runs": runs, "rows": rows}, indent=1))
     print(section)
-    if not args.no_readme and write_readme(section):
-        print(f"\n{README}: performance section regenerated", file=sys.stderr)
+    if not args.no_docs and write_section(section):
+        print(f"\n{BENCHMARKS_DOC}: generated section rewritten", file=sys.stderr)
     failed = [n for n, r in runs.items() if r["exit"] != 0]
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)} (see bench/results/logs/)")

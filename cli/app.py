@@ -282,7 +282,7 @@ def train(
                                               "weights (ELM release folder or MODEL_DIR).")] = None,
     recipe: Annotated[Recipe, typer.Option(help="heads: train the heads on a frozen encoder; finetune: heads, "
                                            "then the whole encoder at a low rate; full: everything from the "
-                                           "start; auto: chosen by archive size (see README).")] = Recipe.auto,
+                                           "start; auto: chosen by archive size (see docs/model.md).")] = Recipe.auto,
     freeze_eeg: Annotated[bool, typer.Option("--freeze-eeg", help="Train only the heads.")] = False,
     freeze_eeg_epochs: Annotated[int | None, typer.Option(help="Freeze the EEG encoder for the first N "
                                                           "epochs.")] = None,

@@ -1,6 +1,5 @@
-"""bench/run_all.py: the summary table (ratios against same-run baselines) and the README rewrite."""
+"""bench/run_all.py: the summary table (ratios against same-run baselines) and the rewrite of the generated section of docs/benchmarks.md."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def run_all():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "bench" / "run_all.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    import run_all  # bench/ is on pytest's pythonpath (pyproject.toml)
+
+    return run_all
 
 
 def _results():
@@ -58,16 +56,18 @@ def test_summary_rows_pair_each_figure_with_its_baseline_and_target(run_all):
     assert next(r for w, r in rows.items() if w.startswith("training with"))["date"] == "2026-11-24"
 
 
-def test_readme_section_is_replaced_between_the_markers_only(run_all, tmp_path):
+def test_the_generated_section_is_replaced_between_the_markers_only(run_all, tmp_path):
     results = {k: {**v, "_name": k} for k, v in _results().items()}
     section = run_all.markdown(run_all.summary_rows(results), results, {}, run_all.machine(), quick=True)
     assert "bench/run_all.py --quick" in section and "cores" in section and "| index | 2026-11-25 |" in section
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{run_all.BEGIN}\nold numbers\n{run_all.END}\nafter\n")
-    assert run_all.write_readme(section, readme)
-    text = readme.read_text()
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"intro\n{run_all.BEGIN}\nold numbers\n{run_all.END}\nafter\n")
+    assert run_all.write_section(section, doc)
+    text = doc.read_text()
     assert "old numbers" not in text and text.startswith("intro\n") and text.endswith("after\n")
-    assert not run_all.write_readme(section, readme)  # same section: unchanged
-    readme.write_text("no markers")
+    assert not run_all.write_section(section, doc)  # same section: unchanged
+    doc.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
-        run_all.write_readme(section, readme)
+        run_all.write_section(section, doc)
+    real = run_all.BENCHMARKS_DOC.read_text()  # the file a real run rewrites has the markers
+    assert real.index(run_all.BEGIN) < real.index(run_all.END)

@@ -114,7 +114,7 @@ class Recording(Document):
 class Stats(Document):
     """Counts, failures, model and index files (``elmsearch stats --json``)."""
 
-    model_config = ConfigDict(extra="allow")  # model, indices, writer...: documented in the README
+    model_config = ConfigDict(extra="allow")  # model, indices, writer...: documented in docs/user-guide.md
 
     recordings: int
     failed: int
