@@ -1,4 +1,5 @@
-"""bench/run_all.py: the summary table (ratios against same-run baselines) and the rewrite of the generated section of docs/benchmarks.md."""
+"""bench/run_all.py: the summary table (ratios against same-run baselines) and the rewrite of
+the generated section of docs/benchmarks.md."""
 
 from pathlib import Path
 
