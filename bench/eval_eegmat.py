@@ -2,7 +2,7 @@
 
 Run: ``python bench/eval_eegmat.py [--src ../shared/data/eegmat] [--work DIR] [--out FILE.json]``.
 
-Lays EEGMAT out as a TUH-style archive (``bench/eegmat_archive.py``: symlinks, never copies),
+Lays EEGMAT out as a TUH-style archive (``elmsearch.datasets.eegmat``: symlinks, never copies),
 trains the EEG-language model on the train subjects' recordings (EEG encoder initialised from
 the ELM release and frozen; heads trained; patient-level validation), indexes all 72
 recordings and runs ``indexer.evaluate.evaluate_index`` on the 12 test subjects only: zero-shot
@@ -18,21 +18,18 @@ import datetime as dt
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from elmsearch.archive import discovery_options
+from elmsearch.datasets.eegmat import build_eegmat_archive
+from elmsearch.training import build_model, load_items, recipe_config, train
+from indexer.evaluate import evaluate_index
+from indexer.pipeline import index_archive
+from indexer.search import Index
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from eegmat_archive import build_eegmat_archive  # noqa: E402
-
-from elmsearch.archive import discovery_options  # noqa: E402
-from elmsearch.training import build_model, load_items, recipe_config, train  # noqa: E402
-from indexer.evaluate import evaluate_index  # noqa: E402
-from indexer.pipeline import index_archive  # noqa: E402
-from indexer.search import Index  # noqa: E402
 
 SHARED = HERE.parents[1] / "shared" / "data"
 

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from elmsearch.archive import discover, load_report_text
+from elmsearch.datasets import eegmat as eegmat_archive
 from elmsearch.labels import read_labels
 from elmsearch.report import parse_report
 
@@ -16,15 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 EEGMAT = REPO.parent / "shared" / "data" / "eegmat"
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("eegmat_archive", REPO / "bench" / "eegmat_archive.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-eegmat_archive = _load_module()
 
 
 def _symlinks_work(folder: Path) -> bool:

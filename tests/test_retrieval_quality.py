@@ -39,21 +39,15 @@ def test_spectral_profile_finds_the_same_subject_on_real_eeg(shared_data, tmp_pa
     """EEGMAT (real 19-channel EEG, 36 subjects): prior cases by spectral profile find a subject's
     other recording (rest vs arithmetic) far more often than the text-aligned embedding, and
     ``train`` chooses the profile on its own validation subjects."""
-    import importlib.util
     import json
-    import sys
     from pathlib import Path
 
     from elmsearch.archive import discovery_options
+    from elmsearch.datasets.eegmat import build_eegmat_archive
     from elmsearch.metrics import same_patient_recall
     from elmsearch.training import recipe_config, recording_vectors
 
-    spec = importlib.util.spec_from_file_location(
-        "eegmat_archive", Path(__file__).resolve().parents[1] / "bench" / "eegmat_archive.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    root = Path(mod.build_eegmat_archive(shared_data / "eegmat", tmp_path / "eegmat", seed=0)["root"])
+    root = Path(build_eegmat_archive(shared_data / "eegmat", tmp_path / "eegmat", seed=0)["root"])
     train_subjects = set(json.loads((root / "splits.json").read_text())["train"])
     with discovery_options(follow_outside=True):  # the archive links to the files in ../shared
         items = load_items(root, 5.0, "sentence")

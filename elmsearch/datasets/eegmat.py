@@ -1,6 +1,7 @@
 """Lay out PhysioNet's EEG During Mental Arithmetic Tasks (EEGMAT) as a TUH-style archive with reports.
 
-Run: ``python bench/eegmat_archive.py [--src ../shared/data/eegmat] [--out bench/eegmat-archive] [--seed 0]``.
+Run: ``python -m elmsearch.datasets.eegmat --src EEGMAT_FOLDER --out ARCHIVE_FOLDER [--seed 0]``
+(``bench/eval_eegmat.py`` does it for the benchmark).
 
 Data: "EEG During Mental Arithmetic Tasks", version 1.0.0, PhysioNet
 (https://physionet.org/content/eegmat/1.0.0/), licence ODC-By 1.0 (Open Data Commons
@@ -52,10 +53,6 @@ import numpy as np
 from elmsearch.edf import read_edf_header
 
 logger = logging.getLogger(__name__)
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_SRC = HERE.parent.parent / "shared" / "data" / "eegmat"
-DEFAULT_OUT = HERE / "eegmat-archive"
 
 MONTAGE = "02_tcp_le"
 # EEGMAT file suffix -> (session, condition, arithmetic label)
@@ -361,9 +358,10 @@ def build_eegmat_archive(src: Path, out: Path, seed: int = 0) -> dict:
 
 
 def main() -> None:
+    """``python -m elmsearch.datasets.eegmat``: build the archive and print its summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", type=Path, default=DEFAULT_SRC, help="EEGMAT folder (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="archive folder to write (default: %(default)s)")
+    ap.add_argument("--src", type=Path, required=True, help="the EEGMAT folder (SubjectNN_1.edf, subject-info.csv)")
+    ap.add_argument("--out", type=Path, required=True, help="archive folder to write")
     ap.add_argument("--seed", type=int, default=0, help="report wording and subject split")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
