@@ -9,7 +9,7 @@ Data: synthetic clustered unit vectors (``--clusters`` Gaussian clusters around 
 centres in 256-d, noise norm ``--spread``, normalised), float32, generated chunk by chunk
 (chunk ``c`` from seed ``(seed, c)``), so that no more than a chunk is in memory unless the kind
 is built in memory; ids are int64 row ids as a database leaves them (increasing, with gaps),
-never positions. Each size is indexed as :class:`indexer.store.FaissPolicy` would (``flat_ip``
+never positions. Each size is indexed as :class:`indexer.vectors.policy.FaissPolicy` would (``flat_ip``
 below ``--exact-below``, ``ivf_sq8`` in memory below ``--large-from``, ``ivf_sq8_ondisk`` built
 in shards of ``--shard-size`` from there), and measured:
 
@@ -25,7 +25,7 @@ in shards of ``--shard-size`` from there), and measured:
   centres with wider noise, as a text query is far from every EEG vector);
 - the exact flat index's single-query latency where the vectors fit (``--flat-max``);
 - the incremental path (sizes up to ``--incremental-max``, IVF kinds): adding 1 % new vectors
-  with :func:`indexer.faiss_scale.update_index` against a full build of the same 101 %, with the
+  with :meth:`indexer.vectors.kinds.IVFIndex.update` against a full build of the same 101 %, with the
   recall of both.
 
 Latencies are sensitive to other load on the machine (OpenMP threads spin on a busy core): the
@@ -50,13 +50,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer import faiss_scale as S
-from indexer import vectors as V
-from indexer.store import FaissPolicy
+from indexer.vectors import arrays, files, index_info, kinds, ondisk, ops, tuning
+from indexer.vectors.policy import FaissPolicy
 
 HERE = Path(__file__).resolve().parent
 
-D = V.DIM
+D = index_info.DIM
 logger = logging.getLogger("bench_faiss")
 
 
@@ -75,7 +74,7 @@ def around(centres: np.ndarray, n: int, spread: float, rng: np.random.Generator)
 
 
 class Synthetic:
-    """A re-iterable chunked source (``faiss_scale.Chunks``) of ``n`` vectors and row ids.
+    """A re-iterable chunked source (``indexer.vectors.arrays.Chunks``) of ``n`` vectors and row ids.
 
     ``seconds`` accumulates the time spent generating, over every pass.
     """
@@ -111,7 +110,7 @@ class Synthetic:
 
 
 class Chain:
-    """Sources one after the other (a ``faiss_scale.Chunks``), with their generation time."""
+    """Sources one after the other (a ``indexer.vectors.arrays.Chunks``), with their generation time."""
 
     def __init__(self, *sources: Synthetic):
         self.sources = sources
@@ -137,16 +136,16 @@ def probe(index_file: Path, queries_file: Path, truth_file: Path, warmup: int = 
     """In a fresh process: load memory-mapped, time single queries, recall, resident memory."""
     before = rss()
     t0 = time.perf_counter()
-    index = V.read_index(index_file, mmap=True)
+    index = files.read_index(index_file, mmap=True)
     load_ms = (time.perf_counter() - t0) * 1e3
     q = np.load(queries_file)
     truth = np.load(truth_file)
     for row in q[:warmup]:
-        V.search(index, row, 10)
+        ops.search(index, row, 10)
     times, found = [], []
     for row in q:
         t = time.perf_counter()
-        found.append(V.search(index, row, 10)[1][0])
+        found.append(ops.search(index, row, 10)[1][0])
         times.append(time.perf_counter() - t)
     ms = np.array(times) * 1e3
     found = np.array(found)
@@ -154,8 +153,8 @@ def probe(index_file: Path, queries_file: Path, truth_file: Path, warmup: int = 
     return {
         "load_ms": round(load_ms, 2), "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p95_ms": round(float(np.percentile(ms, 95)), 3),
-        "recall_at_10": round(V.recall_at_k(found[:half], truth[:half]), 4),
-        "recall_at_10_text": round(V.recall_at_k(found[half:], truth[half:]), 4),
+        "recall_at_10": round(tuning.recall_at_k(found[:half], truth[:half]), 4),
+        "recall_at_10_text": round(tuning.recall_at_k(found[half:], truth[half:]), 4),
         "rss_before_mb": before, "rss_mb": rss(),
     }  # fmt: skip
 
@@ -171,36 +170,36 @@ def run_probe(index_file: Path, q: np.ndarray, truth: np.ndarray, tmp: Path, thr
 
 
 def flat_latency_ms(x: np.ndarray, ids: np.ndarray, q: np.ndarray) -> float:
-    flat, _ = V.build_index(x, ids, exact_below=len(x) + 1)
+    flat, _ = kinds.build_index(x, ids, exact_below=len(x) + 1)
     for row in q[:3]:
-        V.search(flat, row, 10)
+        ops.search(flat, row, 10)
     times = []
     for row in q:
         t = time.perf_counter()
-        V.search(flat, row, 10)
+        ops.search(flat, row, 10)
         times.append(time.perf_counter() - t)
     return float(np.percentile(np.array(times) * 1e3, 50))
 
 
-def build(src, n: int, kind: str, args: argparse.Namespace, fname: Path) -> tuple[V.IndexInfo, float]:
+def build(src, n: int, kind: str, args: argparse.Namespace, fname: Path) -> tuple[index_info.IndexInfo, float]:
     """Build the kind for ``n`` vectors into ``fname``; returns its info and the data generation time."""
     gen0 = src.seconds
-    if kind == V.KIND_ONDISK:
-        staged = S.build_ondisk(src, n, fname, shard_size=args.shard_size, target_recall=args.target_recall,
-                                seed=args.seed, max_train=args.max_train_large)  # fmt: skip
+    if kind == index_info.KIND_ONDISK:
+        policy = FaissPolicy(shard_size=args.shard_size, target_recall=args.target_recall, seed=args.seed)
+        staged = kinds.OnDiskIndex(policy, max_train=args.max_train_large).build(src, n, fname)
         staged.commit()
-        S.collect_garbage(fname.parent)
+        files.collect_garbage(fname.parent)
         return staged.info, src.seconds - gen0
     ids, xs = zip(*src(), strict=True)
     x, ids = np.vstack(xs), np.concatenate(ids)
     del xs
-    index, info = V.build_index(x, ids, exact_below=args.exact_below, target_recall=args.target_recall,
+    index, info = kinds.build_index(x, ids, exact_below=args.exact_below, target_recall=args.target_recall,
                                 seed=args.seed, max_train=args.max_train)  # fmt: skip
-    V.write_index(index, fname)
+    files.write_index(index, fname)
     return info, src.seconds - gen0
 
 
-def disk_mb(fname: Path, info: V.IndexInfo) -> float:
+def disk_mb(fname: Path, info: index_info.IndexInfo) -> float:
     size = fname.stat().st_size + ((fname.parent / info.ivfdata).stat().st_size if info.ivfdata else 0)
     return round(size / 1e6, 1)
 
@@ -219,14 +218,14 @@ def run_size(n: int, args: argparse.Namespace, centres: np.ndarray, queries: np.
     logger.info("n=%d: built in %.1f s (data generation %.1f s); exact neighbours of the queries", n, wall, gen_s)
     g0 = src.seconds
     t1 = time.perf_counter()
-    truth = S.exact_topk(queries, src, 10)[1]
+    truth = tuning.exact_topk(queries, src, 10)[1]
     truth_s = time.perf_counter() - t1 - (src.seconds - g0)
     p = run_probe(fname, queries, truth, tmp, args.threads)
     row = {
         "n": n, "kind": info.kind, "nlist": info.nlist, "nprobe": info.nprobe, "n_train": info.n_train,
         "n_shards": info.n_shards, "tune_recall_at_10": round(info.recall_at_10, 4),
         "recall_at_10": p["recall_at_10"], "recall_at_10_text": p["recall_at_10_text"],
-        "build_s": round(info.build_seconds - (gen_s if kind == V.KIND_ONDISK else 0.0), 2),
+        "build_s": round(info.build_seconds - (gen_s if kind == index_info.KIND_ONDISK else 0.0), 2),
         "train_s": round(info.train_seconds, 2), "add_s": round(info.add_seconds, 2),
         "merge_s": round(info.merge_seconds, 2), "tune_s": round(info.tune_seconds, 2),
         "data_gen_s": round(gen_s, 2), "build_wall_s": round(wall, 2), "exact_truth_s": round(truth_s, 2),
@@ -239,13 +238,13 @@ def run_size(n: int, args: argparse.Namespace, centres: np.ndarray, queries: np.
         row["flat_p50_ms"] = round(flat_latency_ms(x, ids, queries[: args.flat_queries]), 3)
         row["flat_over_index_p50"] = round(row["flat_p50_ms"] / row["p50_ms"], 1)
         del x, ids
-    if n <= args.incremental_max and info.kind != V.KIND_EXACT:
+    if n <= args.incremental_max and info.kind != index_info.KIND_EXACT:
         row["incremental"] = incremental(n, src, info, fname, kind, args, centres, queries, tmp)
     shutil.rmtree(folder, ignore_errors=True)
     return row
 
 
-def incremental(n: int, src: Synthetic, info: V.IndexInfo, fname: Path, kind: str, args: argparse.Namespace,
+def incremental(n: int, src: Synthetic, info: index_info.IndexInfo, fname: Path, kind: str, args: argparse.Namespace,
                 centres: np.ndarray, queries: np.ndarray, tmp: Path) -> dict:  # fmt: skip
     """Add 1 % new vectors: update the index in place of a rebuild, then rebuild for comparison."""
     m = max(1, n // 100)
@@ -253,21 +252,21 @@ def incremental(n: int, src: Synthetic, info: V.IndexInfo, fname: Path, kind: st
     new_ids, new_x = next(iter(new()))
     logger.info("n=%d: incremental update with %d new vectors", n, m)
     t0 = time.perf_counter()
-    staged = S.update_index(fname, info, new_x, new_ids, np.empty(0, np.int64))
+    staged = kinds.vector_index(info.kind).update(fname, info, new_x, new_ids, np.empty(0, np.int64))
     update_s = time.perf_counter() - t0
     if staged is None:
         return {"added": m, "retrained": True}
     staged.commit()
-    S.collect_garbage(fname.parent)
+    files.collect_garbage(fname.parent)
     both = Chain(src, new)
-    truth = S.exact_topk(queries, both, 10)[1]
+    truth = tuning.exact_topk(queries, both, 10)[1]
     after = run_probe(fname, queries, truth, tmp, args.threads)
     logger.info("n=%d: full build of the same %d vectors", n, n + m)
     folder = fname.parent / "full"
     folder.mkdir()
     t1 = time.perf_counter()
     full_info, gen_s = build(both, n + m, kind, args, folder / "index.faiss")
-    full_s = time.perf_counter() - t1 - (gen_s if kind == V.KIND_ONDISK else 0.0)
+    full_s = time.perf_counter() - t1 - (gen_s if kind == index_info.KIND_ONDISK else 0.0)
     full = run_probe(folder / "index.faiss", queries, truth, tmp, args.threads)
     return {
         "added": m, "update_s": round(update_s, 2), "full_build_s": round(full_s, 2),
@@ -283,14 +282,15 @@ def incremental(n: int, src: Synthetic, info: V.IndexInfo, fname: Path, kind: st
 def compare(n: int, args: argparse.Namespace, centres: np.ndarray, queries: np.ndarray) -> dict:
     """IVF-SQ8 against IVF-PQ32/PQ64 with and without SQ8 refinement, same centroids, in memory."""
     x, _ = Synthetic(n, centres, args.spread, args.seed).arrays()
-    truth = S.exact_topk(queries, S.array_chunks(x, np.arange(n)), 10)[1]  # positions: IndexRefine adds by position
-    nlist = V.choose_nlist(n)
+    # ids are positions: IndexRefine adds by position
+    truth = tuning.exact_topk(queries, arrays.array_chunks(x, np.arange(n)), 10)[1]
+    nlist = tuning.choose_nlist(n)
     rng = np.random.default_rng(args.seed)
-    sample = x[np.sort(rng.choice(n, size=min(n, S.TRAIN_PER_LIST * nlist), replace=False))]
-    centroids = S.two_level_kmeans(sample, nlist, seed=args.seed)
+    sample = x[np.sort(rng.choice(n, size=min(n, ondisk.TRAIN_PER_LIST * nlist), replace=False))]
+    centroids = ondisk.two_level_kmeans(sample, nlist, seed=args.seed)
 
     def quantizer() -> faiss.Index:
-        h = faiss.IndexHNSWFlat(D, S.HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        h = faiss.IndexHNSWFlat(D, ondisk.HNSW_M, faiss.METRIC_INNER_PRODUCT)
         h.add(centroids)
         return h
 
@@ -309,7 +309,7 @@ def compare(n: int, args: argparse.Namespace, centres: np.ndarray, queries: np.n
         refine = name.endswith("refine")
         index = ivf
         t0 = time.perf_counter()
-        with S._hnsw_ef(ivf, S.EF_ADD):
+        with ops.hnsw_ef(ivf, ondisk.EF_ADD):
             ivf.train(sample)
             if refine:
                 sq = faiss.IndexScalarQuantizer(D, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
@@ -318,7 +318,7 @@ def compare(n: int, args: argparse.Namespace, centres: np.ndarray, queries: np.n
             train_s = time.perf_counter() - t0
             index.add(x)
         add_s = time.perf_counter() - t0 - train_s
-        q.hnsw.efSearch = S.EF_SEARCH
+        q.hnsw.efSearch = ondisk.EF_SEARCH
         best = None
         for k_factor in [1, 2, 4, 8, 16] if refine else [1]:
             for nprobe in (1, 2, 4, 8, 16, 32, 64):
@@ -326,7 +326,7 @@ def compare(n: int, args: argparse.Namespace, centres: np.ndarray, queries: np.n
                 if refine:
                     params = faiss.IndexRefineSearchParameters(k_factor=k_factor, base_index_params=params)
                 found = index.search(queries, 10, params=params)[1]
-                r = V.recall_at_k(found[:half], truth[:half]), V.recall_at_k(found[half:], truth[half:])
+                r = tuning.recall_at_k(found[:half], truth[:half]), tuning.recall_at_k(found[half:], truth[half:])
                 if min(r) >= args.target_recall or nprobe == 64:
                     break
             cand = {"k_factor": k_factor if refine else 0, "nprobe": nprobe, "recall_at_10": round(r[0], 4),
@@ -405,7 +405,7 @@ def main() -> None:
     ap.add_argument("--shard-size", type=float, default=1e6)
     ap.add_argument("--target-recall", type=float, default=0.95)
     ap.add_argument("--max-train", type=int, default=100_000, help="training sample cap of the in-memory IVF")
-    ap.add_argument("--max-train-large", type=int, default=S.MAX_TRAIN, help="training sample cap, on-disk kind")
+    ap.add_argument("--max-train-large", type=int, default=ondisk.MAX_TRAIN, help="training sample cap, on-disk kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flat-max", type=float, default=1e6, help="time the exact flat index up to this size")
     ap.add_argument("--flat-queries", type=int, default=50, help="queries timed on the exact baseline")
@@ -423,7 +423,7 @@ def main() -> None:
     for k in ("exact_below", "large_from", "shard_size", "flat_max", "incremental_max"):
         setattr(args, k, int(getattr(args, k)))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("indexer.vectors", "indexer.faiss_scale", "bench_faiss"):
+    for name in ("indexer.vectors", "bench_faiss"):
         logging.getLogger(name).setLevel(logging.INFO)
     load_before = os.getloadavg()
     centres = centres_for(args.clusters, args.seed)

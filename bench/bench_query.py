@@ -217,8 +217,8 @@ def _ms(times: list[float]) -> dict:
 def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> dict:
     """Warm ``search_text`` latencies on an index folder, with the split of the time."""
     from indexer import search as search_mod
-    from indexer import vectors
     from indexer.search import Filters, Index
+    from indexer.vectors import ops
 
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -272,7 +272,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
             _ = index.query_model  # the property (it re-hashed every weight on each access before a fix)
             t_model.append(time.perf_counter() - t)
             t = time.perf_counter()
-            scores, ids = vectors.search(faiss_index, q, 10)
+            scores, ids = ops.search(faiss_index, q, 10)
             t_faiss.append(time.perf_counter() - t)
             t = time.perf_counter()
             keep = ids[0] >= 0
@@ -283,7 +283,7 @@ def warm_latency(folder: Path, n_queries: int, n_filtered: int, seed: int) -> di
             t = time.perf_counter()
             n_allowed = len(index._filtered_ids(s, "eeg_recording", f))
             t_allowed = time.perf_counter() - t
-            _, ids = vectors.search(faiss_index, qvecs[0], search_mod.POSTFILTER_FETCH)
+            _, ids = ops.search(faiss_index, qvecs[0], search_mod.POSTFILTER_FETCH)
             post = len(index._filtered_ids(s, "eeg_recording", f, ids[0][ids[0] >= 0])) >= 10
             paths[name] = {"n_allowed": n_allowed, "list_survivors_sql_s": round(t_allowed, 3),
                            "path": f"post-filter (top {search_mod.POSTFILTER_FETCH} checked in SQL)" if post

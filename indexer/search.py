@@ -31,7 +31,8 @@ from db import Patient, Recording, Report, Segment, Status, Visit, Window, from_
 from elmsearch.archive import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
 from elmsearch.report import parse_report
-from indexer.store import IndexStateError, IndexStore, vector_columns
+from indexer.store import IndexStateError, IndexStore
+from indexer.vectors.tables import VECTOR_TABLES
 
 if TYPE_CHECKING:
     from elmsearch.models.model import ELMModel
@@ -254,16 +255,8 @@ class Index:
 
     def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
         """Ids of index ``name`` whose recording passes ``filters`` (only those in ``among`` if given)."""
-        if name in ("eeg_recording", "eeg_profile"):
-            col, q = Recording.id, select(Recording.id)
-        elif name == "eeg_window":
-            col, q = Window.id, select(Window.id).join(Recording, Window.recording_id == Recording.id)
-        elif name == "report":
-            col, q = Recording.report_id, select(Recording.report_id).distinct()
-        else:
-            col = Segment.id
-            q = select(Segment.id).join(Recording, Recording.report_id == Segment.report_id).distinct()
-        q = filters.apply(q.where(Recording.status == Status.INDEXED, col.is_not(None)))
+        col, q = VECTOR_TABLES[name].passing()
+        q = filters.apply(q)
         if among is None:
             return np.fromiter(s.scalars(q), np.int64)
         return np.fromiter((i for chunk in _chunks(among.tolist()) for i in s.scalars(q.where(col.in_(chunk)))),
@@ -277,19 +270,21 @@ class Index:
         pass, SQL lists every passing row: up to ``EXACT_BELOW`` are scored exactly from
         their stored embeddings, more are searched in FAISS with an ID selector.
         """
-        from indexer import vectors
+        from indexer.vectors.arrays import array_chunks
+        from indexer.vectors.ops import search
+        from indexer.vectors.tuning import exact_topk
 
         index = self.faiss(name)
         empty = np.zeros(0, np.float32), np.zeros(0, np.int64)
         if index is None:
             return empty
         if not filters.active and not self.stale:
-            scores, found = vectors.search(index, q, min(k, index.ntotal))
+            scores, found = search(index, q, min(k, index.ntotal))
             keep = found[0] >= 0
             return scores[0][keep], found[0][keep]
         if POSTFILTER_FETCH:
             fetch = min(index.ntotal, max(POSTFILTER_FETCH, 8 * k))
-            scores, found = vectors.search(index, q, fetch)
+            scores, found = search(index, q, fetch)
             scores, found = scores[0][found[0] >= 0], found[0][found[0] >= 0]
             passing = np.isin(found, self._filtered_ids(s, name, filters, found))
             if passing.sum() >= k or len(found) == index.ntotal:  # every vector seen: nothing more can pass
@@ -298,7 +293,7 @@ class Index:
         if len(allowed) == 0:
             return empty
         if len(allowed) <= EXACT_BELOW:
-            key_col, column = vector_columns(name)
+            key_col, column = VECTOR_TABLES[name].id_column, VECTOR_TABLES[name].emb_column
             ids, blobs = [], []
             for chunk in _chunks(allowed.tolist()):
                 for i, e in s.execute(select(key_col, column).where(key_col.in_(chunk), column.is_not(None))):
@@ -307,9 +302,9 @@ class Index:
             if not ids:
                 return empty
             embs = np.frombuffer(b"".join(blobs), np.float32).reshape(len(ids), -1)
-            scores, found = vectors.exact_scores(embs, np.array(ids, np.int64), q, k)
+            scores, found = exact_topk(q, array_chunks(embs, np.array(ids, np.int64)), k)
         else:
-            scores, found = vectors.search(index, q, k, allowed_ids=allowed)
+            scores, found = search(index, q, k, allowed_ids=allowed)
         keep = found[0] >= 0
         return scores[0][keep], found[0][keep]
 

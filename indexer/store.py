@@ -24,12 +24,12 @@ one; ``elmsearch verify`` (:meth:`IndexStore.audit`) checks everything.
 
 FAISS files follow the database (``IndexStore.rebuild``): exact indices are rebuilt, IVF ones
 updated with the rows added, changed and removed since the last run unless the retraining rule
-(:func:`indexer.faiss_scale.retrain_reason`) asks for a rebuild; see :class:`FaissPolicy`.
+(:meth:`indexer.vectors.policy.FaissPolicy.retrain_reason`) asks for a rebuild; which rows back
+each index is :data:`indexer.vectors.tables.VECTOR_TABLES`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -41,31 +41,19 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import case, delete, exists, func, select
 
-from db import (
-    IndexRun,
-    Patient,
-    Recording,
-    Report,
-    Segment,
-    Status,
-    Visit,
-    Window,
-    make_engine,
-    make_sessionmaker,
-    sqlite_url,
-)
-from db.engine import DB_FILE
+from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window
+from db.engine import DB_FILE, make_engine, make_sessionmaker, sqlite_url
 from elmsearch.errors import ElmsearchError
 from indexer import integrity
 from indexer.lock import lock_holder
 from indexer.private import FILE_MODE, private_dir, private_umask
+from indexer.vectors.index_info import DIM, KIND_EXACT, IndexInfo
+from indexer.vectors.policy import FaissPolicy
+from indexer.vectors.tables import INDEX_NAMES, VECTOR_TABLES
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-INDEX_NAMES = ("eeg_recording", "eeg_window", "report", "segment", "eeg_profile")
-"""FAISS indices of an index folder; ``eeg_profile`` (spectral profiles for prior cases) is empty
-unless the model's ``similar_representation`` is ``spectral``."""
 INDEX_MARKERS = (MANIFEST, "elmsearch.sqlite", "index.lock", "faiss", "generations")
 """Names whose presence makes a folder an index folder (one that ``IndexStore.create`` may write into)."""
 GENERATIONS = "generations"
@@ -73,62 +61,8 @@ CHUNK = 50_000
 ID_BATCH = 500  # ids per `IN (...)` when reading the embeddings of given rows
 
 
-def vector_columns(name: str):
-    """The id column and embedding column of the rows behind FAISS index ``name``."""
-    if name == "eeg_profile":
-        return Recording.id, Recording.profile
-    table = {"eeg_recording": Recording, "eeg_window": Window, "report": Report, "segment": Segment}[name]
-    return table.id, table.emb
-
-
-@dataclasses.dataclass
-class FaissPolicy:
-    """How :meth:`IndexStore.rebuild` chooses, builds and updates the FAISS indices.
-
-    Attributes
-    ----------
-    exact_below : int
-        Below this many vectors an index is exact (``flat_ip``), rebuilt on every run that
-        changed something (50 000 vectors: under a second).
-    large_from : int
-        From this many vectors an index is the on-disk kind (``ivf_sq8_ondisk``), built in
-        shards from chunks of rows; in between it is ``ivf_sq8``, built in memory.
-    shard_size : int
-        Vectors per shard of the on-disk kind.
-    incremental : bool
-        Update IVF indices with the changed rows instead of rebuilding them.
-    retrain_fraction, drift_tolerance : float
-        The retraining rule (:func:`indexer.faiss_scale.retrain_reason`).
-    min_drift_count : int
-        Vectors added since the training before the drift part of the rule applies.
-    target_recall : float
-        Recall@10 the ``nprobe`` tuning aims for.
-    seed : int
-        Seed of every sample, k-means and tuning query set.
-    """
-
-    exact_below: int = 50_000
-    large_from: int = 2_000_000
-    shard_size: int = 1_000_000
-    incremental: bool = True
-    retrain_fraction: float = 0.2
-    drift_tolerance: float = 0.25
-    min_drift_count: int = 1000
-    target_recall: float = 0.95
-    seed: int = 0
-
-    def kind(self, n: int) -> str:
-        """The index kind for ``n`` vectors (the names of :mod:`indexer.vectors`)."""
-        if n < self.exact_below:
-            return "flat_ip"
-        return "ivf_sq8" if n < self.large_from else "ivf_sq8_ondisk"
-
-
 class IndexStateError(ElmsearchError):
     """The index folder is missing, inconsistent, or was built with another model."""
-
-
-EMB_DIM = 256
 
 
 def _first_line(err: BaseException) -> str:
@@ -385,45 +319,15 @@ class IndexStore:
 
     def _rows(self, name: str, model_hash: str, with_emb: bool = True):
         """The SELECT of the rows behind FAISS index ``name``: ``(id, emb)`` or ``(id,)``, by id."""
-        ok = (Recording.status == Status.INDEXED) & (Recording.model_hash == model_hash)
-        if name == "eeg_recording":
-            cols = (Recording.id, Recording.emb) if with_emb else (Recording.id,)
-            q = select(*cols).where(ok, Recording.emb.is_not(None))
-        elif name == "eeg_profile":
-            cols = (Recording.id, Recording.profile) if with_emb else (Recording.id,)
-            q = select(*cols).where(ok, Recording.profile.is_not(None))
-        elif name == "eeg_window":
-            cols = (Window.id, Window.emb) if with_emb else (Window.id,)
-            q = select(*cols).join(Recording, Window.recording_id == Recording.id).where(ok)
-        elif name == "report":
-            cols = (Report.id, Report.emb) if with_emb else (Report.id,)
-            q = select(*cols).where(
-                Report.emb.is_not(None), Report.model_hash == model_hash,
-                exists().where(Recording.report_id == Report.id, ok))
-        else:
-            cols = (Segment.id, Segment.emb) if with_emb else (Segment.id,)
-            q = select(*cols).join(Report, Segment.report_id == Report.id).where(
-                Segment.emb.is_not(None), Report.model_hash == model_hash,
-                exists().where(Recording.report_id == Report.id, ok))
-        return q.order_by(cols[0])  # read with yield_per: a server-side cursor on PostgreSQL, not all rows at once
+        return VECTOR_TABLES[name].rows(model_hash, with_emb)
 
     @staticmethod
     def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
 
-    def _vectors(self, s, name: str, model_hash: str) -> tuple[np.ndarray, np.ndarray]:
-        ids, embs = [], []
-        for rows in s.execute(self._rows(name, model_hash), execution_options={"yield_per": CHUNK}).partitions():
-            i, e = self._decode(rows)
-            ids.append(i)
-            embs.append(e)
-        if not ids:
-            return np.zeros((0, 256), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(embs), np.concatenate(ids)
-
     def _vector_chunks(self, name: str, model_hash: str):
-        """A re-iterable source of ``(ids, vectors)`` chunks (``indexer.faiss_scale.Chunks``)."""
+        """A re-iterable source of ``(ids, vectors)`` chunks (``indexer.vectors.arrays.Chunks``)."""
 
         def chunks():
             with self.session() as s:
@@ -446,7 +350,7 @@ class IndexStore:
         The first row at or after each of ``n`` random points between the smallest and the
         largest id: rows after a gap in the ids are drawn more often, which a check allows.
         """
-        key, _ = vector_columns(name)
+        key = VECTOR_TABLES[name].id_column
         rows = self._rows(name, model_hash, with_emb=False).order_by(None)
         lo = s.scalar(rows.order_by(key).limit(1))
         if lo is None:
@@ -463,21 +367,13 @@ class IndexStore:
         one transaction that sets ``Recording.indexed_at``; the rows of recordings written
         after ``since`` therefore include every row whose embedding may have changed.
         """
-        new = Recording.indexed_at > since
-        if name in ("eeg_recording", "eeg_profile"):
-            q = select(Recording.id).where(new)
-        elif name == "eeg_window":
-            q = select(Window.id).join(Recording, Window.recording_id == Recording.id).where(new)
-        elif name == "report":
-            q = select(Report.id).where(exists().where(Recording.report_id == Report.id, new))
-        else:
-            q = select(Segment.id).where(exists().where(Recording.report_id == Segment.report_id, new))
+        q = VECTOR_TABLES[name].changed(since)
         return np.unique(np.fromiter((r[0] for r in s.execute(q)), np.int64))
 
     def _vectors_of(self, s, name: str, ids: np.ndarray) -> np.ndarray:
         """The embeddings of the given rows, in the order of ``ids``."""
-        key_col, column = vector_columns(name)
-        out = np.empty((len(ids), 256), np.float32)
+        key_col, column = VECTOR_TABLES[name].id_column, VECTOR_TABLES[name].emb_column
+        out = np.empty((len(ids), DIM), np.float32)
         pos = {int(k): i for i, k in enumerate(ids)}
         for start in range(0, len(ids), ID_BATCH):
             batch = [int(k) for k in ids[start:start + ID_BATCH]]
@@ -506,16 +402,16 @@ class IndexStore:
             return {name: self._row_stats(s, name, mh)[0] for name in INDEX_NAMES}
 
     def _row_stats(self, s, name: str, model_hash: str) -> tuple[int, int, int | None]:
-        """``(rows behind index name, rows whose embedding is not EMB_DIM float32, the first of those)``.
+        """``(rows behind index name, rows whose embedding is not DIM float32, the first of those)``.
 
         One pass over the rows (``length`` of a blob is read from SQLite's record header).
         """
         if name == "eeg_profile" and not self._has_profiles():
             return 0, 0, None
-        key, col = vector_columns(name)
+        key, col = VECTOR_TABLES[name].id_column, VECTOR_TABLES[name].emb_column
         rows = self._rows(name, model_hash, with_emb=False).order_by(None).add_columns(
             func.length(col).label("nbytes")).subquery()
-        wrong = rows.c.nbytes != 4 * EMB_DIM
+        wrong = rows.c.nbytes != 4 * DIM
         n, bad, first = s.execute(select(func.count(), func.sum(case((wrong, 1), else_=0)),
                                          func.min(case((wrong, rows.c[key.name]))))).one()
         return int(n), int(bad or 0), first
@@ -529,7 +425,7 @@ class IndexStore:
         ones are rebuilt; IVF ones get the rows added, changed and removed since the previous
         sync, unless the retraining rule asks for a rebuild; from ``large_from`` vectors the
         on-disk kind is built in shards from chunks of rows). Every new file is written under a
-        temporary or new name first and the index files are renamed only once all four are
+        temporary or new name first and the index files are renamed only once all five are
         ready, so an error (or a crash) before that leaves the previous files and manifest as
         they were; data files no index file names any more are deleted after the manifest.
         ``run_id``, the ``IndexRun`` that made this state, goes into the manifest:
@@ -547,7 +443,7 @@ class IndexStore:
                 return manifest["counts"]
             except IndexStateError:
                 pass
-        from indexer import faiss_scale  # FAISS: not for `stats`, `show` or `export`
+        from indexer.vectors.files import collect_garbage  # FAISS: not for `stats`, `show` or `export`
 
         self.analyze()
         previous = self.read_manifest_or_none() or {}  # a damaged one: rebuild everything
@@ -585,7 +481,7 @@ class IndexStore:
         }
         self.checkpoint()
         _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
-        faiss_scale.collect_garbage(self.faiss_dir)  # data files of replaced indices, leftovers
+        collect_garbage(self.faiss_dir)  # data files of replaced indices, leftovers
         if previous.get("generation", None) != self.generation:
             self._drop_old_generations(keep={self.generation, previous.get("generation")})
         return counts
@@ -631,42 +527,30 @@ class IndexStore:
         and removed since ``since`` (the previous sync), unless the retraining rule says
         otherwise; everything else is built anew.
         """
-        from indexer import faiss_scale, vectors
+        from indexer.vectors.files import Staged
+        from indexer.vectors.kinds import vector_index
 
         fname = self.faiss_dir / f"{name}.faiss"
         policy = self.faiss_policy
         if n == 0:
-            return faiss_scale.Staged(fname, action="delete", how="deleted")
-        kind = policy.kind(n)
-        if (policy.incremental and old is not None and since is not None and fname.is_file()
-                and old.get("kind") == kind and kind != vectors.KIND_EXACT):
-            staged = self._update_index(name, model_hash, fname, vectors.IndexInfo.from_dict(old),
+            return Staged(fname, action="delete", how="deleted")
+        impl = vector_index(policy.kind(n), policy)
+        if (policy.incremental and impl.updatable and old is not None and since is not None and fname.is_file()
+                and old.get("kind") == impl.kind):
+            staged = self._update_index(name, model_hash, fname, impl, IndexInfo.from_dict(old),
                                         dt.datetime.fromisoformat(since))
             if staged is not None:
                 return staged
-        t0 = dt.datetime.now()
-        if kind == vectors.KIND_ONDISK:
-            staged = faiss_scale.build_ondisk(
-                self._vector_chunks(name, model_hash), n, fname, shard_size=policy.shard_size,
-                target_recall=policy.target_recall, seed=policy.seed)
-        else:
-            with self.session() as s:
-                vecs, ids = self._vectors(s, name, model_hash)
-            index, info = vectors.build_index(vecs, ids, exact_below=policy.exact_below,
-                                              target_recall=policy.target_recall, seed=policy.seed)
-            del vecs
-            tmp = fname.with_name(f".{fname.name}.{os.getpid()}.{t0:%H%M%S%f}.tmp")
-            vectors.write_index(index, tmp)
-            staged = faiss_scale.Staged(fname, tmp, None, info)
-        return staged
+        return impl.build(self._vector_chunks(name, model_hash), n, fname)
 
-    def _update_index(self, name: str, model_hash: str, fname: Path, info, since: dt.datetime):
-        """An incremental update of an IVF index (``Staged``), None when it must be rebuilt."""
-        from indexer import faiss_scale, vectors
+    def _update_index(self, name: str, model_hash: str, fname: Path, impl, info, since: dt.datetime):
+        """An incremental update of index ``name`` by ``impl`` (a ``VectorIndex``): ``Staged``, None to rebuild."""
+        from indexer.vectors.files import Staged, ondisk_data_name, read_index
+        from indexer.vectors.ops import index_ids
 
         try:
-            index = vectors.read_index(fname, mmap=True)
-            in_index = np.sort(vectors.index_ids(index))
+            index = read_index(fname, mmap=True)
+            in_index = np.sort(index_ids(index))
             del index
         except (ValueError, OSError, RuntimeError) as err:  # an unreadable file: rebuild it
             logger.warning("%s: cannot update (%s); rebuilding", fname, err)
@@ -682,12 +566,10 @@ class IndexStore:
             new = np.union1d(np.setdiff1d(in_db, in_index, assume_unique=True),
                              np.intersect1d(changed, in_db, assume_unique=True))
             if len(gone) == 0 and len(new) == 0:
-                info.ivfdata = vectors.ondisk_data_name(fname) or ""  # the file's word over the manifest's
-                return faiss_scale.Staged(fname, info=info, action="keep", how="unchanged")
+                info.ivfdata = ondisk_data_name(fname) or ""  # the file's word over the manifest's
+                return Staged(fname, info=info, action="keep", how="unchanged")
             vecs = self._vectors_of(s, name, new)
-        p = self.faiss_policy
-        staged = faiss_scale.update_index(fname, info, vecs, new, gone, retrain_fraction=p.retrain_fraction,
-                                          drift_tolerance=p.drift_tolerance, min_drift_count=p.min_drift_count)
+        staged = impl.update(fname, info, vecs, new, gone)
         if staged is not None and staged.info.n != len(in_db):
             logger.warning("%s: %d vectors after the update, the database has %d; rebuilding", fname,
                            staged.info.n, len(in_db))
@@ -777,7 +659,7 @@ class IndexStore:
                 counts[name] = n
                 if bad:
                     out.append(f"{self.data / 'elmsearch.sqlite' if self._default_db else 'the database'}: {bad} "
-                               f"{name} embeddings are not {EMB_DIM} float32 values (row id {first}, …); the "
+                               f"{name} embeddings are not {DIM} float32 values (row id {first}, …); the "
                                "database is damaged: restore it from a backup or re-index")
         return out
 
@@ -819,7 +701,8 @@ class IndexStore:
             ``{"ok": bool, "problems": [str], "checked": {index name: {"vectors", "sampled"}}}``;
             each problem is one line naming the file or table.
         """
-        from indexer import vectors
+        from indexer.vectors.files import read_index
+        from indexer.vectors.ops import index_ids, reconstruct
 
         problems: list[str] = []
         checked: dict = {}
@@ -844,8 +727,8 @@ class IndexStore:
                     problems.append(f"{fname}: missing; {self._rebuild_hint()}")
                     continue
                 try:
-                    index = vectors.read_index(fname, mmap=True)
-                    in_index = np.sort(vectors.index_ids(index))
+                    index = read_index(fname, mmap=True)
+                    in_index = np.sort(index_ids(index))
                 except Exception as err:  # noqa: BLE001 -- FAISS says RuntimeError with its own text
                     problems.append(f"{fname}: not a readable FAISS index ({_first_line(err)}); "
                                     f"{self._rebuild_hint()}")
@@ -863,12 +746,12 @@ class IndexStore:
                 if (problem := self._norm_problem(name, pick, db_vecs)) is not None:
                     problems.append(problem)
                 try:
-                    faiss_vecs = vectors.reconstruct(index, pick)
+                    faiss_vecs = reconstruct(index, pick)
                 except Exception as err:  # noqa: BLE001
                     problems.append(f"{fname}: cannot read vectors back ({_first_line(err)}); {self._rebuild_hint()}")
                     faiss_vecs = None
                 if faiss_vecs is not None and len(pick):
-                    tol = 1e-5 if (m.get("indices") or {}).get(name, {}).get("kind") == vectors.KIND_EXACT else 0.05
+                    tol = 1e-5 if (m.get("indices") or {}).get(name, {}).get("kind") == KIND_EXACT else 0.05
                     with np.errstate(all="ignore"):
                         bad = ~(np.abs(faiss_vecs - db_vecs).max(axis=1) <= tol)
                     if bad.any():
@@ -949,7 +832,7 @@ class IndexStore:
         indexer replaces files atomically, so a mapped index never changes under a query. The
         on-disk kind maps its ``.ivfdata`` file (named by the index file, in the same folder).
         """
-        from indexer import vectors
+        from indexer.vectors.files import read_index
 
         fname = self.faiss_dir / f"{name}.faiss"
         if not fname.is_file():
@@ -960,11 +843,11 @@ class IndexStore:
             raise IndexStateError(problems[0])
         try:
             try:
-                index = vectors.read_index(fname, mmap=True)
+                index = read_index(fname, mmap=True)
             except FileNotFoundError:
                 # the indexer replaced the index file and deleted the data file the old one named
                 # between our two reads: the index file now names a data file that exists
-                index = vectors.read_index(fname, mmap=True)
+                index = read_index(fname, mmap=True)
         except (RuntimeError, ValueError, OSError) as err:
             raise IndexStateError(f"{fname}: not a readable FAISS index ({_first_line(err)}); "
                                   f"{self._rebuild_hint()}") from None

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from db import IndexRun, Recording, Report, Segment, Status, Window, from_blob
-from indexer import vectors
 from indexer.pipeline import index_archive
 from indexer.search import Index
 from indexer.store import IndexStateError, IndexStore
+from indexer.vectors import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def _edfs(root):
 
 def _ids(store, name):
     index = store.load_index(name)
-    return np.sort(vectors.index_ids(index)) if index is not None else np.zeros(0, np.int64)
+    return np.sort(ops.index_ids(index)) if index is not None else np.zeros(0, np.int64)
 
 
 def _db_state(store):
@@ -56,7 +56,7 @@ def test_index_writes_rows_and_faiss_ids_are_row_ids(archive, demo_model_dir, tm
         assert len(windows) == rec.n_windows == int(rec.duration // 5)
         # the stored window embeddings are what FAISS holds for those ids
         index = store.load_index("eeg_window")
-        got = vectors.reconstruct(index, np.array([windows[0].id]))[0]
+        got = ops.reconstruct(index, np.array([windows[0].id]))[0]
         np.testing.assert_allclose(got, from_blob(windows[0].emb), atol=1e-6)
     np.testing.assert_array_equal(_ids(store, "eeg_recording"), rec_ids)
     np.testing.assert_array_equal(_ids(store, "eeg_window"), win_ids)
@@ -64,8 +64,8 @@ def test_index_writes_rows_and_faiss_ids_are_row_ids(archive, demo_model_dir, tm
     np.testing.assert_array_equal(_ids(store, "report"), rep_ids)
     assert counts["eeg_recording"] == n and counts["segment"] == len(seg_ids) > 0
     # a recording's nearest neighbour in its own index is itself
-    q = vectors.reconstruct(store.load_index("eeg_recording"), rec_ids[:3])
-    _, found = vectors.search(store.load_index("eeg_recording"), q, 1)
+    q = ops.reconstruct(store.load_index("eeg_recording"), rec_ids[:3])
+    _, found = ops.search(store.load_index("eeg_recording"), q, 1)
     np.testing.assert_array_equal(found[:, 0], rec_ids[:3])
     # the planner has statistics: a filter check of a few ids looks them up by primary key
     with store.engine.connect() as con:

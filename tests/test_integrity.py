@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from db import Recording
-from indexer import vectors
 from indexer.pipeline import index_archive
 from indexer.search import Index
 from indexer.store import IndexStateError, IndexStore
+from indexer.vectors import files, ops
 
 runner = CliRunner()
 
@@ -94,12 +94,12 @@ def test_flipped_bytes_in_a_faiss_file_are_caught_by_name(idx):
 
 
 def _rewrite_shuffled(fname):
-    index = vectors.read_index(fname)
-    ids = vectors.index_ids(index)
-    vecs = vectors.reconstruct(index, ids)
+    index = files.read_index(fname)
+    ids = ops.index_ids(index)
+    vecs = ops.reconstruct(index, ids)
     shuffled = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
     shuffled.add_with_ids(vecs[::-1].copy(), ids)
-    vectors.write_index(shuffled, fname)
+    files.write_index(shuffled, fname)
 
 
 def test_vectors_shuffled_between_ids_are_caught(idx):

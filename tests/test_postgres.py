@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from db import Recording, Report, Segment, Status, Window, from_blob
-from indexer import vectors
 from indexer.export import export_parquet
 from indexer.pipeline import index_archive
 from indexer.store import INDEX_NAMES, IndexStateError, IndexStore
+from indexer.vectors import ops
 
 PG_URL = os.environ.get("ELMSEARCH_TEST_PG_URL")
 
@@ -34,7 +34,7 @@ def _edfs(root):
 
 def _ids(store, name):
     index = store.load_index(name)
-    return np.sort(vectors.index_ids(index)) if index is not None else np.zeros(0, np.int64)
+    return np.sort(ops.index_ids(index)) if index is not None else np.zeros(0, np.int64)
 
 
 def test_postgres_index_rerun_prune_stats(pg_url, archive, demo_model_dir, tmp_path):
@@ -63,7 +63,7 @@ def test_postgres_index_rerun_prune_stats(pg_url, archive, demo_model_dir, tmp_p
         assert rec.status == Status.INDEXED and rec.duration > 0 and rec.date is not None and rec.content_hash
         windows = s.scalars(select(Window).where(Window.recording_id == rec.id).order_by(Window.ordinal)).all()
         assert len(windows) == rec.n_windows == int(rec.duration // 5)
-        got = vectors.reconstruct(store.load_index("eeg_window"), np.array([windows[0].id]))[0]
+        got = ops.reconstruct(store.load_index("eeg_window"), np.array([windows[0].id]))[0]
         np.testing.assert_allclose(got, from_blob(windows[0].emb), atol=1e-6)
 
     # unchanged files are skipped (size and mtime survive the round trip exactly)
