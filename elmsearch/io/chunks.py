@@ -50,9 +50,10 @@ LONG_RECORDING_S = 1.25 * CHUNK_S
 """Recordings longer than this are read in more than one chunk with the defaults.
 
 Shorter ones are one chunk, preprocessed exactly as ``read_recording`` does
-(``windowed.WindowedRecording`` callers read in chunks only recordings longer than this). Peak memory of reading +
-preprocessing + windowing (bench/bench_long.py, above the ~110 MB of imports): whole file, about 370 MB per hour at 256 Hz and 1.2 GB per hour at
-1 kHz; chunked with the defaults, about 240 MB at 256 Hz and 750 MB at 1 kHz whatever the
+(``windowed.WindowedRecording`` callers read in chunks only recordings longer than this).
+Peak memory of reading + preprocessing + windowing (bench/bench_long.py, above the ~110 MB
+of imports): whole file, about 370 MB per hour at 256 Hz and 1.2 GB per hour at 1 kHz;
+chunked with the defaults, about 240 MB at 256 Hz and 750 MB at 1 kHz whatever the
 duration. (A caller that keeps all windows of a recording adds 29 MB per hour.)
 """
 _RESAMPLER_MARGIN_S = 5.0  # FFT resampler edge effects, on top of the high-pass reach

@@ -32,6 +32,7 @@ class EdfHeader:
     Attributes
     ----------
     fname : str
+        The file the header was read from.
     kind : str
         ``"EDF"`` or ``"BDF"``.
     patient, recording : str

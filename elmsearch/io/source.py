@@ -144,10 +144,8 @@ def open_source(fname: str | os.PathLike, header: EdfHeader, signals: Sequence[i
 
     Parameters
     ----------
-    fname : path-like
-        The file.
-    header : EdfHeader
-        Its header (``header.read_header``).
+    fname, header : path-like, EdfHeader
+        The file and its header (``header.read_header``).
     signals : sequence of int
         Signal indices in the header, in output row order.
 
