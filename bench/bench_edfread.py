@@ -1,11 +1,11 @@
-"""EDF reading: the memory-mapped reader (elmsearch/edfread.py) vs MNE, on every EEGMAT file.
+"""EDF reading: the memory-mapped reader (elmsearch/io/edf_mmap.py) vs MNE, on every EEGMAT file.
 
 Two comparisons, both sides timed in the same run, file by file, interleaved:
 
 - read: the 17 montage electrodes, from the file name to a float64 array in volts.
-  Fast: ``inspect_edf`` (header) + ``edfread.EdfSignalReader(...).read()``.
+  Fast: ``inspect_edf`` (header) + ``edf_mmap.EdfSignalReader(...).read()``.
   MNE: ``mne.io.read_raw_edf(preload=True)`` + ``get_data(picks)``. Values compared bit for bit.
-- recording: read + preprocess. Fast: ``recording.read_recording`` (the fast reader, then
+- recording: read + preprocess. Fast: ``windowed.read_recording`` (the fast reader, then
   numpy preprocessing). ELM's path: ``mne.io.read_raw_edf(preload=True)`` +
   ``preprocessing.elm_reference(raw)``.
 

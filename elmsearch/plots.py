@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_SPAN_S = 60.0
 """Longest span ``read_span`` reads, seconds."""
 MARGIN_S = 60.0
-"""Context read on each side of a span of a long recording, seconds (``chunked.OVERLAP_S``)."""
+"""Context read on each side of a span of a long recording, seconds (``io.chunks.OVERLAP_S``)."""
 DPI = 100
 """Dots per inch of the figures; sizes are given in pixels."""
 _NICE_STEPS = (1.0, 2.0, 5.0)
@@ -47,9 +47,9 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
     the recording stops at its end); its first sample is the preprocessed sample
     ``round(max(start_s, 0) * params.sfreq)``. A recording whose span plus
     ``margin_s`` on each side covers the whole file is read and preprocessed whole,
-    exactly as ``recording.read_recording`` does; from a longer one only the span and
+    exactly as ``io.windowed.read_recording`` does; from a longer one only the span and
     its margins are read, preprocessed on the whole recording's output grid as
-    ``chunked`` does for the indexer (same values to about 1e-3 of the signal's RMS
+    ``io.chunks`` does for the indexer (same values to about 1e-3 of the signal's RMS
     with the default margin).
 
     Parameters
@@ -62,7 +62,7 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
         Defaults to ELM's recipe (the one the index was built with).
     margin_s : float
         Context read on each side of the span, seconds; at least
-        ``chunked.min_overlap_s(params)`` (the high-pass filter's reach).
+        ``io.chunks.min_overlap_s(params)`` (the high-pass filter's reach).
 
     Returns
     -------
@@ -81,7 +81,7 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
         at or after the end of the recording.
     RecordingError
         The file cannot be read (``UnsupportedFileError``, ``CorruptFileError``,
-        ``MissingChannelError``), as ``chunked.open_span_reader`` and its reader raise.
+        ``MissingChannelError``), as ``io.windowed.WindowedRecording`` and its ``read_span`` raise.
     """
     from elmsearch.channels import TCP_CH_NAMES
     from elmsearch.errors import CorruptFileError

@@ -245,6 +245,14 @@ def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tm
     cos = (got * whole.window_emb).sum(axis=1)
     assert cos[4:-4].min() >= 0.9999 and cos.min() >= 0.999
 
+    # a query on a new long file reads it through the same chunked path, windows on disk
+    import elmsearch.embedding as embedding
+
+    monkeypatch.setattr(embedding, "LONG_RECORDING_S", 600.0)
+    spilled = embedding.embed_recording(load_model(demo_model_dir), fname)
+    np.testing.assert_array_equal(spilled.window_index, whole.window_index)
+    np.testing.assert_allclose(spilled.window_emb, whole.window_emb, atol=1e-5)
+
 
 def test_a_long_recording_with_an_electrode_dead_throughout_is_refused(tmp_path, demo_model_dir, monkeypatch):
     import indexer.pipeline as pipeline
