@@ -1,11 +1,11 @@
-"""EDF reading: the memory-mapped reader (elmsearch/edfread.py) vs MNE, on every EEGMAT file.
+"""EDF reading: the memory-mapped reader (elmsearch/io/edf_mmap.py) vs MNE, on every EEGMAT file.
 
 Two comparisons, both sides timed in the same run, file by file, interleaved:
 
 - read: the 17 montage electrodes, from the file name to a float64 array in volts.
-  Fast: ``inspect_edf`` (header) + ``edfread.EdfSignalReader(...).read()``.
+  Fast: ``inspect_edf`` (header) + ``edf_mmap.EdfSignalReader(...).read()``.
   MNE: ``mne.io.read_raw_edf(preload=True)`` + ``get_data(picks)``. Values compared bit for bit.
-- recording: read + preprocess. Fast: ``recording.read_recording`` (the fast reader, then
+- recording: read + preprocess. Fast: ``windowed.read_recording`` (the fast reader, then
   numpy preprocessing). ELM's path: ``mne.io.read_raw_edf(preload=True)`` +
   ``preprocessing.elm_reference(raw)``.
 
@@ -56,9 +56,11 @@ def main() -> None:
     from run_all import machine
 
     from elmsearch.channels import TCP_ELECTRODES
-    from elmsearch.edfread import EdfSignalReader
+    from elmsearch.io.edf_mmap import EdfSignalReader
+    from elmsearch.io.meta import inspect_edf
+    from elmsearch.io.source import electrode_picks
+    from elmsearch.io.windowed import read_recording
     from elmsearch.preprocessing import elm_reference
-    from elmsearch.recording import electrode_picks, inspect_edf, read_recording
 
     files = sorted(EEGMAT.glob("*.edf"))[: 12 if args.quick else None]
     if not files:
@@ -73,7 +75,7 @@ def main() -> None:
     def mne_read(f):
         header, _, el = inspect_edf(f)
         raw = mne.io.read_raw_edf(f, preload=True, verbose="error")
-        return raw.get_data(picks=electrode_picks(raw, header, el))
+        return raw.get_data(picks=electrode_picks(raw, header, list(el.values())))
 
     def elm_path(f):
         return elm_reference(mne.io.read_raw_edf(f, preload=True, verbose="error"))

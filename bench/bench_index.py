@@ -57,10 +57,11 @@ import numpy as np
 import torch
 
 from elmsearch.archive import discover
+from elmsearch.io.recording import make_windows
+from elmsearch.io.windowed import read_recording
 from elmsearch.models.factory import load_model
 from elmsearch.models.model import cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams, elm_reference
-from elmsearch.recording import make_windows, read_recording
 from elmsearch.synthetic import generate_archive
 from elmsearch.training import build_model, demo_config, load_items, train
 from indexer.pipeline import index_archive

@@ -8,7 +8,7 @@ a minimal EDF writer (a 24 h file at 256 Hz is 0.9 GB; it is deleted afterwards)
 case in its own fresh child process (so peak RSS is that case's alone: the child's
 ``VmHWM``, which unlike ``ru_maxrss`` does not inherit the parent's RSS at the fork):
 
-- chunked: ``chunked.iter_recording_windows(fname, window_seconds=5, chunk_s=...)``, every
+- chunked: ``WindowedRecording(fname, window_s=5, chunk_s=...).iter_windows()``, every
   chunk's windows consumed (and with ``--embed`` embedded by the ELM 5 s encoder,
   ``encode_eeg(windows, precision="auto")``, chunk by chunk), on the long file and on the
   short ones;
@@ -131,8 +131,8 @@ def child(args) -> None:
 
     import mne
 
-    from elmsearch.chunked import iter_recording_windows
-    from elmsearch.recording import make_windows, read_recording
+    from elmsearch.io.recording import make_windows
+    from elmsearch.io.windowed import WindowedRecording, read_recording
 
     logging.getLogger("elmsearch").setLevel(logging.ERROR)
     mne.set_log_level("ERROR")
@@ -151,10 +151,10 @@ def child(args) -> None:
     n_windows, embs, saved = 0, [], []
     t0 = time.perf_counter()
     if args.child == "chunked":
-        _, it = iter_recording_windows(args.file, window_seconds=args.window_s, chunk_s=args.chunk_s,
-                                       overlap_s=args.overlap_s)
+        it = WindowedRecording(args.file, window_s=args.window_s, chunk_s=args.chunk_s,
+                               overlap_s=args.overlap_s).iter_windows()
         t = time.perf_counter()
-        for _, windows in it:
+        for _, windows, _ in it:
             t_pre += time.perf_counter() - t
             n_windows += len(windows)
             if args.save:

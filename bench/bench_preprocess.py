@@ -27,8 +27,9 @@ from pathlib import Path
 import mne
 import numpy as np
 
+from elmsearch.io.meta import inspect_edf
+from elmsearch.io.windowed import WindowedRecording
 from elmsearch.preprocessing import elm_reference, preprocess
-from elmsearch.recording import inspect_edf, read_electrodes
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "eegmat"
@@ -59,8 +60,8 @@ def main() -> None:
                                   args.repeat)
 
         def ours_read():
-            header, _, el = inspect_edf(f)
-            return read_electrodes(f, header, el)
+            rec = WindowedRecording(f)
+            return rec.read_span(0, rec.n_times), rec.sfreq
 
         t_read_ours, (x, sfreq) = best_of(ours_read, args.repeat)
         t_pre_elm, ref = best_of(lambda: elm_reference(raw), args.repeat)

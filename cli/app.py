@@ -189,7 +189,9 @@ def inspect(
 ) -> None:
     """Show what elmsearch reads from one recording (header, key, montage electrodes)."""
     from elmsearch.errors import RecordingError
-    from elmsearch.recording import make_windows, path_info_for, read_recording
+    from elmsearch.io.meta import path_info_for
+    from elmsearch.io.recording import make_windows
+    from elmsearch.io.windowed import read_recording
 
     try:
         rec = read_recording(fname)

@@ -13,7 +13,9 @@ _MODULES = {
     "elmsearch.errors": ("CorruptFileError", "ElmsearchError", "InputFileError", "MissingChannelError",
                          "RecordingError", "ReportError", "TooShortError", "UnsupportedFileError"),
     "elmsearch.preprocessing": ("PreprocessingParams", "elm_reference", "preprocess"),
-    "elmsearch.recording": ("PreprocessedRecording", "RecordingMeta", "make_windows", "read_recording"),
+    "elmsearch.io.meta": ("RecordingMeta",),
+    "elmsearch.io.recording": ("PreprocessedRecording", "make_windows"),
+    "elmsearch.io.windowed": ("WindowedRecording", "read_recording"),
     "elmsearch.report": ("Report", "Section", "Sentence", "parse_report", "read_report"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

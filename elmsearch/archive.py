@@ -324,7 +324,7 @@ def _companion_outside(path: str, root_real: str) -> str | None:
     """For a BrainVision header: why its data or marker file (a link out of the archive) is refused."""
     if not path.lower().endswith(".vhdr"):
         return None
-    from elmsearch.edf import vhdr_companions
+    from elmsearch.io.header import vhdr_companions
 
     try:
         files = vhdr_companions(path)

@@ -36,7 +36,7 @@ def band_power(
     Parameters
     ----------
     windows : array, shape (n_windows, n_chans, n_times)
-        EEG windows, e.g. from ``elmsearch.recording.make_windows`` (20 channels at 100 Hz).
+        EEG windows, e.g. from ``elmsearch.io.recording.make_windows`` (20 channels at 100 Hz).
     sfreq : float
         Sampling rate in Hz.
     bands : mapping

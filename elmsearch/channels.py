@@ -89,12 +89,6 @@ def map_electrodes(ch_names: list[str]) -> tuple[dict[str, int], dict[str, list[
     return found, duplicates
 
 
-def missing_electrodes(ch_names: list[str]) -> list[str]:
-    """Return the montage electrodes absent from ``ch_names`` (canonical names, montage order)."""
-    found, _ = map_electrodes(ch_names)
-    return [e for e in TCP_ELECTRODES if e not in found]
-
-
 def tuh_channel_name(electrode: str, reference: str = "REF") -> str:
     """Spell a canonical electrode the TUH way, e.g. ``("Fp1", "LE") -> "EEG FP1-LE"``."""
     return f"EEG {electrode.upper()}-{reference}"

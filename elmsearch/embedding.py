@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from elmsearch.errors import CorruptFileError
+from elmsearch.io.checks import usable_windows
+from elmsearch.io.chunks import LONG_RECORDING_S
+from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import PreprocessedRecording, make_windows, read_recording, usable_windows, window_mask
 
 if TYPE_CHECKING:  # torch is imported only where a torch model runs
     from elmsearch.models.model import ELMModel
@@ -22,7 +25,8 @@ class EmbeddedRecording:
 
     Attributes
     ----------
-    recording : PreprocessedRecording
+    recording : WindowedRecording
+        The recording read (``recording.meta``).
     window_emb : array of float32, shape (n_kept, 256)
         Normalised embeddings of the windows that carry signal.
     window_index : array of int, shape (n_kept,)
@@ -35,7 +39,7 @@ class EmbeddedRecording:
         search uses it.
     """
 
-    recording: PreprocessedRecording
+    recording: WindowedRecording
     window_emb: np.ndarray
     recording_emb: np.ndarray
     window_index: np.ndarray | None = None
@@ -63,7 +67,7 @@ def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike
     precision : str
         See ``ELMModel.encode_eeg``.
     keep : array of bool, shape (n_windows,) | None
-        Windows known to carry signal (``recording.window_mask``); by default those that
+        Windows known to carry signal (``WindowedRecording.iter_windows``); by default those that
         ``usable_windows`` accepts.
     backend : str | None
         EEG inference engine, see ``ELMModel.encode_eeg``.
@@ -97,6 +101,8 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
                     precision: str = "fp32", backend: str | None = None) -> EmbeddedRecording:
     """Read one recording with the model's preprocessing and embed it (as the indexer does).
 
+    A recording longer than ``chunks.LONG_RECORDING_S`` is read in chunks and its windows
+    written to a private temporary folder, so memory stays bounded whatever its duration.
     ``precision`` and ``backend`` are those of ``ELMModel.encode_eeg``.
 
     Raises
@@ -104,9 +110,15 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
     RecordingError
         The file cannot be used (one-line reason).
     """
-    rec = read_recording(fname, model_params(model), min_duration=model.window_seconds)
-    windows = make_windows(rec, model.window_seconds)
-    window_emb, index = embed_windows(model, windows, fname, precision, window_mask(rec, model.window_seconds),
-                                      backend=backend)
-    profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
-    return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index, profile)
+    rec = WindowedRecording(fname, model_params(model), window_s=model.window_seconds)
+
+    def embed(windows, keep: np.ndarray) -> EmbeddedRecording:
+        window_emb, index = embed_windows(model, windows, fname, precision, keep, backend=backend)
+        profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
+        return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index, profile)
+
+    if rec.meta.duration <= LONG_RECORDING_S:
+        return embed(*rec.windows())
+    with tempfile.TemporaryDirectory(prefix="elmsearch-") as folder:
+        path, keep = rec.spill(folder)
+        return embed(WindowFile(path), keep)

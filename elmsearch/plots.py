@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_SPAN_S = 60.0
 """Longest span ``read_span`` reads, seconds."""
 MARGIN_S = 60.0
-"""Context read on each side of a span of a long recording, seconds (``chunked.OVERLAP_S``)."""
+"""Context read on each side of a span of a long recording, seconds (``io.chunks.OVERLAP_S``)."""
 DPI = 100
 """Dots per inch of the figures; sizes are given in pixels."""
 _NICE_STEPS = (1.0, 2.0, 5.0)
@@ -47,9 +47,9 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
     the recording stops at its end); its first sample is the preprocessed sample
     ``round(max(start_s, 0) * params.sfreq)``. A recording whose span plus
     ``margin_s`` on each side covers the whole file is read and preprocessed whole,
-    exactly as ``recording.read_recording`` does; from a longer one only the span and
+    exactly as ``io.windowed.read_recording`` does; from a longer one only the span and
     its margins are read, preprocessed on the whole recording's output grid as
-    ``chunked`` does for the indexer (same values to about 1e-3 of the signal's RMS
+    ``io.chunks`` does for the indexer (same values to about 1e-3 of the signal's RMS
     with the default margin).
 
     Parameters
@@ -62,7 +62,7 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
         Defaults to ELM's recipe (the one the index was built with).
     margin_s : float
         Context read on each side of the span, seconds; at least
-        ``chunked.min_overlap_s(params)`` (the high-pass filter's reach).
+        ``io.chunks.min_overlap_s(params)`` (the high-pass filter's reach).
 
     Returns
     -------
@@ -81,19 +81,20 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
         at or after the end of the recording.
     RecordingError
         The file cannot be read (``UnsupportedFileError``, ``CorruptFileError``,
-        ``MissingChannelError``), as ``chunked.open_span_reader`` and its reader raise.
+        ``MissingChannelError``), as ``io.windowed.WindowedRecording`` and its ``read_span`` raise.
     """
     from elmsearch.channels import TCP_CH_NAMES
-    from elmsearch.chunked import _ratio_or_one, min_overlap_s, n_times_out, open_span_reader, span_unit
     from elmsearch.errors import CorruptFileError
-    from elmsearch.preprocessing import PreprocessingParams, preprocess
+    from elmsearch.io.chunks import min_overlap_s, n_times_out, span_unit
+    from elmsearch.io.windowed import WindowedRecording
+    from elmsearch.preprocessing import PreprocessingParams, output_ratio, preprocess
 
     params = params or PreprocessingParams()
     _check_span(start_s, end_s)
     if margin_s < min_overlap_s(params):
         raise ValueError(f"margin of {margin_s:g} s is shorter than the high-pass filter's reach "
                          f"({min_overlap_s(params):.1f} s)")
-    reader = open_span_reader(fname, params, min_duration=0.0)
+    reader = WindowedRecording(fname, params, min_duration=0.0)
     sfreq, n_times = reader.sfreq, reader.n_times
     n_out = n_times_out(n_times, sfreq, params)
     out_start = int(round(max(start_s, 0.0) * params.sfreq))
@@ -104,14 +105,14 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
     if out_stop <= out_start:
         raise ValueError(f"span {start_s:g}-{end_s:g} s holds no {params.sfreq:g} Hz sample")
 
-    up, down = _ratio_or_one(sfreq, params)
+    up, down = output_ratio(sfreq, params)
     _, unit = span_unit(sfreq, params)
     margin = int(math.ceil(margin_s * params.sfreq))
     lo = max(0, out_start - margin) // unit * unit  # a whole span unit: on the whole file's grid
     hi = out_stop + margin
     read_stop = n_times if hi >= n_out else min(n_times, hi * down // up)
     read_start = lo * down // up
-    x = reader(read_start, read_stop)
+    x = reader.read_span(read_start, read_stop)
     if read_start == 0 and read_stop == n_times:  # the whole file, as read_recording
         y = preprocess(x, sfreq, params)
     else:

@@ -48,7 +48,8 @@ from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES, TCP_PAIRS
 
 logger = logging.getLogger(__name__)
 
-_HP_BLOCK = 25  # 100 Hz -> 4 Hz block means for the high-pass baseline
+HP_BLOCK = 25
+"""Output samples per block mean of the high-pass baseline (100 Hz -> 4 Hz)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +114,15 @@ def bipolar(electrodes: np.ndarray, pairs=TCP_PAIRS, order=TCP_ELECTRODES) -> np
     return electrodes[anodes] - electrodes[cathodes]
 
 
-def _ratio(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
+def resample_ratio(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
+    """The resampling ratio ``sfreq_out / sfreq_in`` as ``(up, down)``, whole numbers in lowest terms."""
     fr = Fraction(sfreq_out / sfreq_in).limit_denominator(10_000)
     return fr.numerator, fr.denominator
+
+
+def output_ratio(sfreq: float, params: PreprocessingParams) -> tuple[int, int]:
+    """``(up, down)`` from a native rate to ``params.sfreq`` as ``preprocess`` uses it ((1, 1): no resampling)."""
+    return (1, 1) if sfreq == params.sfreq else resample_ratio(sfreq, params.sfreq)
 
 
 def _odd_pad(
@@ -210,7 +217,7 @@ def fft_resample(
     -------
     array, shape (n_chans, round(n_times * sfreq_out / sfreq))
     """
-    up, down = _ratio(sfreq, sfreq_out)
+    up, down = resample_ratio(sfreq, sfreq_out)
     n = x.shape[-1]
     n_out = max(int(round(n * up / down)), 1)
     if n_total is not None and (offset % down or offset < 0 or offset + n > n_total):
@@ -281,6 +288,12 @@ def _complementary_lowpass(sfreq: float, l_freq: float) -> np.ndarray:
     return lp
 
 
+def highpass_reach_s(params: PreprocessingParams) -> float:
+    """How far, in seconds, the high-pass reaches on each side of a sample (half its FIR, plus a block)."""
+    fb = params.sfreq / HP_BLOCK
+    return (len(_complementary_lowpass(fb, params.l_freq)) // 2 + 2) / fb
+
+
 def _convolve_same(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``scipy.signal.oaconvolve(x, h[None], mode="same", axes=-1)`` by one FFT product per row."""
     n, m = x.shape[-1], len(h)
@@ -312,7 +325,7 @@ def highpass(y: np.ndarray, sfreq: float, l_freq: float, edges: tuple | None = N
     -------
     array, shape (n_chans, n_times)
     """
-    block = _HP_BLOCK
+    block = HP_BLOCK
     fb = sfreq / block
     lp = _complementary_lowpass(fb, l_freq).astype(y.dtype)
     n = y.shape[-1]
@@ -351,8 +364,8 @@ def preprocess(
         ``n_total`` native samples long (default: the whole recording). The output
         lies on the whole recording's output grid and matches its preprocessing
         away from the span's edges, if the span starts on a whole output sample
-        that is also a whole high-pass block (``chunked.span_unit``). Used by
-        ``elmsearch.chunked`` for long recordings.
+        that is also a whole high-pass block (``io.chunks.span_unit``). Used by
+        ``elmsearch.io.chunks`` for long recordings.
 
     Returns
     -------

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 
 from elmsearch.archive import discover, load_report_text
 from elmsearch.errors import ElmsearchError, RecordingError, ReportError
+from elmsearch.io.windowed import WindowedRecording
 from elmsearch.loss import clip_loss, mil_infonce
 from elmsearch.metrics import retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import save_model
 from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import make_windows, read_recording
 from elmsearch.report import parse_report
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str
             if not segments:
                 logger.warning("%s: no report segments, not used for training", entry.path)
             else:
-                rec = read_recording(entry.path, params, min_duration=window_seconds)
-                windows = np.ascontiguousarray(make_windows(rec, window_seconds), dtype=np.float16)
+                rec = WindowedRecording(entry.path, params, window_s=window_seconds)
+                windows = rec.windows()[0].astype(np.float16)
                 subject = entry.info.subject or rec.meta.subject or entry.path.stem
                 items.append(TrainItem("/".join(entry.key), subject, windows, segments, str(entry.path)))
                 ok = True

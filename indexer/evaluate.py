@@ -29,11 +29,12 @@ from sqlalchemy.orm import undefer
 from db import Patient, Recording, Report, Status, Window, from_blob
 from elmsearch.bandpower import band_power
 from elmsearch.errors import RecordingError
+from elmsearch.io.recording import make_windows
+from elmsearch.io.windowed import read_recording
 from elmsearch.labels import label_key, parse_binary
 from elmsearch.metrics import chance_recall, retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import load_model
 from elmsearch.probe import ProbeData, label_efficiency, score_binary
-from elmsearch.recording import make_windows, read_recording
 from elmsearch.zeroshot import zero_shot
 from indexer.private import output_dir, private_umask
 from indexer.search import Index

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,17 +34,15 @@ from elmsearch.archive import (
     patient_of,
     special_file_reason,
 )
-from elmsearch.channels import TCP_CH_NAMES
-from elmsearch.chunked import LONG_RECORDING_S, iter_windows_chunked, n_times_out, open_span_reader
-from elmsearch.edf import read_header
 from elmsearch.embedding import embed_windows
-from elmsearch.errors import CorruptFileError, RecordingError, ReportError
+from elmsearch.errors import RecordingError, ReportError
+from elmsearch.io.chunks import LONG_RECORDING_S
+from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.models.backends import get_encoder
 from elmsearch.models.compiled import write_query_model
 from elmsearch.models.factory import config_hash, load_model
 from elmsearch.models.model import ELMModel, cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import make_windows, read_recording, usable_windows, window_mask
 from elmsearch.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
@@ -54,7 +51,7 @@ from indexer.workers import DEFAULT_TIMEOUT_S, auto_jobs, failure_reason, run_is
 
 logger = logging.getLogger(__name__)
 
-SPILL_CHUNK_S = 1800.0  # long recordings are preprocessed 30 min at a time (elmsearch.chunked)
+SPILL_CHUNK_S = 1800.0  # long recordings are preprocessed 30 min at a time (elmsearch.io.chunks)
 
 
 @dataclasses.dataclass
@@ -75,78 +72,6 @@ class Prepared:
     seconds: float = 0.0
     eeg: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     text_emb: tuple[np.ndarray | None, np.ndarray | None] | None = None
-
-
-class SpilledWindows:
-    """Windows of a long recording in a ``.npy`` file, read a slice at a time (``windows[i:j]``).
-
-    Plain reads rather than a memory map: pages of a map count in the reader's resident
-    memory until it is dropped, a 24 h recording's windows are 0.7 GB, and here only the
-    slice being embedded is ever held.
-    """
-
-    def __init__(self, fname: Path):
-        self.fname = Path(fname)
-        with open(self.fname, "rb") as f:
-            np.lib.format.read_magic(f)  # written with write_array_header_1_0
-            self.shape, _, self.dtype = np.lib.format.read_array_header_1_0(f)
-            self.offset = f.tell()
-        self.row_bytes = int(np.prod(self.shape[1:])) * np.dtype(self.dtype).itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        start, stop, step = rows.indices(len(self))
-        if step != 1:
-            raise IndexError("only contiguous slices")
-        n = max(stop - start, 0)
-        with open(self.fname, "rb") as f:
-            f.seek(self.offset + start * self.row_bytes)
-            data = np.fromfile(f, self.dtype, n * self.row_bytes // np.dtype(self.dtype).itemsize)
-        return data.reshape((n, *self.shape[1:]))
-
-
-def _spill_windows(fname: Path, params: PreprocessingParams, window_seconds: float, spill_dir: Path
-                   ) -> tuple[object, Path, np.ndarray]:
-    """Window a long recording chunk by chunk into a ``.npy`` file (bounded memory).
-
-    Returns the metadata, the file (the caller embeds from it with ``SpilledWindows`` and
-    deletes it) and the mask of windows that carry signal. Checks that need the whole
-    recording (electrodes flat or saturated throughout) run once every chunk has been read.
-    """
-    reader = open_span_reader(fname, params, window_seconds)
-    n_samples = round(window_seconds * params.sfreq)
-    n_win = int(n_times_out(reader.n_times, reader.sfreq, params) // n_samples)
-    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=spill_dir)
-    path = Path(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
-                                                     "shape": (n_win, len(TCP_CH_NAMES), n_samples)})
-            keep = np.zeros(n_win, bool)
-            written = 0
-            for first, windows in iter_windows_chunked(reader, reader.n_times, reader.sfreq, window_seconds,
-                                                       params, chunk_s=SPILL_CHUNK_S, name=str(fname)):
-                if first != written:
-                    raise RuntimeError(f"chunk starts at window {first}, expected {written}")
-                f.write(np.ascontiguousarray(windows, dtype="<f4").tobytes())
-                keep[first : first + len(windows)] = usable_windows(windows)
-                written += len(windows)
-            if written != n_win:
-                raise RuntimeError(f"{written} windows written, {n_win} expected")
-        problem = reader.problem()
-        if problem:
-            raise CorruptFileError(fname, problem)
-        s = int(round(window_seconds))
-        flat = reader.flat_seconds
-        if flat is not None and len(flat) and abs(s - window_seconds) < 1e-9:
-            n = min(n_win, len(flat) // s)
-            keep[:n] &= ~flat[: n * s].reshape(n, s).all(axis=1)
-        return reader.meta, path, keep
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
@@ -185,13 +110,12 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
     except Exception as err:  # noqa: BLE001 -- a report that cannot be read never stops the run
         out.report_error = failure_reason(err)
     try:
-        if spill_dir is not None and read_header(entry.path).duration > LONG_RECORDING_S:
-            out.meta, out.windows_file, out.keep = _spill_windows(entry.path, params, window_seconds, spill_dir)
+        rec = WindowedRecording(entry.path, params, window_s=window_seconds, chunk_s=SPILL_CHUNK_S)
+        if spill_dir is not None and rec.meta.duration > LONG_RECORDING_S:
+            out.windows_file, out.keep = rec.spill(spill_dir)
         else:
-            rec = read_recording(entry.path, params, min_duration=window_seconds)
-            out.windows = np.ascontiguousarray(make_windows(rec, window_seconds))
-            out.keep = window_mask(rec, window_seconds)
-            out.meta = rec.meta
+            out.windows, out.keep = rec.windows()
+        out.meta = rec.meta
     except RecordingError as err:
         out.error = err.reason
     except Exception as err:  # noqa: BLE001 -- a reader bug on one file never stops the run
@@ -309,7 +233,7 @@ def embed_prepared(p: Prepared, model: ELMModel, precision: str, backend: str, p
         if p.error is None and (p.windows is not None or p.windows_file is not None):
             try:
                 t0 = time.perf_counter()
-                windows = SpilledWindows(p.windows_file) if p.windows_file is not None else p.windows
+                windows = WindowFile(p.windows_file) if p.windows_file is not None else p.windows
                 p.eeg = embed_eeg(model, windows, p.keep, p.entry.path, precision, backend, pooling)
                 timings["embed_eeg_s"] = timings.get("embed_eeg_s", 0.0) + time.perf_counter() - t0
                 report = clean_report_text(p.report_text)

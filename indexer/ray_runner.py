@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from db import Recording, to_blob
 from elmsearch.archive import ArchiveEntry, archive_path
 from elmsearch.errors import ElmsearchError
-from elmsearch.recording import RecordingMeta
+from elmsearch.io.meta import RecordingMeta
 from indexer.lock import IndexLock
 from indexer.pipeline import (
     Indexer,

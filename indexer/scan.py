@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from elmsearch.archive import ArchiveEntry, Walk, discover, display_path, load_report_text
 from elmsearch.errors import RecordingError, ReportError
+from elmsearch.io.recording import make_windows
+from elmsearch.io.windowed import read_recording
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import make_windows, read_recording
 from elmsearch.report import parse_report
 from indexer.workers import DEFAULT_TIMEOUT_S, failure_reason, run_isolated
 

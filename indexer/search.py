@@ -397,7 +397,7 @@ class Index:
                     patient = s.get(Patient, r.patient_id).key if r.patient_id else None
                     return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
         from elmsearch.embedding import embed_recording
-        from elmsearch.recording import path_info_for
+        from elmsearch.io.meta import path_info_for
 
         model = self.query_model
         emb = embed_recording(model, path, pooling="attention" if model.has_text else "mean", backend=self.backend)

@@ -100,8 +100,8 @@ def _returns_within(fn, seconds: float):
 
 def test_prepare_and_inspect_never_open_a_fifo(tmp_path):
     from elmsearch.errors import UnsupportedFileError
+    from elmsearch.io.windowed import read_recording
     from elmsearch.preprocessing import PreprocessingParams
-    from elmsearch.recording import read_recording
     from indexer.pipeline import prepare
 
     os.mkfifo(tmp_path / "pipe.edf")
@@ -135,20 +135,20 @@ def test_after_a_worker_gives_up_the_main_process_only_stats(tmp_path, monkeypat
 # ---- 2: data records past the header's --------------------------------------------------------------
 @pytest.mark.parametrize("reader", ["fast", "mne"])
 def test_extra_records_are_cut_to_the_header(tmp_path, monkeypatch, reader, caplog):
-    from elmsearch import chunked, recording
-    from elmsearch.recording import make_windows, read_recording
+    from elmsearch.io import source
+    from elmsearch.io.recording import make_windows
+    from elmsearch.io.windowed import WindowedRecording, read_recording
 
     raw = synthetic_edf(seed=4, duration=20)
     f = tmp_path / "extra.edf"
     f.write_bytes(with_extra_records(raw))
     if reader == "mne":
-        monkeypatch.setattr(recording, "open_edf_reader", lambda *a, **k: None)
-        monkeypatch.setattr(chunked, "open_edf_reader", lambda *a, **k: None)
+        monkeypatch.setattr(source, "open_edf_reader", lambda *a, **k: None)
     rec = read_recording(f)
     assert rec.meta.duration == 20.0
     assert rec.duration == pytest.approx(rec.meta.duration)
     assert len(make_windows(rec, 5.0)) == 4
-    span = chunked.open_span_reader(f)
+    span = WindowedRecording(f)
     assert span.n_times / span.sfreq == pytest.approx(rec.meta.duration)
     assert "past the" in caplog.text
 
@@ -194,7 +194,7 @@ def _vhdr(data_file: str, marker_file: str = "rec.vmrk") -> str:
 def test_brainvision_data_file_must_be_beside_its_header(tmp_path, monkeypatch, data_file, marker_file):
     import mne
 
-    from elmsearch.edf import read_header
+    from elmsearch.io.header import read_header
     from indexer.scan import scan_archive
 
     secret = tmp_path / "secret.bin"

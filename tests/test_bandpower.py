@@ -5,7 +5,7 @@ import pytest
 
 from elmsearch.bandpower import BANDS, band_feature_names, band_power, recording_band_power
 from elmsearch.channels import TCP_CH_NAMES
-from elmsearch.recording import make_windows
+from elmsearch.io.recording import make_windows
 
 SFREQ = 100.0
 N_CHANS = len(TCP_CH_NAMES)

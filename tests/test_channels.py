@@ -10,7 +10,6 @@ from elmsearch.channels import (
     TCP_ELECTRODES,
     TCP_PAIRS,
     map_electrodes,
-    missing_electrodes,
     normalize_channel_name,
     tuh_channel_name,
 )
@@ -85,10 +84,3 @@ def test_map_electrodes_without_duplicates():
     found, duplicates = map_electrodes(["Fp1", "EDF Annotations", "Cz"])
     assert found == {"Fp1": 0, "Cz": 2}
     assert duplicates == {}
-
-
-def test_missing_electrodes_in_montage_order():
-    labels = [tuh_channel_name(e) for e in STANDARD_1020 if e not in {"O2", "Fp1"}]
-    assert missing_electrodes(labels) == ["Fp1", "O2"]
-    assert missing_electrodes([tuh_channel_name(e) for e in STANDARD_1020]) == []
-    assert missing_electrodes([]) == list(TCP_ELECTRODES)

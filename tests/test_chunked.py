@@ -1,4 +1,4 @@
-"""Tests of elmsearch.chunked: long recordings preprocessed in chunks match the whole-file path."""
+"""Tests of elmsearch.io.chunks and io.windowed: long recordings preprocessed in chunks match the whole file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import scipy.signal as ss
 from edfio import Edf, EdfSignal, Recording
 
 from elmsearch.channels import TCP_ELECTRODES, tuh_channel_name
-from elmsearch.chunked import (
-    iter_recording_windows,
+from elmsearch.errors import TooShortError
+from elmsearch.io.chunks import (
     iter_windows_chunked,
     min_overlap_s,
     n_times_out,
@@ -19,9 +19,9 @@ from elmsearch.chunked import (
     preprocess_chunked,
     span_unit,
 )
-from elmsearch.errors import TooShortError
-from elmsearch.preprocessing import PreprocessingParams, _ratio, preprocess
-from elmsearch.recording import make_windows, read_recording
+from elmsearch.io.recording import make_windows
+from elmsearch.io.windowed import WindowedRecording, read_recording
+from elmsearch.preprocessing import PreprocessingParams, preprocess, resample_ratio
 
 MIN_CORR = 0.9999
 EDGE = 2000  # output samples (20 s) left out at each end of the recording
@@ -142,7 +142,7 @@ def test_plan_chunks_tile_on_whole_samples(sfreq, window_s):
     params = PreprocessingParams()
     n_times = int(3.3 * 3600 * sfreq) + 17
     chunks = plan_chunks(n_times, sfreq, params, chunk_s=1800, overlap_s=60, window_s=window_s)
-    up, down = (1, 1) if sfreq == params.sfreq else _ratio(sfreq, params.sfreq)
+    up, down = (1, 1) if sfreq == params.sfreq else resample_ratio(sfreq, params.sfreq)
     n_out = n_times_out(n_times, sfreq, params)
     assert chunks[0].out_start == 0 and chunks[-1].out_stop == n_out
     assert chunks[0].read_start == 0 and chunks[-1].read_stop == n_times
@@ -189,15 +189,15 @@ def _write_long_edf(path, x_volts: np.ndarray, sfreq: float):
     return path
 
 
-def test_iter_recording_windows_matches_read_recording(tmp_path):
+def test_windowed_recording_in_chunks_matches_read_recording(tmp_path):
     sfreq = 256.0
     x = _long_volts(sfreq, 20 * 60.0, seed=7)
     fname = _write_long_edf(tmp_path / "long.edf", x, sfreq)
     rec = read_recording(fname)
     expected = make_windows(rec, 5.0)
-    meta, it = iter_recording_windows(fname, window_seconds=5.0, chunk_s=240, overlap_s=60)
-    assert meta == rec.meta
-    got = list(it)
+    chunked = WindowedRecording(fname, window_s=5.0, chunk_s=240, overlap_s=60)
+    assert chunked.meta == rec.meta
+    got = [(first, w) for first, w, _ in chunked.iter_windows()]
     assert len(got) >= 4
     windows = np.concatenate([w for _, w in got])
     assert [first for first, _ in got] == [i * 48 for i in range(len(got))]
@@ -208,10 +208,12 @@ def test_iter_recording_windows_matches_read_recording(tmp_path):
     assert corr.min() >= MIN_CORR
 
 
-def test_iter_recording_windows_too_short(write_edf):
+def test_windowed_recording_too_short(write_edf):
     fname = write_edf(duration=30)
     with pytest.raises(TooShortError):
-        iter_recording_windows(fname, window_seconds=60.0)
+        WindowedRecording(fname, window_s=60.0)
+    with pytest.raises(TooShortError):  # the header is long enough, but not one window
+        WindowedRecording(fname, window_s=60.0, min_duration=5.0).iter_windows()
 
 
 def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tmp_path, demo_model_dir, monkeypatch):
@@ -242,6 +244,14 @@ def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tm
     assert [o for o, _ in rows] == whole.window_index.tolist() and len(rows) == 240
     cos = (got * whole.window_emb).sum(axis=1)
     assert cos[4:-4].min() >= 0.9999 and cos.min() >= 0.999
+
+    # a query on a new long file reads it through the same chunked path, windows on disk
+    import elmsearch.embedding as embedding
+
+    monkeypatch.setattr(embedding, "LONG_RECORDING_S", 600.0)
+    spilled = embedding.embed_recording(load_model(demo_model_dir), fname)
+    np.testing.assert_array_equal(spilled.window_index, whole.window_index)
+    np.testing.assert_allclose(spilled.window_emb, whole.window_emb, atol=1e-5)
 
 
 def test_a_long_recording_with_an_electrode_dead_throughout_is_refused(tmp_path, demo_model_dir, monkeypatch):

@@ -1,18 +1,19 @@
-"""Tests of elmsearch.edf: header validation gives typed, one-line errors naming the file."""
+"""Tests of elmsearch.io.header: header validation gives typed, one-line errors naming the file."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from elmsearch.edf import open_raw, read_edf_header
 from elmsearch.errors import (
     CorruptFileError,
     InputFileError,
     RecordingError,
     UnsupportedFileError,
 )
-from elmsearch.recording import read_recording
+from elmsearch.io.header import read_edf_header
+from elmsearch.io.source import open_raw
+from elmsearch.io.windowed import read_recording
 
 
 def _patch(path, offset: int, text: str) -> None:

@@ -1,4 +1,4 @@
-"""The memory-mapped EDF/BDF reader (elmsearch/edfread.py) against MNE, bit for bit."""
+"""The memory-mapped EDF/BDF reader (elmsearch/io/edf_mmap.py) against MNE, bit for bit."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 from conftest import SHARED_DATA
 from fuzz_corpus import build_corpus, set_fixed, synthetic_edf
 
-from elmsearch import chunked, recording
 from elmsearch.channels import TCP_ELECTRODES
-from elmsearch.edf import open_raw, read_edf_header
-from elmsearch.edfread import EdfSignalReader, NotEligible, open_edf_reader, read_edf_samples
 from elmsearch.errors import RecordingError
-from elmsearch.recording import electrode_picks, inspect_edf
+from elmsearch.io import source
+from elmsearch.io.edf_mmap import EdfSignalReader, NotEligible, open_edf_reader
+from elmsearch.io.header import read_edf_header
+from elmsearch.io.meta import inspect_edf
+from elmsearch.io.source import electrode_picks, open_raw
+from elmsearch.io.windowed import WindowedRecording
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
                                   reason=f"shared data absent ({SHARED_DATA}): no real EDF files")
@@ -47,7 +49,7 @@ def test_eegmat_matches_mne(fname):
     fast = open_edf_reader(fname, header, signals)
     assert fast is not None, "an EEGMAT file (EDF+C, one rate for the EEG) must take the fast path"
     raw = mne_read(fname)
-    picks = electrode_picks(raw, header, electrodes)
+    picks = electrode_picks(raw, header, list(electrodes.values()))
     assert fast.sfreq == raw.info["sfreq"] and fast.n_times == raw.n_times
     assert same(fast.read(), raw.get_data(picks=picks))
     for start, stop in ((0, 1), (499, 501), (1234, 7777), (raw.n_times - 3, raw.n_times)):
@@ -104,12 +106,11 @@ def test_synthetic_matches_mne(tmp_path, bdf, annotations, record_duration):
     picks = [electrodes[e] for e in TCP_ELECTRODES]
     fast = EdfSignalReader(fname, header, picks)
     raw = mne_read(fname)
-    rows = electrode_picks(raw, header, electrodes)
+    rows = electrode_picks(raw, header, list(electrodes.values()))
     assert same(fast.read(), raw.get_data(picks=rows))
     spr = header.samples_per_record[picks[0]]
     for start, stop in ((0, 0), (0, spr), (spr - 1, spr + 1), (3, 3 * spr + 7), (n - spr - 2, n)):
         assert same(fast.read(start, stop), raw.get_data(picks=rows, start=start, stop=stop))
-        assert same(read_edf_samples(fname, header, picks, start, stop), fast.read(start, stop))
     if bdf:  # 24-bit: negative digital values really occur
         assert (fast.read() < 0).any()
 
@@ -150,35 +151,35 @@ def test_extra_records_cut_to_the_header_in_both_readers(tmp_path):
     assert same(fast.read(), raw.get_data(picks=rows))
 
 
-def test_wired_into_read_electrodes_and_span_reader(tmp_path, monkeypatch):
+def test_wired_into_the_windowed_recording(tmp_path, monkeypatch):
     labels = [f"EEG {e}-REF" for e in TCP_ELECTRODES]
     fname = tmp_path / "x.edf"
     fname.write_bytes(synthetic_edf(labels, sfreq=256, duration=20, annotations=True))
     header, _, electrodes = inspect_edf(fname)
-    reference, sfreq = recording.read_electrodes(fname, header, electrodes)
+    rec = WindowedRecording(fname)
+    reference, sfreq = rec.read_span(0, rec.n_times), rec.sfreq
     raw = mne_read(fname)
-    assert same(reference, raw.get_data(picks=electrode_picks(raw, header, electrodes)))
+    assert same(reference, raw.get_data(picks=electrode_picks(raw, header, list(electrodes.values()))))
     assert sfreq == raw.info["sfreq"]
 
     def no_mne(*args, **kwargs):
         raise AssertionError("MNE opened a file the fast reader handles")
 
-    monkeypatch.setattr(recording, "open_raw", no_mne)
-    monkeypatch.setattr(chunked, "open_raw", no_mne)
-    data, _ = recording.read_electrodes(fname, header, electrodes)
+    monkeypatch.setattr(source, "open_raw", no_mne)
+    reader = WindowedRecording(fname)
+    assert isinstance(reader.source, EdfSignalReader)
+    data = reader.read_span(0, reader.n_times)
     assert same(data, reference)
-    reader = chunked.open_span_reader(fname)
     assert reader.sfreq == sfreq and reader.n_times == reference.shape[1]
-    assert same(reader(100, 3000), reference[:, 100:3000])
+    assert same(reader.read_span(100, 3000), reference[:, 100:3000])
     monkeypatch.undo()
 
     # EDF+D goes to MNE, with the same values as before
     fname_d = tmp_path / "d.edf"
     fname_d.write_bytes(set_fixed(fname.read_bytes(), "reserved", "EDF+D"))
-    header_d, _, electrodes_d = inspect_edf(fname_d)
-    data_d, _ = recording.read_electrodes(fname_d, header_d, electrodes_d)
-    assert same(data_d, reference)
-    assert not isinstance(chunked.open_span_reader(fname_d).raw, EdfSignalReader)
+    rec_d = WindowedRecording(fname_d)
+    assert isinstance(rec_d.source, source.MneSource) and isinstance(rec_d.source, source.SignalSource)
+    assert same(rec_d.read_span(0, rec_d.n_times), reference)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +228,7 @@ def test_fuzz_corpus_same_values_or_mne(corpus):
         sets = [("top-rate signals", top, lambda raw, top=top, signals=signals: [signals.index(i) for i in top])]
         if montage:
             sets.append(("montage", montage,
-                         lambda raw, h=header, el=electrodes: electrode_picks(raw, h, el)))
+                         lambda raw, h=header, el=electrodes: electrode_picks(raw, h, list(el.values()))))
         for what, picks, picks_of in sets:
             if not picks:
                 continue

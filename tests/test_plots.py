@@ -13,11 +13,11 @@ import pytest
 from conftest import TUH_LABELS
 from PIL import Image
 
-import elmsearch.chunked as chunked
+import elmsearch.io.chunks as chunks
 from elmsearch import plots
 from elmsearch.channels import TCP_CH_NAMES, tuh_channel_name
+from elmsearch.io.windowed import WindowedRecording, read_recording
 from elmsearch.plots import read_span, spectrogram_arrays, spectrogram_png, trace_spacing, waveform_png
-from elmsearch.recording import read_recording
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -78,20 +78,14 @@ def test_a_sine_on_one_electrode_shows_at_its_amplitude_in_its_bipolar_channels(
 def test_a_long_recording_is_read_around_the_span_only(write_edf, monkeypatch):
     path = write_edf(duration=60, sfreq=256)
     ranges = []
-    open_reader = chunked.open_span_reader
+    real_read = WindowedRecording.read_span
 
-    def spying_open(*args, **kwargs):
-        reader = open_reader(*args, **kwargs)
+    def spying_read(self, start, stop):
+        ranges.append((start, stop))
+        return real_read(self, start, stop)
 
-        def read(start, stop):
-            ranges.append((start, stop))
-            return reader(start, stop)
-
-        read.sfreq, read.n_times = reader.sfreq, reader.n_times
-        return read
-
-    monkeypatch.setattr(chunked, "open_span_reader", spying_open)
-    margin = chunked.min_overlap_s()
+    monkeypatch.setattr(WindowedRecording, "read_span", spying_read)
+    margin = chunks.min_overlap_s()
     data, _, _ = read_span(path, 28.13, 33.13, margin_s=margin)  # margin's start is off the span grid
     (start, stop), = ranges
     assert 0 < start <= (28.13 - margin) * 256 and (33.13 + margin) * 256 - 1 <= stop < 60 * 256

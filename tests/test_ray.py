@@ -234,7 +234,7 @@ def test_a_reader_that_dies_or_hangs_costs_its_file_not_the_actor(ray_session, d
 
     entries = discover(demo_archive.root, None, Walk())[:4]
     crash, hang = entries[1].path.name, entries[2].path.name
-    real = pipeline.read_recording
+    real = pipeline.WindowedRecording
 
     def reader(fname, *args, **kwargs):  # inherited by the forked reader processes
         if Path(fname).name == crash:
@@ -245,7 +245,7 @@ def test_a_reader_that_dies_or_hangs_costs_its_file_not_the_actor(ray_session, d
             time.sleep(600)
         return real(fname, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "read_recording", reader)
+    monkeypatch.setattr(pipeline, "WindowedRecording", reader)
     actor = PartitionEmbedder(str(demo_model_dir), config_hash(load_model(demo_model_dir)), "fp32", "torch",
                               timeout=5, n_jobs=1, threads=1)
     rows = actor.embed_partition("p", [(e, None) for e in entries])

@@ -1,4 +1,4 @@
-"""Tests of elmsearch.recording: reading EDFs into ELM's 20-channel 100 Hz representation."""
+"""Tests of elmsearch.io (meta, recording, windowed): reading EDFs into ELM's 20-channel 100 Hz representation."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from elmsearch.errors import (
     TooShortError,
     UnsupportedFileError,
 )
+from elmsearch.io.recording import PreprocessedRecording, make_windows
+from elmsearch.io.windowed import read_recording
 from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.recording import PreprocessedRecording, make_windows, read_recording
 
 NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 

@@ -154,7 +154,7 @@ def test_a_worker_that_dies_or_hangs_fails_that_file_alone(archive, demo_model_d
 
     files = _edfs(archive)
     crash, hang = files[1].name, files[2].name
-    real = pipeline.read_recording
+    real = pipeline.WindowedRecording
 
     def reader(fname, *args, **kwargs):  # inherited by the forked workers
         if Path(fname).name == crash:
@@ -165,7 +165,7 @@ def test_a_worker_that_dies_or_hangs_fails_that_file_alone(archive, demo_model_d
             raise ZeroDivisionError("a bug in some reader")
         return real(fname, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "read_recording", reader)
+    monkeypatch.setattr(pipeline, "WindowedRecording", reader)
     summary = index_archive(archive, tmp_path / "idx", demo_model_dir, n_jobs=1, timeout=20)
     reasons = {Path(f["path"]).name: f["reason"] for f in summary.failures}
     assert set(reasons) == {crash, hang, files[3].name}
@@ -176,7 +176,7 @@ def test_a_worker_that_dies_or_hangs_fails_that_file_alone(archive, demo_model_d
     rows = _rows(tmp_path / "idx")
     assert sum(r[0] == Status.FAILED for r in rows.values()) == 3
     # unchanged failed files are not retried, unless asked
-    monkeypatch.setattr(pipeline, "read_recording", real)
+    monkeypatch.setattr(pipeline, "WindowedRecording", real)
     assert index_archive(archive, tmp_path / "idx", demo_model_dir).failed == 0
     again = index_archive(archive, tmp_path / "idx", demo_model_dir, retry_failed=True)
     assert again.added == 0 and again.updated == 3 and again.failed == 0
@@ -339,7 +339,7 @@ def test_brainvision_recordings_are_discovered_and_read(tmp_path):
 
     from elmsearch.archive import Walk, discover
     from elmsearch.channels import STANDARD_1020
-    from elmsearch.recording import read_recording
+    from elmsearch.io.windowed import read_recording
 
     labels = [e if e not in {"T3", "T4", "T5", "T6"} else {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}[e]
               for e in STANDARD_1020]

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmsearch.edf import read_edf_header
+from elmsearch.io.header import read_edf_header
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ inside), and near the recording's first and last seconds, where the FFT length
 differs, a few 1e-2 for a second or two.
 
 Chunk cores start on whole windows, so windows can be cut per chunk
-(``iter_windows_chunked``). The numpy functions take a ``read(start, stop)`` callable;
-``open_span_reader`` makes one for an EDF/BDF file read lazily (``edfread``, else MNE), and
-``iter_recording_windows`` is the file-to-windows entry point for the indexer.
+(``iter_windows_chunked``). The functions here are numpy only and take a ``read(start, stop)``
+callable; ``windowed.WindowedRecording`` runs them on a file.
 """
 
 from __future__ import annotations
@@ -34,31 +33,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from elmsearch.channels import TCP_ELECTRODES
-from elmsearch.edf import open_raw
-from elmsearch.edfread import open_edf_reader
-from elmsearch.errors import CorruptFileError, TooShortError
-from elmsearch.preprocessing import (
-    _HP_BLOCK,
-    PreprocessingParams,
-    _complementary_lowpass,
-    _ratio,
-    preprocess,
-)
-from elmsearch.recording import (
-    RecordingMeta,
-    dead_electrodes,
-    dead_problem,
-    electrode_picks,
-    flat_seconds,
-    inspect_edf,
-    signal_problems,
-)
+from elmsearch.errors import TooShortError
+from elmsearch.preprocessing import HP_BLOCK, PreprocessingParams, highpass_reach_s, output_ratio, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +49,11 @@ OVERLAP_S = 60.0
 LONG_RECORDING_S = 1.25 * CHUNK_S
 """Recordings longer than this are read in more than one chunk with the defaults.
 
-Shorter ones are one chunk, preprocessed exactly as ``read_recording`` does, so an indexer
-may send every recording through ``iter_recording_windows``, or only those longer than
-this. Peak memory of reading + preprocessing + windowing (bench/bench_long.py, above the
-~110 MB of imports): whole file, about 370 MB per hour at 256 Hz and 1.2 GB per hour at
-1 kHz; chunked with the defaults, about 240 MB at 256 Hz and 750 MB at 1 kHz whatever the
+Shorter ones are one chunk, preprocessed exactly as ``read_recording`` does
+(``windowed.WindowedRecording`` callers read in chunks only recordings longer than this).
+Peak memory of reading + preprocessing + windowing (bench/bench_long.py, above the ~110 MB
+of imports): whole file, about 370 MB per hour at 256 Hz and 1.2 GB per hour at 1 kHz;
+chunked with the defaults, about 240 MB at 256 Hz and 750 MB at 1 kHz whatever the
 duration. (A caller that keeps all windows of a recording adds 29 MB per hour.)
 """
 _RESAMPLER_MARGIN_S = 5.0  # FFT resampler edge effects, on top of the high-pass reach
@@ -102,14 +82,10 @@ class Chunk:
     out_stop: int
 
 
-def _ratio_or_one(sfreq: float, params: PreprocessingParams) -> tuple[int, int]:
-    return (1, 1) if sfreq == params.sfreq else _ratio(sfreq, params.sfreq)
-
-
 def n_times_out(n_times: int, sfreq: float, params: PreprocessingParams | None = None) -> int:
     """Number of output samples ``preprocess`` gives for ``n_times`` native samples."""
     params = params or PreprocessingParams()
-    up, down = _ratio_or_one(sfreq, params)
+    up, down = output_ratio(sfreq, params)
     return max(int(round(n_times * up / down)), 1)
 
 
@@ -135,8 +111,8 @@ def span_unit(sfreq: float, params: PreprocessingParams | None = None,
         The step in native and in output samples.
     """
     params = params or PreprocessingParams()
-    up, down = _ratio_or_one(sfreq, params)
-    unit = math.lcm(up, _HP_BLOCK)
+    up, down = output_ratio(sfreq, params)
+    unit = math.lcm(up, HP_BLOCK)
     if window_s is not None:
         w = int(round(window_s * params.sfreq))
         if w <= 0 or abs(w - window_s * params.sfreq) > 1e-6:
@@ -149,9 +125,7 @@ def span_unit(sfreq: float, params: PreprocessingParams | None = None,
 def min_overlap_s(params: PreprocessingParams | None = None) -> float:
     """Shortest overlap that covers the high-pass FIR's reach and the resampler's edge effects."""
     params = params or PreprocessingParams()
-    fb = params.sfreq / _HP_BLOCK
-    reach = (len(_complementary_lowpass(fb, params.l_freq)) // 2 + 2) / fb
-    return reach + _RESAMPLER_MARGIN_S
+    return highpass_reach_s(params) + _RESAMPLER_MARGIN_S
 
 
 def plan_chunks(n_times: int, sfreq: float, params: PreprocessingParams | None = None,
@@ -187,7 +161,7 @@ def plan_chunks(n_times: int, sfreq: float, params: PreprocessingParams | None =
     if overlap_s < min_overlap_s(params):
         raise ValueError(f"overlap of {overlap_s:g} s is shorter than the high-pass FIR's reach "
                          f"plus the resampler's margin ({min_overlap_s(params):.1f} s)")
-    up, down = _ratio_or_one(sfreq, params)
+    up, down = output_ratio(sfreq, params)
     _, core_unit = span_unit(sfreq, params, window_s)
     _, ov_unit = span_unit(sfreq, params)
     core = max(1, int(round(chunk_s * params.sfreq / core_unit))) * core_unit
@@ -222,13 +196,7 @@ def preprocess_chunked(read: Reader, n_times: int, sfreq: float,
         ``read(start, stop)`` returns the referential electrodes of native samples
         ``[start, stop)``: array, shape (17, stop - start), volts, rows in
         ``channels.TCP_ELECTRODES`` order.
-    n_times : int
-        Native samples in the recording.
-    sfreq : float
-        Native sampling rate in Hz.
-    params : PreprocessingParams | None
-        Defaults to ELM's recipe.
-    chunk_s, overlap_s, window_s : float
+    n_times, sfreq, params, chunk_s, overlap_s, window_s
         See ``plan_chunks``.
 
     Yields
@@ -239,11 +207,31 @@ def preprocess_chunked(read: Reader, n_times: int, sfreq: float,
     """
     params = params or PreprocessingParams()
     chunks = plan_chunks(n_times, sfreq, params, chunk_s, overlap_s, window_s)
-    return _run_chunks(read, n_times, sfreq, params, chunks)
+    return run_chunks(read, n_times, sfreq, params, chunks)
 
 
-def _run_chunks(read: Reader, n_times: int, sfreq: float, params: PreprocessingParams,
-                chunks: list[Chunk]) -> Iterator[np.ndarray]:
+def whole(n_times: int, sfreq: float, params: PreprocessingParams) -> list[Chunk]:
+    """The one-chunk plan: the whole recording, preprocessed exactly as ``preprocess`` does."""
+    n_out = n_times_out(n_times, sfreq, params)
+    return [Chunk(0, n_times, 0, 0, n_out)]
+
+
+def run_chunks(read: Reader, n_times: int, sfreq: float, params: PreprocessingParams,
+               chunks: list[Chunk]) -> Iterator[np.ndarray]:
+    """Preprocess the chunks of a plan (``plan_chunks`` or ``whole``) one at a time.
+
+    Parameters
+    ----------
+    read, n_times, sfreq, params
+        See ``preprocess_chunked``.
+    chunks : list of Chunk
+        The plan.
+
+    Yields
+    ------
+    array of float32, shape (20, n_times_core)
+        Each chunk's core, in order.
+    """
     if len(chunks) == 1:
         yield preprocess(_checked(read, 0, n_times), sfreq, params)
         return
@@ -302,160 +290,23 @@ def iter_windows_chunked(read: Reader, n_times: int, sfreq: float, window_s: flo
         raise TooShortError(name, f"{n_out / params.sfreq:.1f} s is shorter than one "
                                   f"{window_s:g} s window")
     chunks = plan_chunks(n_times, sfreq, params, chunk_s, overlap_s, window_s)
-    return _windows(_run_chunks(read, n_times, sfreq, params, chunks), chunks, w)
+    return cut_windows(run_chunks(read, n_times, sfreq, params, chunks), chunks, w)
 
 
-def _windows(blocks: Iterator[np.ndarray], chunks: list[Chunk], w: int
-             ) -> Iterator[tuple[int, np.ndarray]]:
+def cut_windows(blocks: Iterator[np.ndarray], chunks: list[Chunk], w: int
+                ) -> Iterator[tuple[int, np.ndarray]]:
+    """Cut each chunk's core into windows of ``w`` output samples (a core's remainder is dropped).
+
+    Yields
+    ------
+    first : int
+        Position of the block's first window in the recording.
+    windows : array of float32, shape (n_windows, 20, w)
+        C-contiguous.
+    """
     for c, block in zip(chunks, blocks, strict=True):
         n = block.shape[1] // w
         if n == 0:
             continue
         win = block[:, : n * w].reshape(block.shape[0], n, w).transpose(1, 0, 2)
         yield c.out_start // w, np.ascontiguousarray(win)
-
-
-# ---- files --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class SpanReader:
-    """Reads native sample ranges of the montage electrodes from a recording, never the whole file.
-
-    Call it as ``reader(start, stop)``: array of float64, shape (17, stop - start), volts. Each
-    range read is checked as ``read_recording`` checks a whole file: samples finite, the
-    physical unit plausible (on the first range); flat and saturated electrodes and flat
-    seconds are accumulated, to be judged with ``problem()`` and ``flat_seconds`` once every
-    range has been read.
-
-    Attributes
-    ----------
-    meta : RecordingMeta
-    sfreq : float
-        Rate of the samples read (MNE's rate for the file, as ``read_electrodes``).
-    n_times : int
-        Native samples in the file.
-    """
-
-    meta: RecordingMeta
-    sfreq: float
-    n_times: int
-    raw: object = dataclasses.field(repr=False)
-    picks: list[int] = dataclasses.field(repr=False)
-    labels: list[str] = dataclasses.field(repr=False, default_factory=list)
-    _checked_unit: bool = dataclasses.field(default=False, repr=False)
-    _alive: np.ndarray | None = dataclasses.field(default=None, repr=False)  # usable in some range
-    _flat: np.ndarray | None = dataclasses.field(default=None, repr=False)  # flat in every range
-    flat_seconds: np.ndarray | None = dataclasses.field(default=None, repr=False)
-
-    def __call__(self, start: int, stop: int) -> np.ndarray:
-        """Return the 17 electrodes' samples ``[start, stop)`` in volts."""
-        fname = self.meta.fname
-        try:
-            data = self.raw.get_data(picks=self.picks, start=start, stop=stop)
-        except Exception as err:  # noqa: BLE001 -- MNE raises bare Exception for some damaged files
-            msg = str(err).strip().splitlines()
-            raise CorruptFileError(fname, f"cannot read samples {start}-{stop}: {type(err).__name__}"
-                                          f"{': ' + msg[0] if msg else ''}") from None
-        if not self._checked_unit:
-            self._checked_unit = True
-            problem = signal_problems(data, self.labels)  # non-finite, unit; dead electrodes judged at the end
-            if problem and "whole recording" not in problem:
-                raise CorruptFileError(fname, problem)
-        if not np.isfinite(data).all():
-            raise CorruptFileError(fname, f"non-finite samples in {start}-{stop}")
-        flat, saturated = dead_electrodes(data)
-        if self._alive is None:
-            self._alive = np.zeros(len(flat), bool)
-            self._flat = np.ones(len(flat), bool)
-            n_sec = int(self.n_times // self.sfreq) if abs(self.sfreq - round(self.sfreq)) < 1e-6 else 0
-            self.flat_seconds = np.zeros(n_sec, bool)
-        self._alive |= ~(flat | saturated)
-        self._flat &= flat
-        n = int(round(self.sfreq))
-        if len(self.flat_seconds):  # whole seconds inside [start, stop)
-            first = -(-start // n)
-            secs = flat_seconds(data[:, first * n - start :], self.sfreq)
-            self.flat_seconds[first : first + len(secs)] = secs[: len(self.flat_seconds) - first]
-        return data
-
-    def problem(self) -> str | None:
-        """After every range was read: electrodes flat or saturated throughout, or None."""
-        if self._alive is None:
-            return None
-        dead = ~self._alive
-        return dead_problem(dead & self._flat, dead & ~self._flat, self.labels)
-
-
-def open_span_reader(fname: str | os.PathLike, params: PreprocessingParams | None = None,
-                     min_duration: float = 5.0) -> SpanReader:
-    """Validate a recording and open it for reading ranges of samples (no preload).
-
-    Parameters
-    ----------
-    fname : path-like
-        EDF, BDF, BrainVision or EEGLAB file with the 17 TCP montage electrodes.
-    params : PreprocessingParams | None
-        Defaults to ELM's recipe.
-    min_duration : float
-        Shortest usable recording, seconds.
-
-    Returns
-    -------
-    SpanReader
-
-    Raises
-    ------
-    RecordingError
-        As ``recording.inspect_edf``.
-    """
-    header, meta, electrodes = inspect_edf(fname, params, min_duration)
-    labels = [header.labels[electrodes[e]] for e in TCP_ELECTRODES]
-    fast = open_edf_reader(fname, header, [electrodes[e] for e in TCP_ELECTRODES])
-    if fast is not None:  # EDF/BDF from a memory map, MNE's values bit for bit
-        return SpanReader(meta, fast.sfreq, fast.n_times, fast, list(range(len(labels))), labels)
-    raw = open_raw(fname, header)
-    picks = electrode_picks(raw, header, electrodes)
-    return SpanReader(meta, float(raw.info["sfreq"]), int(raw.n_times), raw, picks, labels)
-
-
-def iter_recording_windows(fname: str | os.PathLike, params: PreprocessingParams | None = None,
-                           window_seconds: float = 5.0, chunk_s: float = CHUNK_S,
-                           overlap_s: float = OVERLAP_S, min_duration: float | None = None
-                           ) -> tuple[RecordingMeta, Iterator[tuple[int, np.ndarray]]]:
-    """Read, preprocess and window an EDF/BDF chunk by chunk, in bounded memory.
-
-    Equivalent to ``make_windows(read_recording(fname, params), window_seconds)`` for
-    recordings of any length; peak memory depends on ``chunk_s``, not on the duration.
-
-    Parameters
-    ----------
-    fname : path-like
-        EDF or BDF file.
-    params : PreprocessingParams | None
-        Defaults to ELM's recipe.
-    window_seconds : float
-        Window length (ELM: 5 or 60).
-    chunk_s, overlap_s : float
-        See ``plan_chunks``; ``chunk_s`` is rounded to whole windows.
-    min_duration : float | None
-        Shortest usable recording in seconds (default: one window).
-
-    Returns
-    -------
-    meta : RecordingMeta
-    windows : iterator of (int, array of float32, shape (n_windows, 20, n_times))
-        See ``iter_windows_chunked``.
-
-    Raises
-    ------
-    RecordingError
-        Header problems and too-short recordings at the call; unreadable samples
-        (``CorruptFileError``) while iterating.
-    """
-    params = params or PreprocessingParams()
-    reader = open_span_reader(fname, params, window_seconds if min_duration is None else min_duration)
-    windows = iter_windows_chunked(reader, reader.n_times, reader.sfreq, window_seconds, params,
-                                   chunk_s, overlap_s, name=str(fname))
-    logger.debug("%s: %.1f h in chunks of %g s", fname, reader.n_times / reader.sfreq / 3600, chunk_s)
-    return reader.meta, windows

@@ -1,4 +1,4 @@
-"""Read chosen EDF/BDF signals straight from the file, bit for bit as MNE does, without MNE.
+"""The memory-mapped ``SignalSource``: chosen EDF/BDF signals, bit for bit as MNE reads them, without MNE.
 
 ``mne.io.read_raw_edf`` parses the whole header with Python per field, reads the
 annotations channel, then decodes every signal of every data record it is asked for.
@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from elmsearch.edf import EdfHeader
 from elmsearch.errors import CorruptFileError
+from elmsearch.io.header import EdfHeader
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class EdfSignalReader:
     fname : path-like
         The file.
     header : EdfHeader
-        Its header (``edf.read_edf_header``).
+        Its header (``header.read_edf_header``).
     picks : sequence of int
         Signal indices in the header (annotation signals excluded), in output row order.
 
@@ -163,7 +163,7 @@ class EdfSignalReader:
         n_records = (size - 256 * (n + 1)) // self.bytes_per_sample // record_len
         if n_records < header.n_records or n_records <= 0:
             raise NotEligible(f"{n_records} data records in the file, {header.n_records} in the header")
-        n_records = header.n_records  # records past the header's are not read (warned in edf.read_edf_header)
+        n_records = header.n_records  # records past the header's are not read (warned in header.read_edf_header)
         buf_len = int(spr[signals].max())
         if any(spr[p] != buf_len for p in picks):
             raise NotEligible("picked signals slower than the fastest signal (MNE resamples them)")
@@ -257,14 +257,6 @@ class EdfSignalReader:
             out *= self.gains[:, np.newaxis]
         return out
 
-    __call__ = read
-
-    def get_data(self, picks: Sequence[int] | None = None, start: int = 0, stop: int | None = None
-                 ) -> np.ndarray:
-        """``raw.get_data`` for the picked signals; ``picks`` index the rows of ``read``."""
-        data = self.read(start, stop)
-        return data if picks is None or list(picks) == list(range(len(data))) else data[list(picks)]
-
 
 def open_edf_reader(fname: str | os.PathLike, header: EdfHeader, picks: Sequence[int]
                     ) -> EdfSignalReader | None:
@@ -275,30 +267,3 @@ def open_edf_reader(fname: str | os.PathLike, header: EdfHeader, picks: Sequence
         logger.debug("%s: read with MNE: %s", fname, why)
         return None
 
-
-def read_edf_samples(fname: str | os.PathLike, header: EdfHeader, signal_indices: Sequence[int],
-                     start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Read signals ``[start, stop)`` of an EDF/BDF file, as ``mne.io.read_raw_edf(...).get_data``.
-
-    Parameters
-    ----------
-    fname : path-like
-        The file.
-    header : EdfHeader
-        Its header.
-    signal_indices : sequence of int
-        Signals to read, in output row order.
-    start, stop : int
-        Sample range (``stop=None``: to the end).
-
-    Returns
-    -------
-    array of float64, shape (n_signals, stop - start)
-        Volts.
-
-    Raises
-    ------
-    NotEligible
-        The file needs MNE (see ``open_edf_reader``).
-    """
-    return EdfSignalReader(fname, header, signal_indices).read(start, stop)

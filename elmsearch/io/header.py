@@ -1,12 +1,12 @@
-"""Recording entry point: EDF/BDF header validation, then a thin wrapper over MNE's readers.
+"""Recording headers: EDF/BDF validated byte by byte, BrainVision and EEGLAB through MNE.
 
 BrainVision (``.vhdr``) and EEGLAB (``.set``) files, which BIDS EEG also allows, are read
-through MNE alone.
+through MNE alone (``open_mne_format``).
 
-MNE reads the signals (``mne.io.read_raw_edf`` / ``read_raw_bdf``); this module only
-checks the fixed-size header first so that damaged files fail with a reason a
-person can act on (truncated, header that lies about its length, not an EDF at
-all) instead of an exception from deep inside a reader.
+The samples are read by a ``source.SignalSource``; this module only checks the fixed-size
+header first so that damaged files fail with a reason a person can act on (truncated,
+header that lies about its length, not an EDF at all) instead of an exception from deep
+inside a reader.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class EdfHeader:
     Attributes
     ----------
     fname : str
+        The file the header was read from.
     kind : str
         ``"EDF"`` or ``"BDF"``.
     patient, recording : str
@@ -225,7 +226,8 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
 MNE_FORMATS = {".vhdr": ("BrainVision", "read_raw_brainvision"), ".set": ("EEGLAB", "read_raw_eeglab")}
 
 
-def _mne_reason(err: BaseException) -> str:
+def mne_reason(err: BaseException) -> str:
+    """One line naming an exception raised by an MNE reader (its type and first line)."""
     text = str(err).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
@@ -280,7 +282,14 @@ def vhdr_companions(fname: str | os.PathLike) -> dict[str, str]:
     return files
 
 
-def _open_mne(fname: str, kind: str):
+def open_mne_format(fname: str, kind: str):
+    """Open a BrainVision or EEGLAB file (``MNE_FORMATS``) with MNE, not preloaded.
+
+    Raises
+    ------
+    CorruptFileError
+        A companion file outside the header's folder, or any failure of MNE's reader.
+    """
     import mne
 
     if kind == "BrainVision":
@@ -289,7 +298,7 @@ def _open_mne(fname: str, kind: str):
     try:
         return reader(fname, preload=False, verbose="error")
     except Exception as err:  # noqa: BLE001 -- any reader failure is a property of this file
-        raise CorruptFileError(Path(fname), f"MNE cannot read this {kind} file: {_mne_reason(err)}") from None
+        raise CorruptFileError(Path(fname), f"MNE cannot read this {kind} file: {mne_reason(err)}") from None
 
 
 def read_header(fname: str | os.PathLike) -> EdfHeader:
@@ -313,7 +322,7 @@ def read_header(fname: str | os.PathLike) -> EdfHeader:
     if suffix not in MNE_FORMATS:
         return read_edf_header(fname)
     kind = MNE_FORMATS[suffix][0]
-    raw = _open_mne(fname, kind)
+    raw = open_mne_format(fname, kind)
     sfreq, n_times = float(raw.info["sfreq"]), int(raw.n_times)
     if not (sfreq > 0 and n_times > 0):
         raise CorruptFileError(fname, f"{kind} file with {n_times} samples at {sfreq:g} Hz")
@@ -324,50 +333,3 @@ def read_header(fname: str | os.PathLike) -> EdfHeader:
         n_records=n_times, record_duration=1.0 / sfreq, labels=tuple(raw.ch_names),
         samples_per_record=(1,) * len(raw.ch_names),
     )
-
-
-def open_raw(fname: str | os.PathLike, header: EdfHeader | None = None):
-    """Open a recording with MNE without loading data (EDF/BDF validated first).
-
-    Parameters
-    ----------
-    fname : path-like
-        The file.
-    header : EdfHeader | None
-        An already-read header, to skip reading it again.
-
-    Returns
-    -------
-    mne.io.BaseRaw
-        Not preloaded; use ``get_data(picks=...)``.
-
-    Raises
-    ------
-    CorruptFileError
-        Whatever MNE raises for this file (MNE raises bare ``Exception`` for some
-        damaged EDFs), as one line naming the file.
-    """
-    import mne
-
-    header = header or read_header(fname)
-    fname = str(fname)
-    if header.kind not in {"EDF", "BDF"}:
-        return _open_mne(fname, header.kind)
-    reader = mne.io.read_raw_bdf if header.kind == "BDF" else mne.io.read_raw_edf
-    try:
-        try:
-            raw = reader(fname, preload=False, verbose="error")
-        except UnicodeDecodeError:
-            logger.debug("%s: header is not UTF-8, retrying as latin-1", fname)
-            raw = reader(fname, preload=False, encoding="latin1", verbose="error")
-        return _crop_to_header(raw, header)
-    except Exception as err:  # noqa: BLE001 -- any reader failure is a property of this file
-        raise CorruptFileError(Path(fname), f"MNE cannot read it: {_mne_reason(err)}") from None
-
-
-def _crop_to_header(raw, header: EdfHeader):
-    """MNE counts the data records from the file's size; keep only the header's (as ``edfread`` does)."""
-    n_times = int(round(header.duration * float(raw.info["sfreq"])))
-    if header.extra_records > 0 and raw.n_times > n_times:
-        raw.crop(tmax=(n_times - 1) / raw.info["sfreq"])
-    return raw
