@@ -58,7 +58,7 @@ import torch
 
 from elmsearch.archive import discover
 from elmsearch.models.factory import load_model
-from elmsearch.models.model import cpu_has_bf16
+from elmsearch.models.identity import cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams, elm_reference
 from elmsearch.recording import make_windows, read_recording
 from elmsearch.synthetic import generate_archive
@@ -192,7 +192,7 @@ def main() -> None:
                   flush=True)
 
         model = load_model(model_dir)
-        params = PreprocessingParams.from_dict(model.config.get("preprocessing", {}))
+        params = PreprocessingParams.from_dict(model.config.preprocessing or {})
         files = [e.path for e in discover(made.root)]
         # warm up both encode paths (first-call allocations, oneDNN kernels)
         _eeg_only(files[:2], model, params)
