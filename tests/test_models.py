@@ -37,6 +37,24 @@ def test_registry_lists_elm_configs():
         get_config("nope")
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_typed_config_gives_back_the_json_it_was_read_from(name):
+    """config.json, meta.json and config_hash depend on to_dict: same keys, order, nulls, unknown keys."""
+    import json
+
+    from elmsearch.models.config import ModelCfg
+
+    raw = get_config(name)
+    raw["eeg"]["spectral"] = None  # a null stays a null
+    del raw["learn_temperature"]  # an absent key stays absent
+    raw["lab_note"] = {"kept": True}  # an unknown key is kept, in its place
+    cfg = ModelCfg.from_dict(raw)
+    assert json.dumps(cfg.to_dict()) == json.dumps(raw)
+    assert cfg.eeg.spectral is None and cfg.eeg.n_times == round(raw["eeg"]["window_seconds"] * raw["eeg"]["sfreq"])
+    cfg.similar = {"representation": "spectral"}  # set later: appended, as a dict assignment would
+    assert list(cfg.to_dict()) == [*raw, "similar"] and cfg.similar_representation == "embedding"
+
+
 def test_add_model_config_registers_a_json_file(tmp_path):
     import json
 
