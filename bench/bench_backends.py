@@ -46,7 +46,7 @@ def main() -> None:  # noqa: D103
 
     from elmsearch.models import backends as B
     from elmsearch.models import load_model
-    from elmsearch.models.model import cpu_has_bf16
+    from elmsearch.models.identity import cpu_has_bf16
 
     model = load_model(args.model)
     x = np.clip(np.random.default_rng(0).standard_normal((args.windows, 20, model.n_times)) * 3.0,

@@ -135,7 +135,8 @@ def main() -> None:
     from sqlalchemy import select
 
     from db import Recording
-    from elmsearch.models.factory import config_hash, load_model
+    from elmsearch.models.factory import load_model
+    from elmsearch.models.identity import config_hash
     from indexer.store import IndexStore
 
     load_before = os.getloadavg()[0]

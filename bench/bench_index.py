@@ -60,7 +60,7 @@ from elmsearch.archive import discover
 from elmsearch.io.recording import make_windows
 from elmsearch.io.windowed import read_recording
 from elmsearch.models.factory import load_model
-from elmsearch.models.model import cpu_has_bf16
+from elmsearch.models.identity import cpu_has_bf16
 from elmsearch.preprocessing import PreprocessingParams, elm_reference
 from elmsearch.synthetic import generate_archive
 from elmsearch.training import build_model, demo_config, load_items, train
@@ -193,7 +193,7 @@ def main() -> None:
                   flush=True)
 
         model = load_model(model_dir)
-        params = PreprocessingParams.from_dict(model.config.get("preprocessing", {}))
+        params = PreprocessingParams.from_dict(model.config.preprocessing or {})
         files = [e.path for e in discover(made.root)]
         # warm up both encode paths (first-call allocations, oneDNN kernels)
         _eeg_only(files[:2], model, params)

@@ -81,7 +81,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
     args = ap.parse_args()
 
-    from elmsearch.models.factory import config_hash, load_model
+    from elmsearch.models.factory import load_model
+    from elmsearch.models.identity import config_hash
 
     tmp = Path(tempfile.mkdtemp(prefix="elmsearch-bench-serve-", dir=args.tmp))
     proc = None

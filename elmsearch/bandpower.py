@@ -15,7 +15,7 @@ from scipy.signal import welch
 
 logger = logging.getLogger(__name__)
 
-BANDS: dict[str, tuple[float, float]] = {
+CLASSIC_BANDS: dict[str, tuple[float, float]] = {
     "delta": (1.0, 4.0),
     "theta": (4.0, 8.0),
     "alpha": (8.0, 13.0),
@@ -27,7 +27,7 @@ BANDS: dict[str, tuple[float, float]] = {
 def band_power(
     windows: np.ndarray,
     sfreq: float = 100.0,
-    bands: Mapping[str, tuple[float, float]] = BANDS,
+    bands: Mapping[str, tuple[float, float]] = CLASSIC_BANDS,
     seconds: float = 2.0,
     eps: float = 1e-10,
 ) -> np.ndarray:
@@ -40,7 +40,7 @@ def band_power(
     sfreq : float
         Sampling rate in Hz.
     bands : mapping
-        Band name -> ``(low, high)`` in Hz, half-open ``[low, high)``; defaults to ``BANDS``.
+        Band name -> ``(low, high)`` in Hz, half-open ``[low, high)``; defaults to ``CLASSIC_BANDS``.
     seconds : float
         Welch segment length in seconds (50 % overlap, Hann window); shortened to the
         window length when the windows are shorter.
@@ -78,34 +78,7 @@ def band_power(
     return np.log10(out + eps).reshape(n_windows, n_chans * len(masks)).astype(np.float32)
 
 
-def recording_band_power(
-    windows: np.ndarray,
-    sfreq: float = 100.0,
-    bands: Mapping[str, tuple[float, float]] = BANDS,
-    seconds: float = 2.0,
-    eps: float = 1e-10,
-) -> np.ndarray:
-    """Recording-level log band power: ``band_power`` averaged over the windows.
-
-    Parameters
-    ----------
-    windows : array, shape (n_windows, n_chans, n_times)
-        All windows of one recording (at least one).
-    sfreq, bands, seconds, eps
-        As for ``band_power``.
-
-    Returns
-    -------
-    array of float32, shape (n_chans * n_bands,)
-        Mean over windows of the log10 band power (same column order as ``band_power``).
-    """
-    feats = band_power(windows, sfreq, bands, seconds, eps)
-    if feats.shape[0] == 0:
-        raise ValueError("a recording needs at least one window")
-    return feats.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-
-def band_feature_names(ch_names: Sequence[str], bands: Mapping[str, tuple[float, float]] = BANDS
+def band_feature_names(ch_names: Sequence[str], bands: Mapping[str, tuple[float, float]] = CLASSIC_BANDS
                        ) -> list[str]:
     """Column names of ``band_power``'s output, e.g. ``"FP1-F7 alpha"``.
 

@@ -48,7 +48,7 @@ class EmbeddedRecording:
 
 def model_params(model: ELMModel) -> PreprocessingParams:
     """The preprocessing a model was trained with (ELM's recipe when unrecorded)."""
-    return PreprocessingParams.from_dict(model.config.get("preprocessing", {}))
+    return PreprocessingParams.from_dict(model.config.preprocessing or {})
 
 
 def embed_windows(model: ELMModel, windows: np.ndarray, fname: str | os.PathLike = "<array>",

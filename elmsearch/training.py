@@ -32,6 +32,7 @@ from elmsearch.io.windowed import WindowedRecording
 from elmsearch.loss import clip_loss, mil_infonce
 from elmsearch.metrics import retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import save_model
+from elmsearch.models.identity import resolve_device
 from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
 from elmsearch.report import parse_report
@@ -128,13 +129,6 @@ def demo_config(seed: int = 0, device: str = "auto") -> TrainConfig:
     projections, the attention pooler (and the temperature, if learnable) train.
     """
     return recipe_config("heads", seed, device)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str,
@@ -236,7 +230,7 @@ def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Ten
 
 
 def choose_similar(model: ELMModel, items: list[TrainItem], max_windows: int = 64, seed: int = 0) -> dict:
-    """Choose what prior-case search compares, on held-out patients; sets ``model.config["similar"]``.
+    """Choose what prior-case search compares, on held-out patients; sets ``model.config.similar``.
 
     Candidates: the shared-space recording embedding, and (with a spectral view) the spectral
     profile. The measure is how early another recording of the same patient ranks (mean
@@ -257,7 +251,7 @@ def choose_similar(model: ELMModel, items: list[TrainItem], max_windows: int = 6
     spec, emb = measured.get("spectral"), measured.get("embedding")
     choice = "spectral" if spec and spec["n"] and spec["MRR"] > emb["MRR"] else "embedding"
     out = {"representation": choice, "measured": measured}
-    model.config["similar"] = out
+    model.config.similar = out
     return out
 
 
@@ -329,8 +323,8 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
     torch.manual_seed(cfg.seed)
     model.to(device)
     model.cache_dir = model.cache_dir or out / "cache"
-    max_eeg = cfg.max_eeg or model.config["mil"]["max_eeg"]
-    max_text = cfg.max_text or model.config["mil"]["max_text"]
+    max_eeg = cfg.max_eeg or model.config.mil.max_eeg
+    max_text = cfg.max_text or model.config.mil.max_text
     train_items, val_items = split_by_patient(items, cfg.val_fraction, cfg.seed)
     if len(train_items) < 2:
         raise ElmsearchError(f"need at least 2 training recordings with reports, found {len(train_items)}")
@@ -503,14 +497,14 @@ def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
     if not spectral:
         over["eeg"] = {"spectral": None}
     model = create_model(name, text_model=text_model, **over)
-    model.config["preprocessing"] = (params or PreprocessingParams()).to_dict()
+    model.config.preprocessing = (params or PreprocessingParams()).to_dict()
     if init is not None:
         src = load_model(init)
         if src.n_times != model.n_times:
             raise ElmsearchError(f"{init}: its encoder takes {src.window_seconds:g} s windows, "
                                  f"{name} takes {model.window_seconds:g} s")
         load_eeg_weights(model, src, init)
-        model.config["init"] = str(init)
+        model.config.init = str(init)
     return model
 
 
@@ -524,18 +518,18 @@ def load_eeg_weights(model: ELMModel, src: ELMModel, name: str | os.PathLike = "
     state = src.eeg.state_dict()
     own = model.eeg.state_dict()
     if model.eeg.spectral is None and src.eeg.spectral is not None:
-        raise ElmsearchError(f"{name}: its encoder has a spectral view, {model.config.get('name')} has none")
+        raise ElmsearchError(f"{name}: its encoder has a spectral view, {model.config.name} has none")
     if model.eeg.spectral is not None and src.eeg.spectral is None:
         w = own["proj.0.weight"].clone()
         if w.shape[0] != state["proj.0.weight"].shape[0]:
-            raise ElmsearchError(f"{name}: its projection does not match {model.config.get('name')}")
+            raise ElmsearchError(f"{name}: its projection does not match {model.config.name}")
         w.zero_()
         w[:, : src.eeg.feature_dim] = state["proj.0.weight"]
         state = {**state, "proj.0.weight": w, **{k: v for k, v in own.items() if k.startswith("spectral.")}}
     try:
         model.eeg.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ElmsearchError(f"{name}: its EEG encoder does not fit {model.config.get('name')} "
+        raise ElmsearchError(f"{name}: its EEG encoder does not fit {model.config.name} "
                              f"({str(err).splitlines()[0]})") from None
 
 
@@ -575,10 +569,10 @@ def train_archive(archive: str | os.PathLike, out_dir: str | os.PathLike, model_
         ``train``'s metrics, with ``"recipe"``.
     """
     net = build_model(model_name, init, text_model, text_pooling, text_max_length, seed=seed, spectral=spectral)
-    net.config["learn_temperature"] = learn_temperature
+    net.config.learn_temperature = learn_temperature
     net.log_temperature.requires_grad_(learn_temperature)
     logger.info("reading %s (%g s windows)", archive, net.window_seconds)
-    items = load_items(archive, net.window_seconds, net.config["text"]["segment_mode"], reports)
+    items = load_items(archive, net.window_seconds, net.config.text.segment_mode, reports)
     name = choose_recipe(len(items), init is not None) if recipe == "auto" else recipe
     cfg = recipe_config(name, seed, device, **overrides)
     if on_plan is not None:

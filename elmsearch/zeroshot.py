@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:  # torch is imported only where a torch model runs
-    from elmsearch.models.model import ELMModel
-
+from elmsearch.models.protocol import EmbeddingModel
 
 # Prompt-template ensemble: each prompt is embedded in every template and averaged.
 TEMPLATES: tuple[str, ...] = (
@@ -20,7 +16,7 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 
-def prompt_embeddings(model: ELMModel, prompts: list[str],
+def prompt_embeddings(model: EmbeddingModel, prompts: list[str],
                       templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
     """One normalised embedding per prompt, averaged over templates, shape (n_prompts, 256)."""
     texts = [t.format(p.strip().rstrip(".")) for p in prompts for t in templates]
@@ -28,14 +24,14 @@ def prompt_embeddings(model: ELMModel, prompts: list[str],
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def zero_shot(model: ELMModel, recording_emb: np.ndarray, prompts: list[str],
+def zero_shot(model: EmbeddingModel, recording_emb: np.ndarray, prompts: list[str],
               templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
     """Probabilities of each prompt for each recording.
 
     Parameters
     ----------
-    model : ELMModel
-        A model with a trained text side.
+    model : EmbeddingModel
+        A model with a trained text side (torch or compiled).
     recording_emb : array, shape (n_recordings, 256) or (256,)
         Normalised recording embeddings (``model.pool_windows``).
     prompts : list of str

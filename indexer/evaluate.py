@@ -226,7 +226,7 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
     if all(p is not None for p in profiles):
         rec_vectors = {"ours": np.stack(profiles), "ours_embedding": emb}
     if baselines:
-        params = index.model.config.get("preprocessing")
+        params = index.model.config.preprocessing
         from elmsearch.preprocessing import PreprocessingParams
 
         pp = PreprocessingParams.from_dict(params or {})

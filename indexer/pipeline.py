@@ -40,8 +40,9 @@ from elmsearch.io.chunks import LONG_RECORDING_S
 from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.models.backends import get_encoder
 from elmsearch.models.compiled import write_query_model
-from elmsearch.models.factory import config_hash, load_model
-from elmsearch.models.model import ELMModel, cpu_has_bf16
+from elmsearch.models.factory import load_model
+from elmsearch.models.identity import config_hash, cpu_has_bf16
+from elmsearch.models.model import ELMModel
 from elmsearch.preprocessing import PreprocessingParams
 from elmsearch.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
@@ -331,7 +332,7 @@ class Indexer:
         self.model = model
         self.model_path = str(Path(model_path).resolve())
         self.model_hash = config_hash(model)
-        self.params = PreprocessingParams.from_dict(model.config.get("preprocessing", {}))
+        self.params = PreprocessingParams.from_dict(model.config.preprocessing or {})
         self.window_seconds = model.window_seconds
         self.pooling = "attention" if model.has_text else "mean"
         model.cache_dir = store.folder / "cache"
@@ -585,7 +586,7 @@ class Indexer:
         with self.store.session() as s, s.begin():
             run_row = IndexRun(archive=archive_path(root), model_hash=self.model_hash,
                                model_path=self.model_path, preprocessing=self.params.to_dict(),
-                               precision=enc.label, versions=_versions())
+                               precision=enc.engine, versions=_versions())
             s.add(run_row)
             s.flush()
             run_id = run_row.id
@@ -649,10 +650,6 @@ class Indexer:
                                             extra={"report_text": self.report_text,
                                                    "similar_representation": self.model.similar_representation})
         self.timings["faiss_s"] = time.perf_counter() - t0
-        if self.model.has_text and summary.counts.get("report"):
-            t0 = time.perf_counter()  # queries load this trace instead of transformers (~0.15 s vs ~3 s)
-            self.model.text_encoder.write_trace()
-            self.timings["text_trace_s"] = time.perf_counter() - t0
         if summary.counts.get("eeg_recording"):
             t0 = time.perf_counter()  # cold queries run it without importing torch (~1 s)
             write_query_model(self.model, self.model_path)

@@ -305,7 +305,8 @@ class PartitionEmbedder:
         import torch
 
         from elmsearch.models.backends import get_encoder
-        from elmsearch.models.factory import config_hash, load_model
+        from elmsearch.models.factory import load_model
+        from elmsearch.models.identity import config_hash
         from elmsearch.preprocessing import PreprocessingParams
 
         device = "cuda" if ray.get_gpu_ids() else "cpu"
@@ -322,7 +323,7 @@ class PartitionEmbedder:
         self.spill.mkdir()
         enc = get_encoder(self.model, backend, precision)
         self.backend, self.precision = enc.name, enc.precision
-        self.params = PreprocessingParams.from_dict(self.model.config.get("preprocessing", {}))
+        self.params = PreprocessingParams.from_dict(self.model.config.preprocessing or {})
         self.window_seconds = self.model.window_seconds
         self.pooling = "attention" if self.model.has_text else "mean"
         self.timeout, self.n_jobs = timeout, n_jobs

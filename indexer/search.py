@@ -182,7 +182,8 @@ class Index:
     @property
     def model(self) -> ELMModel:
         """The model the index was built with (loaded and checked on first use)."""
-        from elmsearch.models.factory import config_hash, load_model
+        from elmsearch.models.factory import load_model
+        from elmsearch.models.identity import config_hash
 
         with self._loading:
             if self._model is None:
@@ -191,8 +192,6 @@ class Index:
                     raise IndexStateError(f"the index's model {path} is gone; re-index with `elmsearch index --model`")
                 self._model = load_model(path)
                 self._model.cache_dir = self._text_cache_dir()
-                if self._model.has_text:
-                    self._model.text_encoder.fast = True  # the traced encoder the indexer left, if any
             if not self._model_checked:
                 if config_hash(self._model) != self.manifest["model_hash"]:
                     raise IndexStateError(f"{self.store.folder}: built with model {self.manifest['model_hash']}, "
@@ -233,25 +232,12 @@ class Index:
     # ---- helpers --------------------------------------------------------------------------
     def _text_query(self, text: str) -> np.ndarray:
         if not self.manifest.get("has_text"):
-            from elmsearch.models.model import NoTextModelError
+            from elmsearch.models.protocol import NoTextModelError
 
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model "
                                    f"({self.manifest['model_path']}); text queries need a model trained "
                                    "with `elmsearch train`")
-        model = self.query_model
-        if not hasattr(model, "eeg"):  # the compiled model: one ONNX Runtime thread already
-            return model.encode_text([text])[0]
-        import torch
-
-        # One intra-op thread for a single short text: with torch's default (one per core) the
-        # text encoding of a query that also reads window embeddings from SQL took 2x longer on
-        # 2 cores (bench/bench_query.py: 41 vs 24 ms p50); on its own it is ~2 ms faster.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return model.encode_text([text])[0]
-        finally:
-            torch.set_num_threads(threads)
+        return self.query_model.encode_query(text)
 
     def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
         """Ids of index ``name`` whose recording passes ``filters`` (only those in ``among`` if given)."""
@@ -475,7 +461,7 @@ class Index:
         ``query`` (from ``resolve``) instead of a file or id: a file embedded once serves several queries.
         """
         if not self.manifest.get("has_text"):
-            from elmsearch.models.model import NoTextModelError
+            from elmsearch.models.protocol import NoTextModelError
 
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model; reports need a model "
                                    "trained with `elmsearch train`")

@@ -44,6 +44,7 @@ from sqlalchemy import case, delete, exists, func, select
 from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window
 from db.engine import DB_FILE, make_engine, make_sessionmaker, sqlite_url
 from elmsearch.errors import ElmsearchError
+from elmsearch.models.config import ModelCfg
 from indexer import integrity
 from indexer.lock import lock_holder
 from indexer.private import FILE_MODE, private_dir, private_umask
@@ -470,10 +471,11 @@ class IndexStore:
                 infos[name] = {**st.info.to_dict(), "bytes": st.nbytes(), "last_sync": st.how,
                                "files": self._describe_files(st, old)}
             logger.info("%s: %d vectors, %s (%s)", name, counts[name], st.info.kind if st.info else "no index", st.how)
+        cfg = ModelCfg.from_dict(model_config)  # a ModelCfg or its dict
         manifest = {
             "format": 1, "model_hash": model_hash, "model_path": model_path,
-            "window_seconds": model_config["eeg"]["window_seconds"],
-            "preprocessing": model_config.get("preprocessing", {}),
+            "window_seconds": cfg.eeg.window_seconds,
+            "preprocessing": cfg.preprocessing or {},
             "has_text": counts["report"] > 0 or counts["segment"] > 0,
             "db_url": None if self._default_db else public_url(self.db_url),
             "counts": counts, "indices": infos, "updated": dt.datetime.now(dt.UTC).isoformat(),

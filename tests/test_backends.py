@@ -12,7 +12,7 @@ from conftest import SHARED_DATA
 
 from elmsearch.models import backends as B
 from elmsearch.models import create_model, load_model
-from elmsearch.models.model import cpu_has_bf16
+from elmsearch.models.identity import cpu_has_bf16
 
 ELM_5S = SHARED_DATA / "elm_pretrained" / "5s"
 EEGMAT = SHARED_DATA / "eegmat" / "Subject00_1.edf"
@@ -125,7 +125,7 @@ def test_corrupted_record_and_failed_check_fall_back_to_torch(fresh_model, tmp_p
     monkeypatch.setenv("ELMSEARCH_CACHE_DIR", str(tmp_path))
     folder = tmp_path / "eeg-backends"
     folder.mkdir()
-    from elmsearch.models.factory import config_hash
+    from elmsearch.models.identity import config_hash
 
     (folder / f"{config_hash(fresh_model)}.json").write_text("{not json")
     assert B.build(fresh_model, "onnxruntime") is not None  # an unreadable record: built afresh
@@ -150,7 +150,7 @@ def test_auto_returns_a_verified_backend_and_records_it(fresh_model, tmp_path, m
     assert enc.name == "torch" or enc.min_cosine >= B.MIN_COSINE
     import json
 
-    from elmsearch.models.factory import config_hash
+    from elmsearch.models.identity import config_hash
 
     rec = json.loads((tmp_path / "eeg-backends" / f"{config_hash(fresh_model)}.json").read_text())
     assert rec["auto"][f"fp32-{torch.get_num_threads()}t"] == f"{enc.name}/{enc.precision}"

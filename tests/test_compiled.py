@@ -8,7 +8,8 @@ import pytest
 
 from elmsearch.models.backends import row_cosine, verify_windows
 from elmsearch.models.compiled import QueryModel, query_folder, write_query_model
-from elmsearch.models.factory import config_hash, load_model
+from elmsearch.models.factory import load_model
+from elmsearch.models.identity import config_hash
 from indexer.pipeline import index_archive
 from indexer.search import Index
 

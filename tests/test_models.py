@@ -37,6 +37,24 @@ def test_registry_lists_elm_configs():
         get_config("nope")
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_typed_config_gives_back_the_json_it_was_read_from(name):
+    """config.json, meta.json and config_hash depend on to_dict: same keys, order, nulls, unknown keys."""
+    import json
+
+    from elmsearch.models.config import ModelCfg
+
+    raw = get_config(name)
+    raw["eeg"]["spectral"] = None  # a null stays a null
+    del raw["learn_temperature"]  # an absent key stays absent
+    raw["lab_note"] = {"kept": True}  # an unknown key is kept, in its place
+    cfg = ModelCfg.from_dict(raw)
+    assert json.dumps(cfg.to_dict()) == json.dumps(raw)
+    assert cfg.eeg.spectral is None and cfg.eeg.n_times == round(raw["eeg"]["window_seconds"] * raw["eeg"]["sfreq"])
+    cfg.similar = {"representation": "spectral"}  # set later: appended, as a dict assignment would
+    assert list(cfg.to_dict()) == [*raw, "similar"] and cfg.similar_representation == "embedding"
+
+
 def test_add_model_config_registers_a_json_file(tmp_path):
     import json
 
@@ -46,7 +64,7 @@ def test_add_model_config_registers_a_json_file(tmp_path):
     (tmp_path / "mine.json").write_text(json.dumps(cfg))
     try:
         assert add_model_config(tmp_path / "mine.json") == "my-elm-5s" and "my-elm-5s" in list_models()
-        assert create_model("my-elm-5s").config["description"] == "a lab's own"
+        assert create_model("my-elm-5s").config.description == "a lab's own"
         get_config("my-elm-5s")["eeg"]["window_seconds"] = 1.0  # a copy: the registry keeps its own
         assert get_config("my-elm-5s")["eeg"]["window_seconds"] == cfg["eeg"]["window_seconds"]
     finally:
@@ -60,8 +78,8 @@ def test_add_model_config_registers_a_json_file(tmp_path):
 def test_every_registered_config_builds_and_encodes(name):
     torch.manual_seed(0)
     model = create_model(name)
-    cfg = model.config["eeg"]
-    n_times = int(cfg["window_seconds"] * cfg["sfreq"])
+    cfg = model.config.eeg
+    n_times = int(cfg.window_seconds * cfg.sfreq)
     emb = model.encode_eeg(np.random.default_rng(0).standard_normal((3, 20, n_times)).astype(np.float32))
     assert emb.shape == (3, 256) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
@@ -171,22 +189,21 @@ def test_text_side_uses_packaged_encoder_and_caches(tmp_path):
 
 
 @pytest.mark.parametrize("pooling,max_length", [("mean", 128), ("cls", 16)])
-def test_traced_text_encoder_gives_the_eager_vectors(tmp_path, monkeypatch, pooling, max_length):
-    """The query-time trace (no transformers import) must reproduce the eager model exactly."""
-    monkeypatch.setenv("ELMSEARCH_CACHE_DIR", str(tmp_path / "traces"))
-    eager = FrozenTextEncoder(pooling=pooling, max_length=max_length, cache_dir=tmp_path)
-    assert eager.write_trace() and eager.trace_file.parent == tmp_path / "traces"
-    fast = FrozenTextEncoder(pooling=pooling, max_length=max_length, cache_dir=tmp_path, fast=True)
-    fast._load = None  # the trace path must never build the transformers model
+def test_compiled_text_side_gives_the_eager_vectors(tmp_path, pooling, max_length):
+    """The query-time ONNX language model and fast tokenizer (no transformers) reproduce the eager model."""
+    from elmsearch.models.compiled import QueryModel, _export_text_lm
+
+    eager = FrozenTextEncoder(pooling=pooling, max_length=max_length)
+    eager.fast_tokenizer().save(str(tmp_path / "tokenizer.json"))
+    _export_text_lm(eager, tmp_path / "lm.onnx")
+    meta = {"files": {"tokenizer": str(tmp_path / "tokenizer.json"), "text_lm": str(tmp_path / "lm.onnx")},
+            "text": {"pooling": pooling, "dim": eager.dim}}
+    fast = QueryModel.__new__(QueryModel)  # only its text side: no heads, no EEG graph
+    fast.meta, fast._text = meta, None
     texts = ["left temporal sharp waves", "Ünïcödé électro-encéphalogramme", "", "spike " * 300,
              "Impression: abnormal EEG with frequent generalized polyspikes in sleep."]
-    np.testing.assert_allclose(fast._encode(texts), eager._encode_eager(texts), atol=1e-5)
-    np.testing.assert_allclose(fast._encode(texts[:1]), eager._encode_eager(texts[:1]), atol=1e-5)
-    # a damaged trace is never used: the eager model answers instead
-    eager.trace_file.write_bytes(b"not a torchscript file")
-    broken = FrozenTextEncoder(pooling=pooling, max_length=max_length, cache_dir=tmp_path, fast=True)
-    np.testing.assert_allclose(broken._encode(texts[:2]), eager._encode_eager(texts[:2]), atol=1e-5)
-    assert broken._traced is False
+    np.testing.assert_allclose(fast._features(texts), eager._encode(texts), atol=1e-5)
+    np.testing.assert_allclose(fast._features(texts[:1]), eager._encode(texts[:1]), atol=1e-5)
 
 
 def test_text_pooling_is_configuration(tmp_path):
@@ -212,7 +229,7 @@ def test_any_local_hf_folder_works(tmp_path):
     dst = tmp_path / "my-clinical-bert"
     shutil.copytree(src, dst)
     model = create_model("elm-5s", text_model=dst)
-    assert model.config["text"]["model"] == str(dst)
+    assert model.config.text.model == str(dst)
     assert model.encode_text(["spike"]).shape == (1, 256)
 
 

@@ -229,7 +229,8 @@ def test_a_reader_that_dies_or_hangs_costs_its_file_not_the_actor(ray_session, d
                                                                     monkeypatch):
     import indexer.pipeline as pipeline
     from elmsearch.archive import Walk, discover
-    from elmsearch.models.factory import config_hash, load_model
+    from elmsearch.models.factory import load_model
+    from elmsearch.models.identity import config_hash
     from indexer.ray_runner import PartitionEmbedder
 
     entries = discover(demo_archive.root, None, Walk())[:4]

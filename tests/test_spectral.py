@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from cli.app import app
 from db import make_engine, sqlite_url
 from elmsearch.bandpower import band_power
+from elmsearch.models.config import ModelCfg
 from elmsearch.models.factory import load_model
-from elmsearch.models.spectral import BANDS, similar_representation, spectral_features, spectral_profile
+from elmsearch.models.spectral import SPECTRAL_BANDS, spectral_features, spectral_profile
 from elmsearch.models.spectral_view import SpectralView, spectral_arrays
 from elmsearch.training import TrainItem, build_model, choose_similar, load_eeg_weights
 from indexer.pipeline import index_archive
@@ -35,9 +36,9 @@ def test_band_powers_equal_welch(n_times):
     x = _windows(rng, 3, 10.0, n_times)
     view = SpectralView(20, n_times, SFREQ)
     got = view.raw(torch.from_numpy(x)).numpy()
-    want = band_power(x, SFREQ, {name: (lo, hi) for name, lo, hi in BANDS})
+    want = band_power(x, SFREQ, {name: (lo, hi) for name, lo, hi in SPECTRAL_BANDS})
     np.testing.assert_allclose(got[:, :100], want, atol=1e-4)
-    assert got.shape == (3, 20 * len(BANDS) + 1 + 3 * len(BANDS)) == (3, view.n_features)
+    assert got.shape == (3, 20 * len(SPECTRAL_BANDS) + 1 + 3 * len(SPECTRAL_BANDS)) == (3, view.n_features)
 
 
 def test_asymmetry_features_see_a_focal_change_in_any_region():
@@ -46,7 +47,7 @@ def test_asymmetry_features_see_a_focal_change_in_any_region():
     rng = np.random.default_rng(4)
     view = SpectralView(20, 500, SFREQ)
     base = rng.standard_normal((1, 20, 500)).astype(np.float32) * 5
-    n_b = len(BANDS)
+    n_b = len(SPECTRAL_BANDS)
     delta = slice(20 * n_b + 1 + n_b, 20 * n_b + 1 + 2 * n_b)  # the per-band largest asymmetry
     plain = view.raw(torch.from_numpy(base))[0, delta][0].item()
     t = np.arange(500) / SFREQ
@@ -60,7 +61,7 @@ def test_posterior_dominant_frequency_follows_the_rhythm():
     rng = np.random.default_rng(1)
     view = SpectralView(20, 500, SFREQ)
     for hz in (8.0, 9.5, 11.0):
-        pdr = view.raw(torch.from_numpy(_windows(rng, 2, hz)))[:, 20 * len(BANDS)].numpy()
+        pdr = view.raw(torch.from_numpy(_windows(rng, 2, hz)))[:, 20 * len(SPECTRAL_BANDS)].numpy()
         np.testing.assert_allclose(pdr, hz, atol=0.35)
 
 
@@ -80,8 +81,8 @@ def test_fit_standardises_and_numpy_matches_torch():
                                atol=1e-3)
     prof = spectral_profile(windows[0], arrays, 256)
     assert prof.shape == (256,) and prof.dtype == np.float32
-    assert np.isclose(np.linalg.norm(prof), 1, atol=1e-5) and not prof[20 * len(BANDS):].any()
-    mean = spectral_features(windows[0][[1, 3]], arrays)[:, :20 * len(BANDS)].mean(0)  # band powers
+    assert np.isclose(np.linalg.norm(prof), 1, atol=1e-5) and not prof[20 * len(SPECTRAL_BANDS):].any()
+    mean = spectral_features(windows[0][[1, 3]], arrays)[:, :20 * len(SPECTRAL_BANDS)].mean(0)  # band powers
     np.testing.assert_allclose(spectral_profile(windows[0], arrays, 256, index=np.array([1, 3]))[:len(mean)],
                                mean / np.linalg.norm(mean), atol=1e-5)
     with pytest.raises(ValueError, match="at least one window"):
@@ -109,7 +110,7 @@ def test_choose_similar_takes_the_profile_only_when_it_finds_the_patient_earlier
     noise = rng.standard_normal((len(items), 256)).astype(np.float32)
     monkeypatch.setattr(training, "recording_vectors", lambda m, its, *a: noise[: len(its)])
     out = choose_similar(model, items, max_windows=4)
-    assert out["representation"] == "spectral" and model.config["similar"] is out
+    assert out["representation"] == "spectral" and model.config.similar is out
     assert out["measured"]["spectral"]["MRR"] > out["measured"]["embedding"]["MRR"]
     assert model.similar_representation == "spectral"
     # an embedding that finds the patient as early: the shared-space embedding stays
@@ -120,9 +121,9 @@ def test_choose_similar_takes_the_profile_only_when_it_finds_the_patient_earlier
     monkeypatch.setattr(training, "recording_vectors", lambda m, its, *a: noise[: len(its)])
     assert choose_similar(model, _items(rng, [1] * 4), max_windows=4)["representation"] == "embedding"
     # a model without a spectral view never compares spectra
-    cfg = json.loads(json.dumps(model.config))
+    cfg = json.loads(json.dumps(model.config.to_dict()))
     cfg["eeg"].pop("spectral")
-    assert similar_representation(cfg) == "embedding"
+    assert ModelCfg.from_dict(cfg).similar_representation == "embedding"
 
 
 def test_same_seed_same_weights_and_metrics(demo_archive, tmp_path):

@@ -23,6 +23,7 @@ and records the fastest.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import json
@@ -35,6 +36,9 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+
+from elmsearch.cache import machine_cache_dir
+from elmsearch.models.identity import config_hash, resolve_precision
 
 # torch is imported where used: a query served by the compiled query model never imports it
 # (elmsearch.models.compiled reads this cache).
@@ -51,8 +55,6 @@ _memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(nam
 
 def cache_folder() -> Path:
     """Folder of the per-machine compiled EEG encoders."""
-    from elmsearch.cache import machine_cache_dir
-
     return machine_cache_dir() / "eeg-backends"
 
 
@@ -74,17 +76,6 @@ def backend_version(name: str) -> str:
     import openvino
 
     return openvino.__version__.split("-")[0]
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` → ``bf16`` where the CPU has native bfloat16 units, else ``fp32``."""
-    from elmsearch.models.model import cpu_has_bf16
-
-    if precision == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    if precision not in {"fp32", "bf16"}:
-        raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
-    return precision
 
 
 def verify_windows(n_chans: int, n_times: int, n: int = VERIFY_WINDOWS, seed: int = 0) -> np.ndarray:
@@ -160,8 +151,6 @@ def _update_record(path: Path, update) -> dict:
 
 def export_onnx(model, path: Path) -> Path:
     """Export ``model.eeg`` (eval, fp32, CPU) to ONNX with a dynamic batch axis, atomically."""
-    import copy
-
     import torch
 
     eeg = copy.deepcopy(model.eeg).float().cpu().eval()
@@ -184,7 +173,7 @@ def export_onnx(model, path: Path) -> Path:
 
 def eeg_n_chans(model) -> int:
     """Input channels of the EEG encoder."""
-    return int(model.config["eeg"]["n_chans"])
+    return int(model.config.eeg.n_chans)
 
 
 # ---- encoders --------------------------------------------------------------------------------
@@ -207,8 +196,8 @@ class Encoder:
         self.name, self.precision, self.threads, self.min_cosine = name, precision, threads, min_cosine
 
     @property
-    def label(self) -> str:
-        """Short label (at most 8 characters, the index run's ``precision`` column)."""
+    def engine(self) -> str:
+        """Engine and precision in at most 8 characters, e.g. ``ort-fp32`` (stored by an index run)."""
         short = {"torch": "", "onnxruntime": "ort-", "openvino": "ov-"}[self.name]
         return f"{short}{self.precision}"
 
@@ -343,8 +332,6 @@ def build(model, name: str, precision: str = "fp32", threads: int | None = None)
         None (after one logged warning when it is new) if the package is missing, the
         export or compile fails, or the result is further than ``MIN_COSINE`` from torch fp32.
     """
-    from elmsearch.models.factory import config_hash
-
     if name not in _PACKAGES or name not in installed():
         return None
     if name == "onnxruntime":
@@ -422,8 +409,6 @@ def choose_auto(model, precision: str = "fp32", threads: int | None = None) -> E
     With ``precision="bf16"`` the fp32 variants compete too (they are at least as accurate):
     on a CPU whose bfloat16 is slow, fp32 wins.
     """
-    from elmsearch.models.factory import config_hash
-
     precision = resolve_precision(precision)
     threads = int(threads or _torch_threads())
     record_path = cache_folder() / f"{config_hash(model)}.json"

@@ -22,6 +22,7 @@ written (size or modification time), or a model folder whose weights changed, ma
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -32,19 +33,30 @@ from pathlib import Path
 
 import numpy as np
 
-from elmsearch.models.backends import MIN_COSINE, cache_folder, row_cosine
+from elmsearch.cache import machine_cache_dir
+from elmsearch.models import backends
+from elmsearch.models.backends import MIN_COSINE, row_cosine, verify_windows
+from elmsearch.models.config import ModelCfg
+from elmsearch.models.identity import config_hash
+from elmsearch.models.protocol import ModelParts
+from elmsearch.models.spectral import spectral_profile
 from elmsearch.models.textcache import cached_embed, open_cache
 
 logger = logging.getLogger(__name__)
 
 FOLDER = "query-models"  # inside machine_cache_dir()
 FORMAT = 2
+PROBE_TEXTS = (  # a padded batch, short, long and truncated texts check the compiled text side
+    "Generalized 3 Hz spike-and-wave discharges during hyperventilation.",
+    "Normal awake EEG.",
+    "Impression: abnormal EEG due to intermittent left temporal slowing; clinical correlation is advised.",
+    "the posterior dominant rhythm is 9 hz, reactive to eye opening " * 40,
+    "",
+)
 
 
 def query_folder(model_hash: str) -> Path:
     """Where the compiled query model of ``model_hash`` lives."""
-    from elmsearch.cache import machine_cache_dir
-
     return machine_cache_dir() / FOLDER / model_hash
 
 
@@ -77,19 +89,17 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-class QueryModel:
+class QueryModel(ModelParts):
     """A trained model's frozen inference path without torch (see the module notes).
 
-    Use ``QueryModel.load``. Duck-types the parts of ``ELMModel`` queries use: ``config``,
-    ``has_text``, ``window_seconds``, ``temperature``, ``encode_text``, ``encode_eeg``,
-    ``pool_windows``.
+    Use ``QueryModel.load``. An ``EmbeddingModel`` (``elmsearch.models.protocol``), as ``ELMModel``.
     """
 
     backend = "onnxruntime"
 
     def __init__(self, folder: Path, meta: dict, cache_dir: str | os.PathLike | None = None):
         self.folder, self.meta = folder, meta
-        self.config = meta["config"]
+        self.config = ModelCfg.from_dict(meta["config"])
         self.has_text = bool(meta["has_text"])
         self.temperature = float(meta["temperature"])
         self.cache_dir = cache_dir
@@ -132,18 +142,6 @@ class QueryModel:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    # ---- model properties ---------------------------------------------------------------
-    @property
-    def window_seconds(self) -> float:
-        """Window length the EEG encoder takes, seconds."""
-        return float(self.config["eeg"]["window_seconds"])
-
-    @property
-    def n_times(self) -> int:
-        """Samples per window."""
-        e = self.config["eeg"]
-        return int(round(e["window_seconds"] * e["sfreq"]))
-
     # ---- text -----------------------------------------------------------------------------
     def _text_parts(self):
         if self._text is None:
@@ -177,11 +175,7 @@ class QueryModel:
 
     def encode_text(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         """Embed texts, shape (n_texts, 256), float32, like ``ELMModel.encode_text``."""
-        if not self.has_text:
-            from elmsearch.models.model import NoTextModelError
-
-            raise NoTextModelError("this model has EEG weights only (the ELM release); text features need a "
-                                   "model trained with `elmsearch train`")
+        self._require_text()
         texts = [texts] if isinstance(texts, str) else list(texts)
         feats = cached_embed(texts, self._db, self._features, int(self.meta["text"]["dim"]))
         z = self.project_text(feats.astype(np.float32))
@@ -200,24 +194,15 @@ class QueryModel:
         name = self._eeg.get_inputs()[0].name
         out = [self._eeg.run(None, {name: np.ascontiguousarray(windows[i : i + batch_size], np.float32)})[0]
                for i in range(0, len(windows), batch_size)]
-        z = np.concatenate(out) if out else np.zeros((0, int(self.config["eeg"]["proj_dims"][-1])), np.float32)
+        z = np.concatenate(out) if out else np.zeros((0, self.config.eeg.out_dim), np.float32)
         return _normalize(z) if normalize else z.astype(np.float32)
-
-    @property
-    def similar_representation(self) -> str:
-        """As ``ELMModel.similar_representation``."""
-        from elmsearch.models.spectral import similar_representation
-
-        return similar_representation(self.config)
 
     def spectral_profile(self, windows, index: np.ndarray | None = None) -> np.ndarray:
         """As ``ELMModel.spectral_profile``, from the arrays in ``heads.npz``."""
-        from elmsearch.models.spectral import spectral_profile
-
         arrays = {k.removeprefix("spectral."): v for k, v in self.heads.items() if k.startswith("spectral.")}
         if not arrays:
             raise ValueError("this model's EEG encoder has no spectral view")
-        return spectral_profile(windows, arrays, int(self.config["eeg"]["proj_dims"][-1]), index)
+        return spectral_profile(windows, arrays, self.config.eeg.out_dim, index)
 
     def pool_windows(self, window_emb: np.ndarray, pooling: str = "attention", normalize: bool = True) -> np.ndarray:
         """Recording embedding from window embeddings, like ``ELMModel.pool_windows``."""
@@ -237,8 +222,6 @@ class QueryModel:
 
 
 def _ort_installed() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("tokenizers") is not None
 
 
@@ -310,14 +293,12 @@ def _optimised(src: Path) -> Path:
     """
     import onnxruntime as ort
 
-    from elmsearch.models.backends import _atomic, backend_version
-
-    path = src.with_name(f"{src.stem}-onnxruntime{backend_version('onnxruntime')}.onnx")
+    path = src.with_name(f"{src.stem}-onnxruntime{backends.backend_version('onnxruntime')}.onnx")
     if not path.is_file():
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.log_severity_level = 3
-        with _atomic(path) as tmp:
+        with backends._atomic(path) as tmp:
             so.optimized_model_filepath = str(tmp)
             ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     return path
@@ -329,11 +310,6 @@ def write_query_model(model, model_path: str | os.PathLike | None = None) -> Pat
     Needs torch, ONNX Runtime and ``tokenizers``. Returns None (after one logged line) when
     any part cannot be exported or does not reproduce the torch model (see the module notes).
     """
-    from elmsearch.cache import machine_cache_dir
-    from elmsearch.models import backends
-    from elmsearch.models.factory import config_hash
-    from elmsearch.models.text import PROBE_TEXTS
-
     if not _ort_installed():
         return None
     key = config_hash(model)
@@ -344,7 +320,7 @@ def write_query_model(model, model_path: str | os.PathLike | None = None) -> Pat
         if backends.build(model, "onnxruntime", "fp32") is None:
             logger.info("compiled query model %s: the EEG encoder did not verify in ONNX Runtime", key)
             return None
-        files = {"eeg": str(backends._artefact("onnxruntime", "fp32", key, cache_folder()))}
+        files = {"eeg": str(backends._artefact("onnxruntime", "fp32", key, backends.cache_folder()))}
         text = {}
         if model.has_text:
             te = model.text_encoder
@@ -362,7 +338,7 @@ def write_query_model(model, model_path: str | os.PathLike | None = None) -> Pat
             lm = _optimised(lm)
             files.update(text_lm=str(lm), tokenizer=str(tok))
             text = {"key": te.key, "pooling": te.pooling, "dim": te.dim, "max_length": te.max_length}
-        meta = {"format": FORMAT, "model_hash": key, "config": model.config, "has_text": model.has_text,
+        meta = {"format": FORMAT, "model_hash": key, "config": model.config.to_dict(), "has_text": model.has_text,
                 "temperature": model.temperature, "text": text, "files": files,
                 "model_stamp": _weights_stamp(model_path),
                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -394,9 +370,7 @@ def write_query_model(model, model_path: str | os.PathLike | None = None) -> Pat
 
 def _check(model, qm: QueryModel, texts) -> float:
     """Lowest cosine between ``qm`` and the torch ``model`` over probe texts, windows and pooling."""
-    from elmsearch.models.backends import eeg_n_chans, verify_windows
-
-    x = verify_windows(eeg_n_chans(model), model.n_times, n=16)
+    x = verify_windows(model.config.eeg.n_chans, model.n_times, n=16)
     worst = float(row_cosine(model.encode_eeg(x, backend="torch"), qm.encode_eeg(x)).min())
     emb = model.encode_eeg(x, backend="torch")
     for pooling in ("attention", "mean"):

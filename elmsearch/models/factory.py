@@ -1,6 +1,7 @@
 """Model registry and persistence: ``list_models``, ``create_model``, ``load_model``, ``save_model``.
 
-Configs are JSON files in ``elmsearch/model_configs``. ``load_model`` reads either a
+Configs are JSON files in ``elmsearch/model_configs``, read once into a registry of dicts
+(``get_config``); a model holds its config typed (``elmsearch.models.config.ModelCfg``). ``load_model`` reads either a
 MODEL_DIR written by ``elmsearch train`` (``config.json`` + ``model.safetensors``) or
 the ELM authors' release folder exactly as it ships (``config_xy.yaml`` +
 ``model_0_checkpoint.pt``, tensors saved on a GPU).
@@ -9,7 +10,6 @@ the ELM authors' release folder exactly as it ships (``config_xy.yaml`` +
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +20,7 @@ import torch
 
 from elmsearch.errors import ElmsearchError
 from elmsearch.models.model import ELMModel
+from elmsearch.models.text import resolve_text_model
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ def create_model(name: str = "elm-5s", text_model: str | os.PathLike | None = No
     **overrides
         Nested config overrides, e.g. ``mil={"max_eeg": 16}``.
     """
-    from elmsearch.models.text import resolve_text_model
-
     cfg = _merge(get_config(name), overrides)
     if text_model is not None:
         cfg["text"]["model"] = str(text_model)
@@ -105,35 +104,13 @@ def create_model(name: str = "elm-5s", text_model: str | os.PathLike | None = No
     return ELMModel(cfg)
 
 
-def config_hash(model: ELMModel) -> str:
-    """Identity of the weights a model actually uses, stable across loads.
-
-    Hashes the architecture and preprocessing of the EEG side and every EEG weight; for a
-    model with a trained text side also its text config, projection, pooler and temperature.
-    An EEG-only model (the ELM release) has randomly initialised text projection and
-    attention pooler that never reach an embedding, so they are left out: loading the same
-    folder twice gives the same hash. Free-text fields (``name``, ``description``) are
-    left out too.
-    """
-    cfg = {k: v for k, v in model.config.items() if k not in {"name", "description"}}
-    if not model.has_text:
-        cfg = {k: cfg[k] for k in ("eeg", "preprocessing") if k in cfg}
-    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for k, v in sorted(model.state_dict().items()):
-        if not model.has_text and not k.startswith("eeg."):
-            continue
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def save_model(model: ELMModel, out_dir: str | os.PathLike) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``out_dir`` (atomically per file)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = dict(model.config, has_text=model.has_text)
+    cfg = dict(model.config.to_dict(), has_text=model.has_text)
     tmp = out / f".{CONFIG_NAME}.tmp"
     tmp.write_text(json.dumps(cfg, indent=2))
     os.replace(tmp, out / CONFIG_NAME)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 import math
 
@@ -13,54 +11,45 @@ import torch.nn.functional as F
 from torch import nn
 
 from elmsearch.errors import ElmsearchError
+from elmsearch.models.backends import BACKENDS, get_encoder
+from elmsearch.models.config import ModelCfg
 from elmsearch.models.eeg_resnet import EEGResNet
 from elmsearch.models.pooling import AttentionPool, mean_pool
+from elmsearch.models.protocol import ModelParts, NoTextModelError
+from elmsearch.models.spectral import spectral_profile
+from elmsearch.models.spectral_view import spectral_arrays
 from elmsearch.models.text import FrozenTextEncoder, TextProjection
 
 logger = logging.getLogger(__name__)
 
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether the CPU has native bfloat16 units (AVX512-BF16 or AMX), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+__all__ = ["ELMModel", "NoTextModelError"]
 
 
-class NoTextModelError(ElmsearchError):
-    """The model has EEG weights only (e.g. the ELM release), so text features are unavailable."""
-
-
-class ELMModel(nn.Module):
+class ELMModel(nn.Module, ModelParts):
     """EEG and report text in one 256-d space.
 
     Parameters
     ----------
-    config : dict
-        A model config (see ``elmsearch/model_configs/*.json``).
+    config : ModelCfg | dict
+        A model config (see ``elmsearch/model_configs/*.json``); a dict is read with
+        ``ModelCfg.from_dict``.
     has_text : bool
         Whether the text projection carries trained weights. Models loaded from
         the ELM authors' EEG-only release have ``has_text=False``.
     """
 
-    def __init__(self, config: dict, has_text: bool = True):
+    def __init__(self, config: ModelCfg | dict, has_text: bool = True):
         super().__init__()
-        self.config = copy.deepcopy(config)
-        e = self.config["eeg"]
-        self.n_times = int(round(e["window_seconds"] * e["sfreq"]))
-        self.eeg = EEGResNet(e["n_chans"], self.n_times, e["sfreq"], e["conv1_params"],
-                             e["res_params"], e["pool_sizes"], e["proj_dims"], e.get("spectral"))
-        t = self.config["text"]
-        self.text_dim = int(t.get("dim", 384))
-        self.text_proj = TextProjection(self.text_dim, t["proj_dims"][0], t["proj_dims"][1])
-        self.pool = AttentionPool(e["proj_dims"][-1])
-        temp = float(self.config.get("temperature", 0.3))
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(temp)),
-                                            requires_grad=bool(self.config.get("learn_temperature")))
+        self.config = ModelCfg.from_dict(config)
+        e = self.config.eeg
+        self.eeg = EEGResNet(e.n_chans, e.n_times, e.sfreq, e.conv1_params,
+                             e.res_params, e.pool_sizes, e.proj_dims, e.spectral)
+        t = self.config.text
+        self.text_dim = int(t.dim or 384)
+        self.text_proj = TextProjection(self.text_dim, t.proj_dims[0], t.proj_dims[1])
+        self.pool = AttentionPool(e.out_dim)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(float(self.config.temperature))),
+                                            requires_grad=bool(self.config.learn_temperature))
         self.has_text = has_text
         self._text_encoder: FrozenTextEncoder | None = None
         self.cache_dir = None
@@ -68,19 +57,12 @@ class ELMModel(nn.Module):
 
     def set_backend(self, name: str) -> ELMModel:
         """Default EEG inference engine of ``encode_eeg``: auto, torch, onnxruntime or openvino."""
-        from elmsearch.models.backends import BACKENDS
-
         if name not in (*BACKENDS, "auto"):
             raise ValueError(f"backend must be auto, torch, onnxruntime or openvino, got {name!r}")
         self.backend = name
         return self
 
     # ---- properties ----------------------------------------------------------------------
-    @property
-    def window_seconds(self) -> float:
-        """Window length the EEG encoder takes, seconds."""
-        return float(self.config["eeg"]["window_seconds"])
-
     @property
     def temperature(self) -> float:
         """Softmax temperature of the contrastive objective."""
@@ -95,20 +77,14 @@ class ELMModel(nn.Module):
     def text_encoder(self) -> FrozenTextEncoder:
         """The frozen language model (loaded on first use)."""
         if self._text_encoder is None:
-            t = self.config["text"]
-            self._text_encoder = FrozenTextEncoder(t["model"], t["pooling"], t["max_length"],
+            t = self.config.text
+            self._text_encoder = FrozenTextEncoder(t.model, t.pooling, t.max_length,
                                                    cache_dir=self.cache_dir, device=str(self.device))
             if self._text_encoder.dim != self.text_dim:
                 raise ElmsearchError(
                     f"text model {self._text_encoder.path} gives {self._text_encoder.dim}-d vectors, "
                     f"the projection expects {self.text_dim}")
         return self._text_encoder
-
-    def _require_text(self) -> None:
-        if not self.has_text:
-            raise NoTextModelError(
-                "this model has EEG weights only (the ELM release); text features need a model "
-                "trained with `elmsearch train`")
 
     # ---- batched encoders (inference) ---------------------------------------------------
     @torch.no_grad()
@@ -138,8 +114,6 @@ class ELMModel(nn.Module):
         -------
         array of float32, shape (n_windows, 256)
         """
-        from elmsearch.models.backends import get_encoder
-
         enc = get_encoder(self, backend or self.backend, precision)
         precision = enc.precision
         if enc.name != "torch":
@@ -193,6 +167,20 @@ class ELMModel(nn.Module):
             self.train(was_training)
         return (F.normalize(z, dim=-1) if normalize else z).cpu().numpy()
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query text's normalised embedding, shape (256,), on one intra-op thread.
+
+        With torch's default (one thread per core) the text encoding of a query that also reads
+        window embeddings from SQL took 2x longer on 2 cores (``bench/bench_query.py``: 41 vs
+        24 ms p50); on its own it is ~2 ms faster.
+        """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.encode_text([text])[0]
+        finally:
+            torch.set_num_threads(threads)
+
     @torch.no_grad()
     def pool_windows(self, window_emb: np.ndarray, pooling: str = "attention",
                      normalize: bool = True) -> np.ndarray:
@@ -221,23 +209,6 @@ class ELMModel(nn.Module):
             raise ValueError(f"pooling must be 'attention' or 'mean', got {pooling!r}")
         return (F.normalize(pooled, dim=-1) if normalize else pooled).cpu().numpy()
 
-    def attention_weights(self, window_emb: np.ndarray) -> np.ndarray:
-        """How much each window contributes to the recording embedding, shape (n_windows,)."""
-        with torch.no_grad():
-            z = torch.as_tensor(np.asarray(window_emb, np.float32), device=self.device)
-            return self.pool.weights(z).cpu().numpy()
-
-    @property
-    def similar_representation(self) -> str:
-        """What prior-case search compares: ``"embedding"`` (the shared space) or ``"spectral"``.
-
-        Chosen by ``elmsearch train`` on held-out patients (``config["similar"]``); ``spectral``
-        needs a spectral view in the EEG encoder.
-        """
-        from elmsearch.models.spectral import similar_representation
-
-        return similar_representation(self.config)
-
     def spectral_profile(self, windows, index: np.ndarray | None = None) -> np.ndarray:
         """The recording's spectral profile (``elmsearch.models.spectral.spectral_profile``), shape (256,).
 
@@ -246,13 +217,6 @@ class ELMModel(nn.Module):
         ValueError
             The EEG encoder has no spectral view.
         """
-        from elmsearch.models.spectral import spectral_profile
-        from elmsearch.models.spectral_view import spectral_arrays
-
         if self.eeg.spectral is None:
             raise ValueError("this model's EEG encoder has no spectral view")
         return spectral_profile(windows, spectral_arrays(self.eeg.spectral), self.eeg.out_dim, index)
-
-    def encode_recording(self, windows, pooling: str = "attention") -> np.ndarray:
-        """Embed a recording's windows and pool them, shape (256,), normalised."""
-        return self.pool_windows(self.encode_eeg(windows), pooling)

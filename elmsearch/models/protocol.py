@@ -12,6 +12,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from elmsearch.errors import ElmsearchError
+from elmsearch.models.config import ModelCfg
+
+
+class NoTextModelError(ElmsearchError):
+    """The model has EEG weights only (e.g. the ELM release), so text features are unavailable."""
+
 
 @runtime_checkable
 class EmbeddingModel(Protocol):
@@ -19,7 +26,7 @@ class EmbeddingModel(Protocol):
 
     Attributes
     ----------
-    config : dict
+    config : ModelCfg
         The model config (``eeg``, ``text``, ``preprocessing``, ...) it was built from.
     has_text : bool
         Whether the text side is trained (an EEG-only model embeds EEG only).
@@ -27,7 +34,7 @@ class EmbeddingModel(Protocol):
         The contrastive temperature (zero-shot probabilities are softmax(score / temperature)).
     """
 
-    config: dict
+    config: ModelCfg
     has_text: bool
 
     @property
@@ -59,8 +66,47 @@ class EmbeddingModel(Protocol):
     def encode_text(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         """Text embeddings, array of shape (n_texts, 256), float32."""
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query text's normalised embedding, shape (256,), float32, as fast as one text runs."""
+
     def pool_windows(self, window_emb: np.ndarray, pooling: str = "attention", normalize: bool = True) -> np.ndarray:
         """One recording embedding, shape (256,), from its window embeddings (n_windows, 256)."""
 
     def spectral_profile(self, windows, index: np.ndarray | None = None) -> np.ndarray:
         """The spectral profile of a recording (the prior-case representation of spectral models)."""
+
+
+class ModelParts:
+    """What both implementations derive from their ``config`` and ``has_text`` alike (one code for both)."""
+
+    config: ModelCfg
+    has_text: bool
+
+    @property
+    def window_seconds(self) -> float:
+        """Window length the EEG encoder takes, seconds."""
+        return float(self.config.eeg.window_seconds)
+
+    @property
+    def n_times(self) -> int:
+        """Samples per window."""
+        return self.config.eeg.n_times
+
+    @property
+    def similar_representation(self) -> str:
+        """What prior-case search compares: ``"embedding"`` (the shared space) or ``"spectral"``.
+
+        Chosen by ``elmsearch train`` on held-out patients (``config.similar``); ``spectral``
+        needs a spectral view in the EEG encoder.
+        """
+        return self.config.similar_representation
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query text's normalised embedding, shape (256,), float32 (``encode_text`` of one text)."""
+        return self.encode_text([text])[0]
+
+    def _require_text(self) -> None:
+        if not self.has_text:
+            raise NoTextModelError(
+                "this model has EEG weights only (the ELM release); text features need a model "
+                "trained with `elmsearch train`")

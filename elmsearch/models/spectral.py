@@ -11,7 +11,9 @@ import types
 
 import numpy as np
 
-BANDS: tuple[tuple[str, float, float], ...] = (
+from elmsearch.channels import TCP_CH_NAMES
+
+SPECTRAL_BANDS: tuple[tuple[str, float, float], ...] = (
     ("delta", 1.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 13.0), ("beta", 13.0, 30.0), ("gamma", 30.0, 45.0),
 )
 """``(name, low, high)`` in Hz, half-open ``[low, high)``."""
@@ -32,7 +34,7 @@ def _mirror_electrode(e: str) -> str:
     return f"{e[: len(e) - len(digits)]}{n + 1 if n % 2 else n - 1}"
 
 
-def design(n_chans: int, n_times: int, sfreq: float, bands=BANDS, segment_seconds: float = 2.0,
+def design(n_chans: int, n_times: int, sfreq: float, bands=SPECTRAL_BANDS, segment_seconds: float = 2.0,
            pdr_band=PDR_BAND, ch_names=None) -> dict[str, np.ndarray]:
     """The fixed arrays of the spectral view (``SpectralView`` registers them as buffers).
 
@@ -60,8 +62,6 @@ def design(n_chans: int, n_times: int, sfreq: float, bands=BANDS, segment_second
         (n_freqs,), ``band`` (n_freqs, n_bands), ``pdr_weights`` (n_freqs, 2), ``posterior``
         (n_chans, 1), ``mirror`` (n_pairs, n_chans).
     """
-    from elmsearch.channels import TCP_CH_NAMES
-
     if ch_names is None and n_chans == len(TCP_CH_NAMES):
         ch_names = TCP_CH_NAMES
     seg = max(2, min(int(n_times), int(round(segment_seconds * sfreq))))
@@ -140,16 +140,6 @@ NUMPY_OPS = types.SimpleNamespace(
     cat=lambda xs, axis: np.concatenate(xs, axis=axis), mean=lambda x, axis: x.mean(axis=axis),
     sum=lambda x, axis: x.sum(axis=axis), amax=lambda x, axis: x.max(axis=axis),
     log10=np.log10, abs=np.abs, sqrt=np.sqrt)
-
-
-def similar_representation(config: dict) -> str:
-    """What prior-case search compares for a model config: ``"embedding"`` or ``"spectral"``.
-
-    ``config["similar"]["representation"]`` as ``elmsearch train`` chose it on held-out
-    patients; ``"spectral"`` only for an encoder with a spectral view.
-    """
-    rep = (config.get("similar") or {}).get("representation", "embedding")
-    return "spectral" if rep == "spectral" and config["eeg"].get("spectral") else "embedding"
 
 
 def spectral_features(windows: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from elmsearch.models.spectral import BANDS, PDR_BAND, SPECTRAL_ARRAYS, design, n_features, raw_features
+from elmsearch.models.spectral import PDR_BAND, SPECTRAL_ARRAYS, SPECTRAL_BANDS, design, n_features, raw_features
 
 MIN_STD = 0.01
 """Floor of a feature's standard deviation (log10 units, Hz): a feature that hardly varies in
@@ -56,12 +56,11 @@ class SpectralView(nn.Module):
     ``fit`` and saved with the weights; the design arrays are rebuilt from the config.
     """
 
-    def __init__(self, n_chans: int, n_times: int, sfreq: float, bands: Sequence = BANDS,
+    def __init__(self, n_chans: int, n_times: int, sfreq: float, bands: Sequence = SPECTRAL_BANDS,
                  segment_seconds: float = 2.0, pdr_band: Sequence[float] = PDR_BAND,
                  ch_names: Sequence[str] | None = None):
         super().__init__()
         self.n_chans, self.n_times, self.sfreq = int(n_chans), int(n_times), float(sfreq)
-        self.band_names = [str(b[0]) for b in bands]
         arrays = design(n_chans, n_times, sfreq, bands, segment_seconds, pdr_band, ch_names)
         self.shape = arrays.pop("shape")
         self.n_blocks, self.hop = int(self.shape[1]), int(self.shape[2])
@@ -101,18 +100,12 @@ class SpectralView(nn.Module):
         self.std.copy_(std.clamp_min(MIN_STD).float())
         self.n_fit.fill_(count)
 
-    def feature_names(self, ch_names: Sequence[str]) -> list[str]:
-        """Names of the features, e.g. ``"FP1-F7 alpha"`` and ``"posterior dominant frequency"``."""
-        return ([f"{c} {b}" for c in ch_names for b in self.band_names] + ["posterior dominant frequency"]
-                + [f"{b} asymmetry mean" for b in self.band_names] + [f"{b} asymmetry max" for b in self.band_names]
-                + [f"{b} spread" for b in self.band_names])
-
 
 def spectral_from_config(n_chans: int, n_times: int, sfreq: float, cfg: dict | None) -> SpectralView | None:
     """The spectral view a config block asks for (None: no spectral view)."""
     if not cfg:
         return None
-    return SpectralView(n_chans, n_times, sfreq, [tuple(b) for b in cfg.get("bands", BANDS)],
+    return SpectralView(n_chans, n_times, sfreq, [tuple(b) for b in cfg.get("bands", SPECTRAL_BANDS)],
                         float(cfg.get("segment_seconds", 2.0)), tuple(cfg.get("pdr_band", PDR_BAND)))
 
 
