@@ -147,7 +147,7 @@ def main() -> None:
         model_dir = args.model.resolve() if args.model else train_quick_model(tmp / "train", args.seed)
         edf = args.edf or (SHARED_EDF if SHARED_EDF.is_file() else None)
         if edf is None:
-            from elmsearch.synthetic import generate_archive
+            from elmsearch.datasets.demo import generate_archive
 
             edf = sorted(generate_archive(tmp / "edf", n_recordings=1, seed=args.seed + 99).root.rglob("*.edf"))[0]
         res["edf"] = str(edf)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from elmsearch.synthetic import generate_archive
+from elmsearch.datasets.demo import generate_archive
 
 HERE = Path(__file__).resolve().parent
 

@@ -55,12 +55,12 @@ def main() -> None:
     import mne
     from run_all import machine
 
-    from elmsearch.channels import TCP_ELECTRODES
     from elmsearch.io.edf_mmap import EdfSignalReader
     from elmsearch.io.meta import inspect_edf
     from elmsearch.io.source import electrode_picks
     from elmsearch.io.windowed import read_recording
-    from elmsearch.preprocessing import elm_reference
+    from elmsearch.signal.channels import TCP_ELECTRODES
+    from elmsearch.signal.preprocessing import elm_reference
 
     files = sorted(EEGMAT.glob("*.edf"))[: 12 if args.quick else None]
     if not files:

@@ -56,14 +56,14 @@ import mne
 import numpy as np
 import torch
 
-from elmsearch.archive import discover
+from elmsearch.archive.discovery import discover
+from elmsearch.datasets.demo import generate_archive
 from elmsearch.io.recording import make_windows
 from elmsearch.io.windowed import read_recording
 from elmsearch.models.factory import load_model
 from elmsearch.models.identity import cpu_has_bf16
-from elmsearch.preprocessing import PreprocessingParams, elm_reference
-from elmsearch.synthetic import generate_archive
-from elmsearch.training import build_model, demo_config, load_items, train
+from elmsearch.signal.preprocessing import PreprocessingParams, elm_reference
+from elmsearch.train.trainer import build_model, demo_config, load_items, train
 from indexer.pipeline import index_archive
 
 HERE = Path(__file__).resolve().parent

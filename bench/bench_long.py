@@ -78,7 +78,7 @@ def write_long_edf(path: Path, hours: float, sfreq: int = 256, seed: int = 0,
     """Write a synthetic EEG EDF of ``hours`` (21 TUH-labelled 10-20 electrodes) in blocks."""
     import scipy.signal as ss
 
-    from elmsearch.channels import STANDARD_1020, tuh_channel_name
+    from elmsearch.signal.channels import STANDARD_1020, tuh_channel_name
 
     labels = [tuh_channel_name(e) for e in STANDARD_1020]
     n_chans = len(labels)

@@ -29,7 +29,7 @@ import numpy as np
 
 from elmsearch.io.meta import inspect_edf
 from elmsearch.io.windowed import WindowedRecording
-from elmsearch.preprocessing import elm_reference, preprocess
+from elmsearch.signal.preprocessing import elm_reference, preprocess
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "eegmat"

@@ -439,8 +439,8 @@ def cold_cli(folder: Path, runs: int, seed: int) -> dict:
 
 def train_quick_model(out: Path, seed: int) -> Path:
     """A model with a trained text side: one epoch on a 16-recording demo archive (seconds)."""
-    from elmsearch.synthetic import generate_archive
-    from elmsearch.training import build_model, demo_config, load_items, train
+    from elmsearch.datasets.demo import generate_archive
+    from elmsearch.train.trainer import build_model, demo_config, load_items, train
 
     made = generate_archive(out / "archive", n_recordings=16, seed=seed, min_minutes=0.25, max_minutes=0.5)
     train(build_model("elm-5s"), load_items(made.root, 5.0, "sentence"), out / "model",

@@ -40,8 +40,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "rerun.json")
     args = ap.parse_args()
 
-    from elmsearch.archive import discover
-    from elmsearch.synthetic import generate_archive
+    from elmsearch.archive.discovery import discover
+    from elmsearch.datasets.demo import generate_archive
     from indexer.pipeline import index_archive
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elmsearch.synthetic import generate_archive
-from elmsearch.training import TrainConfig, build_model, demo_config, load_items, train
+from elmsearch.datasets.demo import generate_archive
+from elmsearch.train.trainer import TrainConfig, build_model, demo_config, load_items, train
 
 HERE = Path(__file__).resolve().parent
 

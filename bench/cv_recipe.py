@@ -3,7 +3,7 @@
 Run: ``python bench/cv_recipe.py ARCHIVE [--init ELM_5S] [--folds 4] [--seeds 0] [--recipes NAME,...]
 [--out FILE.json]``.
 
-Each fold's patients are scored by a model trained (with ``elmsearch.training.train``, inner
+Each fold's patients are scored by a model trained (with ``elmsearch.train.trainer.train``, inner
 patient-level validation for early stopping, exactly as ``elmsearch train`` runs) on the other
 folds' patients. Scores per recipe, as mean and standard deviation over folds and seeds:
 
@@ -13,7 +13,7 @@ folds' patients. Scores per recipe, as mean and standard deviation over folds an
 - same-patient prior-case MRR of the representation ``choose_similar`` picks.
 
 Small archives give noisy single splits (the issue that asked for this measured two identical
-runs moving zero-shot AUROC by 0.07); this is how the defaults in ``elmsearch.training`` were
+runs moving zero-shot AUROC by 0.07); this is how the defaults in ``elmsearch.train.trainer`` were
 chosen. Recipes are overrides of ``TrainConfig`` (``RECIPES``), ``spectral: False`` builds the
 encoder without the spectral view.
 """
@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from elmsearch.labels import label_key, parse_binary
-from elmsearch.probe import score_binary
-from elmsearch.training import (
+from elmsearch.archive.labels import label_key, parse_binary
+from elmsearch.models.zeroshot import prompt_embeddings
+from elmsearch.train.probe import score_binary
+from elmsearch.train.trainer import (
     TrainConfig,
     build_model,
     choose_similar,
@@ -44,7 +45,6 @@ from elmsearch.training import (
     recording_vectors,
     train,
 )
-from elmsearch.zeroshot import prompt_embeddings
 from indexer.evaluate import DEFAULT_PROMPTS
 
 HERE = Path(__file__).resolve().parent

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmsearch.synthetic import generate_archive
+from elmsearch.datasets.demo import generate_archive
 from indexer.demo import demo_archive, demo_model
 from indexer.evaluate import evaluate_index
 from indexer.pipeline import index_archive

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from elmsearch.archive import discovery_options
+from elmsearch.archive.discovery import discovery_options
 from elmsearch.datasets.eegmat import build_eegmat_archive
-from elmsearch.training import build_model, load_items, recipe_config, train
+from elmsearch.train.trainer import build_model, load_items, recipe_config, train
 from indexer.evaluate import evaluate_index
 from indexer.pipeline import index_archive
 from indexer.search import Index
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--elm", type=Path, default=SHARED / "elm_pretrained" / "5s")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--recipe", default="heads", help="elmsearch.training.RECIPES")
+    ap.add_argument("--recipe", default="heads", help="elmsearch.train.trainer.RECIPES")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_eegmat.json")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-eegmat-"))

@@ -95,7 +95,7 @@ def _progress(total: int, what: str) -> Progress:
 
 
 def _run_scan(root: Path, reports: Path | None, window: float, workers: int):
-    from elmsearch.archive import Walk, discover
+    from elmsearch.archive.discovery import Walk, discover
     from indexer.scan import scan_archive
 
     walk = Walk()
@@ -149,7 +149,7 @@ PatientsOpt = Annotated[Path | None, typer.Option(
 
 def _warn_empty(archive: Path) -> bool:
     """Print one warning line when the archive holds no recording; returns whether it did."""
-    from elmsearch.archive import find_nothing_message
+    from elmsearch.archive.discovery import find_nothing_message
 
     message = find_nothing_message(archive)
     if message:
@@ -168,7 +168,7 @@ def scan(
     as_json: JsonOpt = False,
 ) -> None:
     """Read and preprocess every recording of an archive; list what was refused and why."""
-    from elmsearch.archive import discovery_options
+    from elmsearch.archive.discovery import discovery_options
     from elmsearch.errors import InputFileError
 
     if not archive.exists():
@@ -318,7 +318,7 @@ def train(
     if out.exists() and not out.is_dir():
         raise _fail(f"{out}: not a folder (--out is the MODEL_DIR to write)")
     from elmsearch.errors import ElmsearchError
-    from elmsearch.training import train_archive
+    from elmsearch.train.trainer import train_archive
 
     def plan(name, cfg, n_items) -> None:
         console.print(f"{n_items} recordings with reports; recipe {name}: up to {cfg.epochs} epochs, lr {cfg.lr:g}, "
@@ -403,7 +403,7 @@ def probe(
 ) -> None:
     """Linear probe on frozen embeddings, with a label-efficiency curve (patient-level splits)."""
     from elmsearch.errors import ElmsearchError, InputFileError
-    from elmsearch.probe import run_probe
+    from elmsearch.train.probe import run_probe
 
     if not archive.exists():
         raise _fail(f"{archive}: no such file or folder")
@@ -471,7 +471,7 @@ def _print_index(summary) -> None:
         table.add_row("throughput", f"{d['hours'] / wall:.3f} h EEG/s")
     out.print(table)
     if summary.failures:
-        from elmsearch.archive import display_path
+        from elmsearch.archive.discovery import display_path
 
         fails = Table("path", "reason", title="refused recordings")
         for f in summary.failures:
@@ -554,7 +554,7 @@ def index(
             model = manifest_model_path(db)
         except ElmsearchError:
             raise _fail("give --model MODEL_DIR (or the ELM release folder); no index to take it from") from None
-    from elmsearch.archive import discovery_options
+    from elmsearch.archive.discovery import discovery_options
 
     try:
         with discovery_options(follow_outside, patients):

@@ -47,7 +47,7 @@ class Level(StrEnum):
 
 
 class Recipe(StrEnum):
-    """``elmsearch train --recipe`` (``elmsearch.training.RECIPES``, or ``auto``)."""
+    """``elmsearch train --recipe`` (``elmsearch.train.trainer.RECIPES``, or ``auto``)."""
 
     auto = "auto"
     heads = "heads"

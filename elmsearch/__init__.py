@@ -1,22 +1,29 @@
 """elmsearch: search clinical EEG archives in a joint EEG-report embedding space.
 
-The core library: reading and preprocessing EEG the ELM way, parsing reports,
-discovering archives, and the demo archive generator. It imports nothing from
-``db``, ``indexer`` or ``cli``.
+The core library; it imports nothing from ``db``, ``indexer`` or ``cli``. Its sub-packages:
+
+- ``io``: reading recordings (EDF/BDF memory-mapped, MNE for the rest) into checked windows;
+- ``signal``: channel names, the TCP montage, ELM preprocessing, band power;
+- ``text``: reports parsed into sections, sentences and training segments;
+- ``archive``: finding recordings, reports and patients in a folder tree; label files;
+- ``models``: the EEG and text towers, the model contract, compiled inference, embedding, zero-shot;
+- ``train``: the contrastive loss, training recipes, retrieval metrics, linear probes;
+- ``viz``: EEG traces, spectrograms and evaluation plots;
+- ``datasets``: the seeded demo archive and EEGMAT laid out as a TUH archive.
 """
 
 from elmsearch._lazy import lazy_exports
 
 _MODULES = {
-    "elmsearch.archive": ("ArchiveEntry", "discover"),
-    "elmsearch.channels": ("TCP_CH_NAMES", "TCP_ELECTRODES", "normalize_channel_name"),
+    "elmsearch.archive.discovery": ("ArchiveEntry", "discover"),
+    "elmsearch.signal.channels": ("TCP_CH_NAMES", "TCP_ELECTRODES", "normalize_channel_name"),
     "elmsearch.errors": ("CorruptFileError", "ElmsearchError", "InputFileError", "MissingChannelError",
                          "RecordingError", "ReportError", "TooShortError", "UnsupportedFileError"),
-    "elmsearch.preprocessing": ("PreprocessingParams", "elm_reference", "preprocess"),
+    "elmsearch.signal.preprocessing": ("PreprocessingParams", "elm_reference", "preprocess"),
     "elmsearch.io.meta": ("RecordingMeta",),
     "elmsearch.io.recording": ("PreprocessedRecording", "make_windows"),
     "elmsearch.io.windowed": ("WindowedRecording", "read_recording"),
-    "elmsearch.report": ("Report", "Section", "Sentence", "parse_report", "read_report"),
+    "elmsearch.text.report": ("Report", "Section", "Sentence", "parse_report", "read_report"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

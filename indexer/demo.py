@@ -11,8 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from elmsearch.synthetic import DemoArchive, generate_archive
-from elmsearch.training import build_model, demo_config, load_items, train
+from elmsearch.datasets.demo import DemoArchive, generate_archive
+from elmsearch.train.trainer import build_model, demo_config, load_items, train
 
 logger = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
 from db import Patient, Recording, Report, Status, Window, from_blob
-from elmsearch.bandpower import band_power
+from elmsearch.archive.labels import label_key, parse_binary
 from elmsearch.errors import RecordingError
 from elmsearch.io.recording import make_windows
 from elmsearch.io.windowed import read_recording
-from elmsearch.labels import label_key, parse_binary
-from elmsearch.metrics import chance_recall, retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import load_model
-from elmsearch.probe import ProbeData, label_efficiency, score_binary
-from elmsearch.zeroshot import zero_shot
+from elmsearch.models.zeroshot import zero_shot
+from elmsearch.signal.bandpower import band_power
+from elmsearch.train.metrics import chance_recall, retrieval_metrics, same_patient_recall
+from elmsearch.train.probe import ProbeData, label_efficiency, score_binary
 from indexer.private import output_dir, private_umask
 from indexer.search import Index
 
@@ -59,7 +59,7 @@ DEFAULT_PROMPTS: dict[str, tuple[str, str]] = {
 
 
 def read_label_table(fname: str | os.PathLike, root: str | os.PathLike | None) -> tuple[dict[str, dict], list[str]]:
-    """Label rows keyed like ``elmsearch.labels`` (path or subject/session/montage/token) + column names."""
+    """Label rows keyed like ``elmsearch.archive.labels`` (path or subject/session/montage/token) + column names."""
     with open(fname, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     return {label_key(r, root): r for r in rows}, list(rows[0]) if rows else []
@@ -227,7 +227,7 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         rec_vectors = {"ours": np.stack(profiles), "ours_embedding": emb}
     if baselines:
         params = index.model.config.preprocessing
-        from elmsearch.preprocessing import PreprocessingParams
+        from elmsearch.signal.preprocessing import PreprocessingParams
 
         pp = PreprocessingParams.from_dict(params or {})
         release = load_model(elm_weights) if elm_weights else None

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window, to_blob
 from db.models import utcnow
-from elmsearch.archive import (
+from elmsearch.archive.discovery import (
     ArchiveEntry,
     Walk,
     archive_path,
@@ -34,17 +34,17 @@ from elmsearch.archive import (
     patient_of,
     special_file_reason,
 )
-from elmsearch.embedding import embed_windows
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.io.chunks import LONG_RECORDING_S
 from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.models.backends import get_encoder
 from elmsearch.models.compiled import write_query_model
+from elmsearch.models.embedding import embed_windows
 from elmsearch.models.factory import load_model
 from elmsearch.models.identity import config_hash, cpu_has_bf16
 from elmsearch.models.model import ELMModel
-from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.report import FINDING_HEADINGS, parse_report
+from elmsearch.signal.preprocessing import PreprocessingParams
+from elmsearch.text.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
 from indexer.store import IndexStateError, IndexStore
@@ -156,7 +156,7 @@ def embed_report(model: ELMModel, parsed) -> tuple[np.ndarray | None, np.ndarray
     ----------
     model : ELMModel
     parsed : ParsedReport
-        ``elmsearch.report.parse_report`` of the cleaned text (``clean_report_text``).
+        ``elmsearch.text.report.parse_report`` of the cleaned text (``clean_report_text``).
 
     Returns
     -------

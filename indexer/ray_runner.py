@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from db import Recording, to_blob
-from elmsearch.archive import ArchiveEntry, archive_path
+from elmsearch.archive.discovery import ArchiveEntry, archive_path
 from elmsearch.errors import ElmsearchError
 from elmsearch.io.meta import RecordingMeta
 from indexer.lock import IndexLock
@@ -307,7 +307,7 @@ class PartitionEmbedder:
         from elmsearch.models.backends import get_encoder
         from elmsearch.models.factory import load_model
         from elmsearch.models.identity import config_hash
-        from elmsearch.preprocessing import PreprocessingParams
+        from elmsearch.signal.preprocessing import PreprocessingParams
 
         device = "cuda" if ray.get_gpu_ids() else "cpu"
         if device == "cpu":

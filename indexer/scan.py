@@ -11,12 +11,12 @@ import os
 import time
 from collections.abc import Callable
 
-from elmsearch.archive import ArchiveEntry, Walk, discover, display_path, load_report_text
+from elmsearch.archive.discovery import ArchiveEntry, Walk, discover, display_path, load_report_text
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.io.recording import make_windows
 from elmsearch.io.windowed import read_recording
-from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.report import parse_report
+from elmsearch.signal.preprocessing import PreprocessingParams
+from elmsearch.text.report import parse_report
 from indexer.workers import DEFAULT_TIMEOUT_S, failure_reason, run_isolated
 
 logger = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ import numpy as np
 from sqlalchemy import Select, select
 
 from db import Patient, Recording, Report, Segment, Status, Visit, Window, from_blob
-from elmsearch.archive import archive_path, file_hash
+from elmsearch.archive.discovery import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
-from elmsearch.report import parse_report
+from elmsearch.text.report import parse_report
 from indexer.store import IndexStateError, IndexStore
 from indexer.vectors.tables import VECTOR_TABLES
 
@@ -382,8 +382,8 @@ class Index:
                 if (r.size, r.mtime) == (st.st_size, st.st_mtime) or r.content_hash == file_hash(path):
                     patient = s.get(Patient, r.patient_id).key if r.patient_id else None
                     return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
-        from elmsearch.embedding import embed_recording
         from elmsearch.io.meta import path_info_for
+        from elmsearch.models.embedding import embed_recording
 
         model = self.query_model
         emb = embed_recording(model, path, pooling="attention" if model.has_text else "mean", backend=self.backend)
@@ -491,7 +491,7 @@ class Index:
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
                  recording_id: int | None = None) -> np.ndarray:
         """Zero-shot probabilities of each prompt for a recording (prompt order)."""
-        from elmsearch.zeroshot import zero_shot
+        from elmsearch.models.zeroshot import zero_shot
 
         return zero_shot(self.query_model, self.resolve(fname, recording_id).emb, prompts)
 

@@ -146,8 +146,8 @@ def classify_document(recording: str, prompts: list[str], probabilities) -> dict
 
 def classify_file(model, fname: str | os.PathLike, prompts: list[str], backend: str = "auto") -> dict:
     """Zero-shot classification of one file with a model (no index), as a document."""
-    from elmsearch.embedding import embed_recording
-    from elmsearch.zeroshot import zero_shot
+    from elmsearch.models.embedding import embed_recording
+    from elmsearch.models.zeroshot import zero_shot
 
     emb = embed_recording(model, fname, pooling="attention" if model.has_text else "mean", backend=backend)
     return classify_document(str(fname), prompts, zero_shot(model, emb.recording_emb, prompts))
@@ -298,7 +298,7 @@ class SearchService:
         ValueError
             Empty, too large, or a suffix elmsearch does not read.
         """
-        from elmsearch.archive import EEG_SUFFIXES
+        from elmsearch.archive.discovery import EEG_SUFFIXES
 
         suffix = Path(str(filename or "")).suffix.lower()
         if suffix not in {".edf", ".bdf"}:
@@ -380,7 +380,7 @@ def _mtime(path: str) -> int:
 
 @lru_cache(maxsize=64)
 def _waveform(path: str, start: float, end: float, width: int, height: int, _mtime_ns: int) -> bytes:
-    from elmsearch.plots import read_span, waveform_png
+    from elmsearch.viz.plots import read_span, waveform_png
 
     data, sfreq, names = read_span(path, start, end)
     return waveform_png(data, sfreq, names, max(start, 0.0), width_px=width, height_px=height)
@@ -388,7 +388,7 @@ def _waveform(path: str, start: float, end: float, width: int, height: int, _mti
 
 @lru_cache(maxsize=64)
 def _spectrogram(path: str, start: float, end: float, width: int, height: int, _mtime_ns: int) -> bytes:
-    from elmsearch.plots import read_span, spectrogram_png
+    from elmsearch.viz.plots import read_span, spectrogram_png
 
     data, sfreq, _ = read_span(path, start, end)
     return spectrogram_png(data, sfreq, max(start, 0.0), width_px=width, height_px=height)

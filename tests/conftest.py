@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from edfio import Edf, EdfSignal, Recording
 
-from elmsearch.channels import STANDARD_1020, tuh_channel_name
+from elmsearch.signal.channels import STANDARD_1020, tuh_channel_name
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -153,7 +153,7 @@ def write_edf(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def demo_archive(tmp_path_factory):
     """A small demo archive (12 recordings of 15-25 s, seeded), shared by the index and query tests."""
-    from elmsearch.synthetic import generate_archive
+    from elmsearch.datasets.demo import generate_archive
 
     return generate_archive(tmp_path_factory.mktemp("demo") / "archive", n_recordings=12, seed=7,
                             min_minutes=0.25, max_minutes=0.4)
@@ -164,7 +164,7 @@ def demo_model_dir(demo_archive, tmp_path_factory):
     """A model trained for two epochs on ``demo_archive`` (frozen trunk: seconds on a CPU)."""
     import torch
 
-    from elmsearch.training import TrainConfig, build_model, load_items, train
+    from elmsearch.train.trainer import TrainConfig, build_model, load_items, train
 
     out = tmp_path_factory.mktemp("demo_model")
     torch.manual_seed(0)

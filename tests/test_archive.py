@@ -1,4 +1,4 @@
-"""Tests of elmsearch.archive (discovery) and indexer.scan (scan that never stops on bad files)."""
+"""Tests of elmsearch.archive.discovery (discovery) and indexer.scan (scan that never stops on bad files)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from elmsearch.archive import discover, iter_eeg_files, load_report_text
-from elmsearch.channels import STANDARD_1020, tuh_channel_name
+from elmsearch.archive.discovery import discover, iter_eeg_files, load_report_text
 from elmsearch.errors import ReportError
+from elmsearch.signal.channels import STANDARD_1020, tuh_channel_name
 from indexer.scan import scan_archive
 
 TUH_SESSION = Path("edf/000/aaaaaaab/s001_2015_03_04")

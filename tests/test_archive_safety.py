@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fuzz_corpus import layout, synthetic_edf
 
-from elmsearch.archive import (
+from elmsearch.archive.discovery import (
     MAX_REPORT_BYTES,
     ArchiveEntry,
     Walk,
@@ -28,8 +28,8 @@ from elmsearch.archive import (
     path_to_text,
     text_to_path,
 )
+from elmsearch.archive.tuh import parse_recording_path
 from elmsearch.errors import CorruptFileError, ReportError
-from elmsearch.tuh import parse_recording_path
 
 REPO = Path(__file__).resolve().parents[1]
 CAFE = b"caf\xe9.edf"  # Latin-1 bytes: not UTF-8
@@ -101,7 +101,7 @@ def _returns_within(fn, seconds: float):
 def test_prepare_and_inspect_never_open_a_fifo(tmp_path):
     from elmsearch.errors import UnsupportedFileError
     from elmsearch.io.windowed import read_recording
-    from elmsearch.preprocessing import PreprocessingParams
+    from elmsearch.signal.preprocessing import PreprocessingParams
     from indexer.pipeline import prepare
 
     os.mkfifo(tmp_path / "pipe.edf")

@@ -48,8 +48,8 @@ def eegmat_windows(release_model):
     if not EEGMAT.is_file():
         pytest.skip(f"shared data absent: {EEGMAT}")
     from elmsearch import read_recording
-    from elmsearch.embedding import model_params
     from elmsearch.io.recording import make_windows
+    from elmsearch.models.embedding import model_params
 
     rec = read_recording(EEGMAT, model_params(release_model), min_duration=release_model.window_seconds)
     return make_windows(rec, release_model.window_seconds).astype(np.float32)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from elmsearch.bandpower import CLASSIC_BANDS, band_feature_names, band_power
-from elmsearch.channels import TCP_CH_NAMES
 from elmsearch.io.recording import make_windows
+from elmsearch.signal.bandpower import CLASSIC_BANDS, band_feature_names, band_power
+from elmsearch.signal.channels import TCP_CH_NAMES
 
 SFREQ = 100.0
 N_CHANS = len(TCP_CH_NAMES)

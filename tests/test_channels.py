@@ -1,10 +1,10 @@
-"""Tests of elmsearch.channels: electrode label spellings and the TCP montage."""
+"""Tests of elmsearch.signal.channels: electrode label spellings and the TCP montage."""
 
 from __future__ import annotations
 
 import pytest
 
-from elmsearch.channels import (
+from elmsearch.signal.channels import (
     STANDARD_1020,
     TCP_CH_NAMES,
     TCP_ELECTRODES,

@@ -9,7 +9,6 @@ import pytest
 import scipy.signal as ss
 from edfio import Edf, EdfSignal, Recording
 
-from elmsearch.channels import TCP_ELECTRODES, tuh_channel_name
 from elmsearch.errors import TooShortError
 from elmsearch.io.chunks import (
     iter_windows_chunked,
@@ -21,7 +20,8 @@ from elmsearch.io.chunks import (
 )
 from elmsearch.io.recording import make_windows
 from elmsearch.io.windowed import WindowedRecording, read_recording
-from elmsearch.preprocessing import PreprocessingParams, preprocess, resample_ratio
+from elmsearch.signal.channels import TCP_ELECTRODES, tuh_channel_name
+from elmsearch.signal.preprocessing import PreprocessingParams, preprocess, resample_ratio
 
 MIN_CORR = 0.9999
 EDGE = 2000  # output samples (20 s) left out at each end of the recording
@@ -222,8 +222,8 @@ def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tm
 
     import indexer.pipeline as pipeline
     from db import Window, from_blob
-    from elmsearch.embedding import embed_recording
     from elmsearch.models import load_model
+    from elmsearch.models.embedding import embed_recording
     from indexer.store import IndexStore
 
     sfreq = 256.0
@@ -246,7 +246,7 @@ def test_the_indexer_embeds_a_long_recording_chunk_by_chunk_as_the_whole_file(tm
     assert cos[4:-4].min() >= 0.9999 and cos.min() >= 0.999
 
     # a query on a new long file reads it through the same chunked path, windows on disk
-    import elmsearch.embedding as embedding
+    import elmsearch.models.embedding as embedding
 
     monkeypatch.setattr(embedding, "LONG_RECORDING_S", 600.0)
     spilled = embedding.embed_recording(load_model(demo_model_dir), fname)

@@ -135,8 +135,8 @@ OTHER: dict[str, list[str]] = {
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict[str, str]:
     """The files the cases name; returns the folder and the placeholders."""
+    from elmsearch.datasets.demo import generate_archive
     from elmsearch.models.factory import create_model, save_model
-    from elmsearch.synthetic import generate_archive
     from indexer.pipeline import index_archive
 
     root = tmp_path_factory.mktemp("cli_errors")

@@ -11,7 +11,6 @@ import pytest
 from conftest import SHARED_DATA
 from fuzz_corpus import build_corpus, set_fixed, synthetic_edf
 
-from elmsearch.channels import TCP_ELECTRODES
 from elmsearch.errors import RecordingError
 from elmsearch.io import source
 from elmsearch.io.edf_mmap import EdfSignalReader, NotEligible, open_edf_reader
@@ -19,6 +18,7 @@ from elmsearch.io.header import read_edf_header
 from elmsearch.io.meta import inspect_edf
 from elmsearch.io.source import electrode_picks, open_raw
 from elmsearch.io.windowed import WindowedRecording
+from elmsearch.signal.channels import TCP_ELECTRODES
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
                                   reason=f"shared data absent ({SHARED_DATA}): no real EDF files")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from elmsearch.archive import discover, load_report_text
+from elmsearch.archive.discovery import discover, load_report_text
+from elmsearch.archive.labels import read_labels
 from elmsearch.datasets import eegmat as eegmat_archive
-from elmsearch.labels import read_labels
-from elmsearch.report import parse_report
+from elmsearch.text.report import parse_report
 
 REPO = Path(__file__).resolve().parents[1]
 EEGMAT = REPO.parent / "shared" / "data" / "eegmat"

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from elmsearch.metrics import same_patient_recall
+from elmsearch.train.metrics import same_patient_recall
 from indexer.evaluate import (
     _band_power_vectors,
     _finding_precision,

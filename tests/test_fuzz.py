@@ -117,7 +117,7 @@ def realpath(path: Path) -> str:
 
 def row_keys(path: Path) -> tuple[str, str]:
     """What a file's row may be keyed on: its archive path, or its resolved path (as stored)."""
-    from elmsearch.archive import archive_path, path_to_text
+    from elmsearch.archive.discovery import archive_path, path_to_text
 
     return archive_path(path), path_to_text(realpath(path))
 
@@ -129,7 +129,7 @@ def skip_reasons(skipped: list[dict]) -> dict[str, str]:
 
 def check_skipped(problems: Problems, case: Case, reasons: dict[str, str]) -> None:
     """A ``skip`` case: listed among the skipped files, with a reason that names the problem."""
-    from elmsearch.archive import display_path
+    from elmsearch.archive.discovery import display_path
 
     reason = reasons.get(display_path(os.path.abspath(case.path)))
     if reason is None:
@@ -198,7 +198,7 @@ def build_hazards(root: Path, outside: Path, seed: int) -> list[Case]:
     """Issue 20's hazards: odd bytes in names, special files, links out of ``root``, foreign data files."""
     from fuzz_corpus import layout
 
-    from elmsearch.archive import MAX_REPORT_BYTES
+    from elmsearch.archive.discovery import MAX_REPORT_BYTES
 
     outside.mkdir(parents=True)
     out: list[Case] = []
@@ -280,7 +280,7 @@ def _culprit(err: BaseException, root: Path, db: Path) -> Path | None:
     from sqlalchemy import select
 
     from db import Recording
-    from elmsearch.archive import discover
+    from elmsearch.archive.discovery import discover
     from indexer.store import IndexStore
 
     try:
@@ -512,7 +512,7 @@ def check_index(title: str, cases: list[Case], indexed: dict) -> Problems:
 
 
 def check_scan(title: str, root: Path, cases: list[Case], indexed: dict) -> Problems:
-    from elmsearch.archive import discover
+    from elmsearch.archive.discovery import discover
     from indexer.scan import scan_archive
 
     problems = Problems(f"{title}: scan_archive over {len(cases)} files")
@@ -541,7 +541,7 @@ def check_scan(title: str, root: Path, cases: list[Case], indexed: dict) -> Prob
                     raised.update(row_keys(entry.path))
     finally:
         log.setLevel(level)
-    from elmsearch.archive import display_path
+    from elmsearch.archive.discovery import display_path
 
     def shown(path: Path) -> tuple[str, str]:  # what a scan item's path may be: as found, or resolved
         return display_path(os.path.abspath(path)), display_path(realpath(path))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from elmsearch.loss import clip_loss, mil_infonce
-from elmsearch.metrics import chance_recall, retrieval_metrics
+from elmsearch.train.loss import clip_loss, mil_infonce
+from elmsearch.train.metrics import chance_recall, retrieval_metrics
 
 
 def test_mil_infonce_prefers_aligned_bags():

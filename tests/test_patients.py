@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from db import Patient, Recording, Status
-from elmsearch.archive import (
+from elmsearch.archive.discovery import (
     ArchiveEntry,
     PatientMapError,
     discover,
@@ -23,7 +23,7 @@ from elmsearch.archive import (
     read_participants,
     read_patient_map,
 )
-from elmsearch.tuh import name_patient, parse_recording_path, real_patient_code
+from elmsearch.archive.tuh import name_patient, parse_recording_path, real_patient_code
 
 ANONYMOUS = "X X X X"  # EDF+ "patient unknown": the file name has to say who it is
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 import elmsearch.io.chunks as chunks
 from elmsearch import plots
-from elmsearch.channels import TCP_CH_NAMES, tuh_channel_name
 from elmsearch.io.windowed import WindowedRecording, read_recording
-from elmsearch.plots import read_span, spectrogram_arrays, spectrogram_png, trace_spacing, waveform_png
+from elmsearch.signal.channels import TCP_CH_NAMES, tuh_channel_name
+from elmsearch.viz.plots import read_span, spectrogram_arrays, spectrogram_png, trace_spacing, waveform_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -202,6 +202,6 @@ def test_core_layering_and_cheap_import():
     assert not imported & {"db", "indexer", "cli"}
     modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "matplotlib.pyplot" not in modules and "matplotlib" not in modules  # no pyplot, no matplotlib.use
-    code = "import sys, elmsearch.plots; print(sorted({'matplotlib', 'scipy', 'mne'} & set(sys.modules)))"
+    code = "import sys, elmsearch.viz.plots; print(sorted({'matplotlib', 'scipy', 'mne'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Tests of elmsearch.preprocessing: the fast path against ELM's MNE reference, and its parts."""
+"""Tests of elmsearch.signal.preprocessing: the fast path against ELM's MNE reference, and its parts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import elmsearch
-from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES
-from elmsearch.preprocessing import (
+from elmsearch.signal.channels import TCP_CH_NAMES, TCP_ELECTRODES
+from elmsearch.signal.preprocessing import (
     PreprocessingParams,
     bipolar,
     elm_reference,

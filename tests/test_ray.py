@@ -228,7 +228,7 @@ def test_a_shard_left_by_a_killed_run_is_reused(ray_session, hostile_archive, de
 def test_a_reader_that_dies_or_hangs_costs_its_file_not_the_actor(ray_session, demo_archive, demo_model_dir,
                                                                     monkeypatch):
     import indexer.pipeline as pipeline
-    from elmsearch.archive import Walk, discover
+    from elmsearch.archive.discovery import Walk, discover
     from elmsearch.models.factory import load_model
     from elmsearch.models.identity import config_hash
     from indexer.ray_runner import PartitionEmbedder
@@ -258,7 +258,7 @@ def test_a_reader_that_dies_or_hangs_costs_its_file_not_the_actor(ray_session, d
 
 
 def test_partitions_keep_their_ids_when_earlier_files_are_done(tmp_path):
-    from elmsearch.archive import Walk, archive_path, discover
+    from elmsearch.archive.discovery import Walk, archive_path, discover
     from indexer.ray_runner import _boundary, make_partitions
 
     for i in range(60):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import TUH_LABELS, synthetic_uv
 
-from elmsearch.channels import STANDARD_1020, TCP_CH_NAMES, tuh_channel_name
 from elmsearch.errors import (
     MissingChannelError,
     RecordingError,
@@ -17,7 +16,8 @@ from elmsearch.errors import (
 )
 from elmsearch.io.recording import PreprocessedRecording, make_windows
 from elmsearch.io.windowed import read_recording
-from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.signal.channels import STANDARD_1020, TCP_CH_NAMES, tuh_channel_name
+from elmsearch.signal.preprocessing import PreprocessingParams
 
 NEW_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 

@@ -1,4 +1,4 @@
-"""Tests of elmsearch.report: parsing EEG report text, and reading report files."""
+"""Tests of elmsearch.text.report: parsing EEG report text, and reading report files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from elmsearch.errors import InputFileError, ReportError
-from elmsearch.report import (
+from elmsearch.text.report import (
     ELM_HEADINGS,
     FINDING_HEADINGS,
     Report,
@@ -457,7 +457,7 @@ def test_decode_utf8_bom_and_latin1(caplog):
     assert decode_report_bytes("\ufeffIMPRESSION: Dr. Müller.".encode()) == (
         "IMPRESSION: Dr. Müller."
     )
-    with caplog.at_level(logging.DEBUG, logger="elmsearch.report"):
+    with caplog.at_level(logging.DEBUG, logger="elmsearch.text.report"):
         text = decode_report_bytes("IMPRESSION: Dr. Müller.".encode("latin-1"), "r.txt")
     assert text == "IMPRESSION: Dr. Müller."
     assert any("r.txt" in r.getMessage() and "Latin-1" in r.getMessage() for r in caplog.records)
@@ -542,7 +542,7 @@ def test_read_reports_jsonl(tmp_path, caplog):
         json.dumps({"subject": None, "session": "s1", "report": "x"}),
     ]
     fname.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="elmsearch.report"):
+    with caplog.at_level(logging.WARNING, logger="elmsearch.text.report"):
         reports = read_reports_jsonl(fname)
     assert reports == {
         ("aaaaaaaa", "s001"): "IMPRESSION: Abnormal.",

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from elmsearch.metrics import chance_recall
+from elmsearch.datasets.demo import generate_archive
 from elmsearch.models import load_model
-from elmsearch.synthetic import generate_archive
-from elmsearch.training import TrainConfig, build_model, evaluate, load_items, split_by_patient, train
+from elmsearch.train.metrics import chance_recall
+from elmsearch.train.trainer import TrainConfig, build_model, evaluate, load_items, split_by_patient, train
 
 
 @pytest.mark.parametrize("seed", [21])
@@ -42,10 +42,10 @@ def test_spectral_profile_finds_the_same_subject_on_real_eeg(shared_data, tmp_pa
     import json
     from pathlib import Path
 
-    from elmsearch.archive import discovery_options
+    from elmsearch.archive.discovery import discovery_options
     from elmsearch.datasets.eegmat import build_eegmat_archive
-    from elmsearch.metrics import same_patient_recall
-    from elmsearch.training import recipe_config, recording_vectors
+    from elmsearch.train.metrics import same_patient_recall
+    from elmsearch.train.trainer import recipe_config, recording_vectors
 
     root = Path(build_eegmat_archive(shared_data / "eegmat", tmp_path / "eegmat", seed=0)["root"])
     train_subjects = set(json.loads((root / "splits.json").read_text())["train"])

@@ -197,7 +197,7 @@ def test_rerun_with_the_elm_release_embeds_nothing_and_new_files_find_prior_case
         os.symlink(shared_data / "eegmat" / name, archive / name)  # DataLad style: every file a symlink
     release = shared_data / "elm_pretrained" / "5s"
     db = tmp_path / "idx"
-    from elmsearch.archive import discovery_options
+    from elmsearch.archive.discovery import discovery_options
 
     with discovery_options(follow_outside=True):  # the links lead out of the archive root
         first = index_archive(archive, db, release)
@@ -337,9 +337,9 @@ def _write_brainvision(folder: Path, name: str, data_uv: np.ndarray, labels: lis
 def test_brainvision_recordings_are_discovered_and_read(tmp_path):
     from conftest import synthetic_uv
 
-    from elmsearch.archive import Walk, discover
-    from elmsearch.channels import STANDARD_1020
+    from elmsearch.archive.discovery import Walk, discover
     from elmsearch.io.windowed import read_recording
+    from elmsearch.signal.channels import STANDARD_1020
 
     labels = [e if e not in {"T3", "T4", "T5", "T6"} else {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}[e]
               for e in STANDARD_1020]

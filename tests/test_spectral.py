@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from db import make_engine, sqlite_url
-from elmsearch.bandpower import band_power
 from elmsearch.models.config import ModelCfg
 from elmsearch.models.factory import load_model
 from elmsearch.models.spectral import SPECTRAL_BANDS, spectral_features, spectral_profile
 from elmsearch.models.spectral_view import SpectralView, spectral_arrays
-from elmsearch.training import TrainItem, build_model, choose_similar, load_eeg_weights
+from elmsearch.signal.bandpower import band_power
+from elmsearch.train.trainer import TrainItem, build_model, choose_similar, load_eeg_weights
 from indexer.pipeline import index_archive
 from indexer.search import Index
 from indexer.store import IndexStore
@@ -42,7 +42,7 @@ def test_band_powers_equal_welch(n_times):
 
 
 def test_asymmetry_features_see_a_focal_change_in_any_region():
-    from elmsearch.channels import TCP_CH_NAMES
+    from elmsearch.signal.channels import TCP_CH_NAMES
 
     rng = np.random.default_rng(4)
     view = SpectralView(20, 500, SFREQ)
@@ -100,7 +100,7 @@ def _items(rng, recordings_per_patient):
 
 
 def test_choose_similar_takes_the_profile_only_when_it_finds_the_patient_earlier(monkeypatch):
-    import elmsearch.training as training
+    import elmsearch.train.trainer as training
 
     rng = np.random.default_rng(3)
     model = build_model("elm-5s", seed=0)

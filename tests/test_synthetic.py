@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
-from elmsearch.report import parse_report, read_reports_jsonl
-from elmsearch.synthetic import ELECTRODES, Findings, generate_archive, synthesize_eeg
+from elmsearch.datasets.demo import ELECTRODES, Findings, generate_archive, synthesize_eeg
+from elmsearch.text.report import parse_report, read_reports_jsonl
 
 TUH_PATH = re.compile(
     r"^edf/([a-z]{3})/(\1[a-z]{5})/(s\d{3})_(\d{4}_\d{2}_\d{2})/(01_tcp_ar|02_tcp_le)/\2_\3_t\d{3}\.edf$"

@@ -8,11 +8,11 @@ import torch
 from typer.testing import CliRunner
 
 from cli.app import app
+from elmsearch.datasets.demo import generate_archive
 from elmsearch.models import load_model
-from elmsearch.probe import ProbeData, label_efficiency, patient_split
-from elmsearch.synthetic import generate_archive
-from elmsearch.training import TrainConfig, build_model, load_items, split_by_patient, train
-from elmsearch.zeroshot import zero_shot
+from elmsearch.models.zeroshot import zero_shot
+from elmsearch.train.probe import ProbeData, label_efficiency, patient_split
+from elmsearch.train.trainer import TrainConfig, build_model, load_items, split_by_patient, train
 
 TINY = TrainConfig(epochs=2, batch_size=4, max_eeg=2, max_text=3, val_fraction=0.3, seed=0, val_max_windows=4)
 
@@ -234,7 +234,7 @@ def test_probe_command_gives_a_curve(tiny_archive, tiny_model_dir, tmp_path):
 
 def test_recipes_and_their_choice():
     from elmsearch.errors import ElmsearchError
-    from elmsearch.training import RECIPES, SMALL_ARCHIVE, choose_recipe, recipe_config
+    from elmsearch.train.trainer import RECIPES, SMALL_ARCHIVE, choose_recipe, recipe_config
 
     assert choose_recipe(SMALL_ARCHIVE - 1, True) == choose_recipe(10, False) == "heads"
     assert choose_recipe(SMALL_ARCHIVE, True) == "finetune" and choose_recipe(SMALL_ARCHIVE, False) == "full"

@@ -1,4 +1,4 @@
-"""Tests of elmsearch.tuh: patient/start header fields and archive paths."""
+"""Tests of elmsearch.archive.tuh: patient/start header fields and archive paths."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from elmsearch.tuh import (
+from elmsearch.archive.tuh import (
     PatientInfo,
     date_is_suspect,
     parse_patient_field,

@@ -20,7 +20,7 @@ Please cite both:
 The EDFs are never copied into the repository: each recording in the archive is a symbolic
 link (relative) to the file in ``--src`` (a hard link, then a copy, only where symbolic links
 cannot be made). Layout, one session per recording so that each gets its own report
-(``elmsearch.archive`` finds a report per session folder, ``SUBJECT_sNNN.txt``)::
+(``elmsearch.archive.discovery`` finds a report per session folder, ``SUBJECT_sNNN.txt``)::
 
     OUT/edf/000/aaaaaaNN/s001_YYYY/02_tcp_le/aaaaaaNN_s001_t000.edf   rest      (SubjectNN_1.edf)
     OUT/edf/000/aaaaaaNN/s001_YYYY/aaaaaaNN_s001.txt                  its report

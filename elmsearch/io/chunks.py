@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from elmsearch.errors import TooShortError
-from elmsearch.preprocessing import HP_BLOCK, PreprocessingParams, highpass_reach_s, output_ratio, preprocess
+from elmsearch.signal.preprocessing import HP_BLOCK, PreprocessingParams, highpass_reach_s, output_ratio, preprocess
 
 logger = logging.getLogger(__name__)
 

@@ -133,7 +133,7 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
             fixed = fh.read(256)
             magic = fixed[:8]
             if magic not in (_EDF_MAGIC, _BDF_MAGIC):
-                from elmsearch.archive import not_read_reason  # scan's reason for this kind of file
+                from elmsearch.archive.discovery import not_read_reason  # scan's reason for this kind of file
 
                 what = "empty file" if not fixed else f"starts with {magic[:8]!r}"
                 raise UnsupportedFileError(fname, not_read_reason(fname) or f"not an EDF/BDF file ({what})")
@@ -313,7 +313,7 @@ def read_header(fname: str | os.PathLike) -> EdfHeader:
         ``UnsupportedFileError`` or ``CorruptFileError`` with a one-line reason.
     """
     fname = str(fname)
-    from elmsearch.archive import special_file_reason
+    from elmsearch.archive.discovery import special_file_reason
 
     special = special_file_reason(fname)  # stat only: opening a FIFO blocks until a writer comes
     if special:

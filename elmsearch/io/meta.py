@@ -8,11 +8,11 @@ import logging
 import os
 from pathlib import Path
 
-from elmsearch.channels import TCP_ELECTRODES, map_electrodes
+from elmsearch.archive.tuh import PathInfo, date_is_suspect, parse_patient_field, parse_start
 from elmsearch.errors import CorruptFileError, MissingChannelError, TooShortError, UnsupportedFileError
 from elmsearch.io.header import EdfHeader, read_header
-from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.tuh import PathInfo, date_is_suspect, parse_patient_field, parse_start
+from elmsearch.signal.channels import TCP_ELECTRODES, map_electrodes
+from elmsearch.signal.preprocessing import PreprocessingParams
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def inspect_edf(fname: str | os.PathLike, params: PreprocessingParams | None = N
 
 def path_info_for(fname: str | os.PathLike, root: str | os.PathLike | None = None) -> PathInfo:
     """Parse the recording key from a path (relative to ``root`` when given)."""
-    from elmsearch.tuh import parse_recording_path
+    from elmsearch.archive.tuh import parse_recording_path
 
     path = Path(fname)
     parts = path.relative_to(root).parts if root else path.parts

@@ -10,7 +10,7 @@ import numpy as np
 from elmsearch.errors import TooShortError
 from elmsearch.io.checks import window_keep
 from elmsearch.io.meta import RecordingMeta
-from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.signal.preprocessing import PreprocessingParams
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES
 from elmsearch.errors import CorruptFileError, TooShortError
 from elmsearch.io.checks import SignalChecks, window_keep
 from elmsearch.io.chunks import CHUNK_S, OVERLAP_S, Chunk, cut_windows, n_times_out, plan_chunks, run_chunks, whole
 from elmsearch.io.meta import inspect_edf
 from elmsearch.io.recording import PreprocessedRecording
 from elmsearch.io.source import open_source
-from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.signal.channels import TCP_CH_NAMES, TCP_ELECTRODES
+from elmsearch.signal.preprocessing import PreprocessingParams
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class WindowedRecording:
         EDF, BDF, BrainVision or EEGLAB file with the 17 electrodes of the TCP montage under
         any common spelling (``EEG FP1-REF``, ``Fp1``, ``T7`` for ``T3``...).
     params : PreprocessingParams | None
-        Defaults to ELM's recipe (see ``elmsearch.preprocessing``).
+        Defaults to ELM's recipe (see ``elmsearch.signal.preprocessing``).
     window_s : float | None
         Window length in seconds (ELM: 5 or 60), for ``windows``, ``iter_windows`` and ``spill``.
     min_duration : float | None

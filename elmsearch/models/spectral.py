@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 
-from elmsearch.channels import TCP_CH_NAMES
+from elmsearch.signal.channels import TCP_CH_NAMES
 
 SPECTRAL_BANDS: tuple[tuple[str, float, float], ...] = (
     ("delta", 1.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 13.0), ("beta", 13.0, 30.0), ("gamma", 30.0, 45.0),

@@ -6,7 +6,7 @@ ResNet sees the raw trace; this module gives the projection head those numbers d
 
 - log10 band power per channel in delta 1-4, theta 4-8, alpha 8-13, beta 13-30 and
   gamma 30-45 Hz (Welch: 2 s Hann segments, 50 % overlap, each segment's mean removed;
-  the same numbers as ``elmsearch.bandpower.band_power`` with these bands);
+  the same numbers as ``elmsearch.signal.bandpower.band_power`` with these bands);
 - the posterior dominant frequency: the power-weighted mean frequency in 6-13 Hz over the
   derivations that end at O1/O2;
 - per band, the mean and the largest absolute difference of log power between homologous

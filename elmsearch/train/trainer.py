@@ -26,16 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from elmsearch.archive import discover, load_report_text
+from elmsearch.archive.discovery import discover, load_report_text
 from elmsearch.errors import ElmsearchError, RecordingError, ReportError
 from elmsearch.io.windowed import WindowedRecording
-from elmsearch.loss import clip_loss, mil_infonce
-from elmsearch.metrics import retrieval_metrics, same_patient_recall
 from elmsearch.models.factory import save_model
 from elmsearch.models.identity import resolve_device
 from elmsearch.models.model import ELMModel
-from elmsearch.preprocessing import PreprocessingParams
-from elmsearch.report import parse_report
+from elmsearch.signal.preprocessing import PreprocessingParams
+from elmsearch.text.report import parse_report
+from elmsearch.train.loss import clip_loss, mil_infonce
+from elmsearch.train.metrics import retrieval_metrics, same_patient_recall
 
 logger = logging.getLogger(__name__)
 

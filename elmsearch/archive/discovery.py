@@ -20,9 +20,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from elmsearch.archive.tuh import PathInfo, name_patient, parse_recording_path, real_patient_code
 from elmsearch.errors import InputFileError, ReportError
-from elmsearch.report import read_reports_jsonl
-from elmsearch.tuh import PathInfo, name_patient, parse_recording_path, real_patient_code
+from elmsearch.text.report import read_reports_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -584,7 +584,7 @@ def load_report_text(entry: ArchiveEntry) -> str | None:
         return None
     if entry.report_refused:
         raise ReportError(display_path(entry.report_path), entry.report_refused)
-    from elmsearch.report import decode_report_bytes
+    from elmsearch.text.report import decode_report_bytes
 
     shown = display_path(entry.report_path)
     try:

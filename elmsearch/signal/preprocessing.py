@@ -44,7 +44,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft as sfft
 
-from elmsearch.channels import TCP_CH_NAMES, TCP_ELECTRODES, TCP_PAIRS
+from elmsearch.signal.channels import TCP_CH_NAMES, TCP_ELECTRODES, TCP_PAIRS
 
 logger = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def elm_reference(raw, params: PreprocessingParams | None = None) -> np.ndarray:
     """
     import mne
 
-    from elmsearch.channels import map_electrodes
+    from elmsearch.signal.channels import map_electrodes
 
     params = params or PreprocessingParams()
     raw = raw.copy().load_data()

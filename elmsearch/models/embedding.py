@@ -13,7 +13,7 @@ from elmsearch.errors import CorruptFileError
 from elmsearch.io.checks import usable_windows
 from elmsearch.io.chunks import LONG_RECORDING_S
 from elmsearch.io.windowed import WindowedRecording, WindowFile
-from elmsearch.preprocessing import PreprocessingParams
+from elmsearch.signal.preprocessing import PreprocessingParams
 
 if TYPE_CHECKING:  # torch is imported only where a torch model runs
     from elmsearch.models.model import ELMModel

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from elmsearch.preprocessing import PreprocessingParams
+    from elmsearch.signal.preprocessing import PreprocessingParams
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +83,11 @@ def read_span(fname: str | os.PathLike, start_s: float, end_s: float,
         The file cannot be read (``UnsupportedFileError``, ``CorruptFileError``,
         ``MissingChannelError``), as ``io.windowed.WindowedRecording`` and its ``read_span`` raise.
     """
-    from elmsearch.channels import TCP_CH_NAMES
     from elmsearch.errors import CorruptFileError
     from elmsearch.io.chunks import min_overlap_s, n_times_out, span_unit
     from elmsearch.io.windowed import WindowedRecording
-    from elmsearch.preprocessing import PreprocessingParams, output_ratio, preprocess
+    from elmsearch.signal.channels import TCP_CH_NAMES
+    from elmsearch.signal.preprocessing import PreprocessingParams, output_ratio, preprocess
 
     params = params or PreprocessingParams()
     _check_span(start_s, end_s)

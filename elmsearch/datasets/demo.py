@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmsearch.channels import STANDARD_1020, tuh_channel_name
+from elmsearch.signal.channels import STANDARD_1020, tuh_channel_name
 
 logger = logging.getLogger(__name__)
 

@@ -137,15 +137,15 @@ def run_probe(model, root, labels_csv, column: str, fractions=(0.01, 0.1, 1.0), 
               on_item=None) -> list[dict]:
     """Embed an archive's labelled recordings with ``model`` and run ``label_efficiency``.
 
-    Recordings are matched to label rows by path or by key (see ``elmsearch.labels``);
+    Recordings are matched to label rows by path or by key (see ``elmsearch.archive.labels``);
     unreadable recordings are skipped with a warning.
     """
     import logging
 
-    from elmsearch.archive import discover
-    from elmsearch.embedding import embed_recording
+    from elmsearch.archive.discovery import discover
+    from elmsearch.archive.labels import read_labels
     from elmsearch.errors import RecordingError
-    from elmsearch.labels import read_labels
+    from elmsearch.models.embedding import embed_recording
 
     log = logging.getLogger(__name__)
     labels = read_labels(labels_csv, column, root)

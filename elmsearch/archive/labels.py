@@ -66,5 +66,5 @@ def label_key(row: dict, root: str | os.PathLike | None = None) -> str:
         p = Path(row["path"])
         if not p.is_absolute() and root is not None:
             p = Path(root) / p
-        return os.path.abspath(p)  # the recording's identity, symlinks kept (elmsearch.archive.archive_path)
+        return os.path.abspath(p)  # the recording's identity, symlinks kept (elmsearch.archive.discovery.archive_path)
     return "/".join((row.get(c) or "") for c in KEY_COLUMNS)

@@ -1,0 +1,1 @@
+"""Signal processing the ELM way: channel names, the TCP montage, preprocessing, band power."""

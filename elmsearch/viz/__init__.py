@@ -1,0 +1,1 @@
+"""Pictures: EEG traces, spectrograms and evaluation plots (matplotlib's object API)."""
