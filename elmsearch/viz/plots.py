@@ -281,12 +281,9 @@ def spectrogram_arrays(data: np.ndarray, sfreq: float, start_s: float = 0.0, *, 
 
     Parameters
     ----------
-    data : array, shape (n_chans, n_times)
-        Microvolts.
-    sfreq : float
-        Sampling rate in Hz.
-    start_s : float
-        Time of the first sample, seconds.
+    data, sfreq, start_s
+        The span in microvolts, its sampling rate and the time of its first sample, as for
+        ``waveform_png``.
     fmax : float
         Highest frequency kept, Hz (capped at the Nyquist frequency).
     window_s : float | None
