@@ -164,7 +164,7 @@ def build_folder(folder: Path, n: int, model, model_dir: Path, model_hash: str, 
             date = base.replace(year=year) + dt.timedelta(days=i % 365, seconds=int(duration[j]) * 7 % 86400)
             rows.append({
                 "id": i + 1, "path": f"/archive/tuh_eeg/v2.0.1/edf/{montage}/{pk[:3]}/{pk}/{sk}/{token}.edf",
-                "key": f"{pk}/{sk}/{montage}/{token}", "patient_id": p + 1, "session_id": 2 * p + sess + 1,
+                "key": f"{pk}/{sk}/{montage}/{token}", "patient_id": p + 1, "visit_id": 2 * p + sess + 1,
                 "report_id": int(cl[j] % N_REPORTS) + 1, "layout": "tuh", "montage": montage,
                 "size": int(size[j]), "mtime": 1.6e9 + i, "content_hash": hashes[32 * j : 32 * j + 32].hex(),
                 "duration": float(duration[j]), "native_sfreq": float(sfreq[j]),

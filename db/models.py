@@ -144,7 +144,8 @@ class Recording(Base):
     path: Mapped[str] = mapped_column(String(2048), unique=True)
     key: Mapped[str] = mapped_column(String(512))
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="SET NULL"))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id", ondelete="SET NULL"))
+    # the visit (``Visit``; the column keeps its name, ``session_id``)
+    visit_id: Mapped[int | None] = mapped_column("session_id", ForeignKey("sessions.id", ondelete="SET NULL"))
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id", ondelete="SET NULL"))
     layout: Mapped[str] = mapped_column(String(16))
     montage: Mapped[str] = mapped_column(String(64), default="")
@@ -167,7 +168,7 @@ class Recording(Base):
     profile: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     patient: Mapped[Patient | None] = relationship()
-    session: Mapped[Visit | None] = relationship()
+    visit: Mapped[Visit | None] = relationship()
     report: Mapped[Report | None] = relationship()
     windows: Mapped[list[Window]] = relationship(back_populates="recording", cascade="all, delete-orphan",
                                                  passive_deletes=True, order_by="Window.ordinal")

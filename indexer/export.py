@@ -65,7 +65,7 @@ def _export(store: IndexStore, out: Path) -> dict[str, int]:
     written = {}
     with store.session() as s:
         q = (select(Recording, Patient.key, Visit.key).outerjoin(Patient, Recording.patient_id == Patient.id)
-             .outerjoin(Visit, Recording.session_id == Visit.id).order_by(Recording.id))
+             .outerjoin(Visit, Recording.visit_id == Visit.id).order_by(Recording.id))
         rows, emb = [], []
         for r, patient, session in s.execute(q):
             rows.append({"recording_id": r.id, "path": r.path, "key": r.key, "patient": patient, "session": session,

@@ -340,7 +340,7 @@ class Indexer:
                         "faiss_s": 0.0}
 
     # ---- per-recording writes -----------------------------------------------------------
-    def _patient_session(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Visit | None]:
+    def _patient_visit(self, s, entry: ArchiveEntry, meta) -> tuple[Patient, Visit | None]:
         """The patient and visit rows of a recording, created when new (rules: ``archive.patient_of``)."""
         key = _db_text(patient_of(entry, meta.subject if meta else None))
         patient = s.scalar(select(Patient).where(Patient.key == key))
@@ -351,15 +351,15 @@ class Indexer:
             s.flush()
         elif patient.sex is None and sex:
             patient.sex = sex
-        session = None
+        visit = None
         if entry.info.session:
-            session = s.scalar(select(Visit).where(Visit.patient_id == patient.id,
+            visit = s.scalar(select(Visit).where(Visit.patient_id == patient.id,
                                                      Visit.key == _db_text(entry.info.session)))
-            if session is None:
-                session = Visit(patient_id=patient.id, key=_db_text(entry.info.session), date=entry.info.session_date)
-                s.add(session)
+            if visit is None:
+                visit = Visit(patient_id=patient.id, key=_db_text(entry.info.session), date=entry.info.session_date)
+                s.add(visit)
                 s.flush()
-        return patient, session
+        return patient, visit
 
     def _report(self, s, entry: ArchiveEntry, text: str | None,
                 text_emb: tuple[np.ndarray | None, np.ndarray | None] | None = None) -> Report | None:
@@ -442,14 +442,14 @@ class Indexer:
             rec.model_hash, rec.indexed_at = self.model_hash, utcnow()
             rec.montage = _db_text(p.entry.info.montage)
             if p.error is not None:
-                patient, session = self._patient_session(s, p.entry, None)
-                rec.patient_id, rec.session_id = patient.id, session.id if session else None
+                patient, visit = self._patient_visit(s, p.entry, None)
+                rec.patient_id, rec.visit_id = patient.id, visit.id if visit else None
                 rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error.replace("\x00", ""), 0, None
                 rec.profile = None
                 rec.report_id = None
                 return "failed", 0.0
-            patient, session = self._patient_session(s, p.entry, meta)
-            rec.patient_id, rec.session_id = patient.id, session.id if session else None
+            patient, visit = self._patient_visit(s, p.entry, meta)
+            rec.patient_id, rec.visit_id = patient.id, visit.id if visit else None
             rec.status, rec.error = Status.INDEXED, None
             rec.duration, rec.native_sfreq = meta.duration, meta.native_sfreq
             rec.age, rec.sex = meta.age, meta.sex

@@ -301,7 +301,7 @@ class Index:
         for chunk in _chunks(rec_ids):
             stmt = (select(Recording, Patient.key, Visit.key, Report.impression)
                     .outerjoin(Patient, Recording.patient_id == Patient.id)
-                    .outerjoin(Visit, Recording.session_id == Visit.id)
+                    .outerjoin(Visit, Recording.visit_id == Visit.id)
                     .outerjoin(Report, Recording.report_id == Report.id).where(Recording.id.in_(chunk)))
             rows.update((r.id, (r, p, ss, imp)) for r, p, ss, imp in s.execute(stmt))
         if windows is None and q is not None:
@@ -525,7 +525,7 @@ class Index:
             if r is None:
                 raise NotFoundError(f"recording {recording_id}: no such id in {self.store.folder}")
             patient = s.get(Patient, r.patient_id).key if r.patient_id else None
-            session = s.get(Visit, r.session_id) if r.session_id else None
+            visit = s.get(Visit, r.visit_id) if r.visit_id else None
             report = s.get(Report, r.report_id) if r.report_id else None
             windows = s.execute(select(Window.ordinal, Window.start_s, Window.end_s)
                                 .where(Window.recording_id == r.id).order_by(Window.ordinal)).all()
@@ -538,8 +538,8 @@ class Index:
                 sections = [{"heading": h, "text": ""} for h in dict.fromkeys(heads)]
             return {
                 "recording_id": r.id, "path": r.path, "key": r.key, "status": str(r.status), "error": r.error,
-                "patient": patient, "session": session.key if session else None,
-                "session_date": session.date.isoformat() if session and session.date else None,
+                "patient": patient, "session": visit.key if visit else None,
+                "session_date": visit.date.isoformat() if visit and visit.date else None,
                 "date": r.date.isoformat() if r.date else None, "date_suspect": r.date_suspect,
                 "age": r.age, "sex": r.sex, "montage": r.montage, "layout": r.layout,
                 "duration_s": r.duration, "native_sfreq": r.native_sfreq, "size": r.size,

@@ -315,7 +315,7 @@ class IndexStore:
     def delete_orphans(self, s) -> None:
         """Remove reports, sessions and patients no recording refers to."""
         s.execute(delete(Report).where(~exists().where(Recording.report_id == Report.id)))
-        s.execute(delete(Visit).where(~exists().where(Recording.session_id == Visit.id)))
+        s.execute(delete(Visit).where(~exists().where(Recording.visit_id == Visit.id)))
         s.execute(delete(Patient).where(~exists().where(Recording.patient_id == Patient.id)))
 
     def _rows(self, name: str, model_hash: str, with_emb: bool = True):

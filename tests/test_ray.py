@@ -105,7 +105,7 @@ def _dump(db: Path) -> tuple[dict, dict]:
                 "content_hash": r.content_hash, "model_hash": r.model_hash, "duration": r.duration,
                 "native_sfreq": r.native_sfreq, "age": r.age, "sex": r.sex, "date": r.date,
                 "date_suspect": r.date_suspect, "patient": (r.patient_id, r.patient.key if r.patient else None),
-                "session": (r.session_id, r.session.key if r.session else None),
+                "session": (r.visit_id, r.visit.key if r.visit else None),
                 "report": (r.report_id, r.report.source if r.report else None),
                 "emb": None if r.emb is None else from_blob(r.emb),
                 "windows": [(w.id, w.ordinal, w.start_s, w.end_s, from_blob(w.emb)) for w in r.windows]}
