@@ -154,8 +154,8 @@ def open_source(fname: str | os.PathLike, header: EdfHeader, signals: Sequence[i
     SignalSource
         ``edf_mmap.EdfSignalReader`` (MNE's values bit for bit) or ``MneSource``.
     """
-    fast = open_edf_reader(fname, header, signals)
-    if fast is not None:
-        return fast
+    mapped = open_edf_reader(fname, header, signals)
+    if mapped is not None:
+        return mapped
     raw = open_raw(fname, header)
     return MneSource(fname, raw, electrode_picks(raw, header, signals))
