@@ -33,6 +33,7 @@ from cli.options import (
     ReportsOpt,
     Runner,
     SeedOpt,
+    Source,
     TextPooling,
     WindowOpt,
     WorkersOpt,
@@ -669,6 +670,20 @@ def _query(run):
         raise _fail(str(err).splitlines()[0]) from None
 
 
+def _why(h) -> str:
+    """A text-search hit's evidence in one cell: its best report sentence and the source scores."""
+    parts = []
+    for e in (h.evidence or [])[:1]:
+        if e["text"]:
+            parts.append(f"[bold]{escape(e['text'])}[/bold] [{e['status']}]")
+    src = h.sources or {}
+    report = "no report read" if src.get("report") is None else f"report {src['report']:.2f}"
+    parts.append(f"{report} / EEG {src.get('eeg', 0):.2f}")
+    if h.also:
+        parts.append(f"same visit: {', '.join(map(str, h.also))}")
+    return " — ".join(parts)
+
+
 def _print_hits(doc: dict, as_json: bool, title: str) -> None:
     """Print a ranked-query document (``indexer.service.hits_document``)."""
     if as_json:
@@ -680,11 +695,15 @@ def _print_hits(doc: dict, as_json: bool, title: str) -> None:
     table = Table(title=title)
     for name in ("#", "score", "id", "patient", "date", "age/sex", "window (s)"):
         table.add_column(name, no_wrap=True)
-    table.add_column("best sentence / impression" if any(h.sentence for h in hits) else "impression", ratio=1)
+    why = any(h.sources for h in hits)
+    table.add_column("why: report sentence [status], report / EEG probability" if why else
+                     "best sentence / impression" if any(h.sentence for h in hits) else "impression", ratio=1)
     for h in hits:
         window = f"{h.start_s:g}–{h.end_s:g}" if h.start_s is not None else ""
         first = " ".join((h.impression or "").split())
-        text = f"[bold]{h.sentence}[/bold] — {first}" if h.sentence else first
+        text = f"[bold]{escape(h.sentence)}[/bold] — {escape(first)}" if h.sentence else escape(first)
+        if why:
+            text = _why(h)
         age = "" if h.age is None else f"{h.age:g}"
         table.add_row(str(h.rank), f"{h.score:.3f}", str(h.recording_id), h.patient or "", (h.date or "")[:10],
                       f"{age} {h.sex or ''}".strip(), window, text)
@@ -701,6 +720,8 @@ def search(
     db: DbOpt = DEFAULT_DB,
     k: KOpt = 10,
     level: Annotated[Level, typer.Option(help="recording, or window (rank windows).")] = Level.recording,
+    source: Annotated[Source, typer.Option(help="hybrid: what the reports say (negation-aware) and the EEG, "
+                                           "fused; reports: the reports alone; eeg: the EEG alone.")] = Source.hybrid,
     filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
@@ -708,7 +729,7 @@ def search(
     """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
     svc = _open_service(db, backend=backend)
     f = _query(lambda: parse_filters(**filters))
-    _print_hits(_query(lambda: svc.search(text, k, level.value, f)), as_json, f"text → EEG: {text}")
+    _print_hits(_query(lambda: svc.search(text, k, level.value, f, source.value)), as_json, f"text → EEG: {text}")
 
 
 @app.command()

@@ -39,6 +39,14 @@ class Runner(StrEnum):
     ray = "ray"
 
 
+class Source(StrEnum):
+    """What ranks a text search (``indexer.hybrid.SOURCES``)."""
+
+    hybrid = "hybrid"
+    reports = "reports"
+    eeg = "eeg"
+
+
 class Level(StrEnum):
     """What a text search ranks."""
 

@@ -58,6 +58,81 @@ DEFAULT_PROMPTS: dict[str, tuple[str, str]] = {
 }
 
 
+# The finding phrase a clinician would type for each label column (cohort retrieval).
+COHORT_QUERIES: dict[str, str] = {
+    "normal": "normal EEG",
+    "abnormal": "abnormal EEG",
+    "diffuse_slowing": "diffuse slowing",
+    "focal_slowing": "focal slowing",
+    "spike_wave": "generalized spike and wave",
+    "focal_sharp": "focal sharp waves",
+    "sleep": "sleep",
+}
+
+
+def withheld_reports(index: Index, fraction: float, seed: int = 0) -> set[int]:
+    """Report ids of a seeded ``fraction`` of the index's patients: the reports a query may not read."""
+    if fraction <= 0:
+        return set()
+    with index.store.session() as s:
+        rows = s.execute(select(Patient.key, Recording.report_id).join(Patient, Recording.patient_id == Patient.id)
+                         .where(Recording.status == Status.INDEXED, Recording.report_id.is_not(None))).all()
+    patients = sorted({p for p, _ in rows})
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.permutation(patients)[: int(round(fraction * len(patients)))].tolist())
+    return {rep for p, rep in rows if p in chosen}
+
+
+def cohort_retrieval(index: Index, labels_csv: str | os.PathLike, root: str | os.PathLike | None = None,
+                     queries: dict[str, str] | None = None, sources=("eeg", "reports", "hybrid"),
+                     withheld=(0.0, 0.5, 1.0), seed: int = 0) -> dict:
+    """Cohort retrieval by finding: one query per label column, every labelled recording ranked.
+
+    For each column with both labels, its phrase (``COHORT_QUERIES``) ranks all the labelled
+    recordings from each source (``indexer.hybrid``), with a seeded share of the patients'
+    reports withheld; average precision and precision@10 against the labels.
+
+    Returns
+    -------
+    dict
+        ``{f"{source}@{fraction}": {"MAP", "P@10", "AP": {column: ...}, "P@10_by": {...}}}``
+        plus ``"n"`` (labelled recordings) and ``"queries"``.
+    """
+    from sklearn.metrics import average_precision_score
+
+    from indexer.hybrid import rank
+    from indexer.search import Filters
+
+    table, names = read_label_table(labels_csv, root)
+    queries = {c: q for c, q in (queries or COHORT_QUERIES).items() if c in names}
+    with index.store.session() as s:
+        rows = [(r.id, table.get(r.path) or table.get(r.key)) for r in s.scalars(
+            select(Recording).where(Recording.status == Status.INDEXED).order_by(Recording.id))]
+    labelled = {rid: row for rid, row in rows if row is not None}
+    ids = np.array(sorted(labelled))
+    out: dict = {"n": len(ids), "queries": queries}
+    for fraction in withheld:
+        held = withheld_reports(index, fraction, seed)
+        for source in sources:
+            ap, p10 = {}, {}
+            for column, text in queries.items():
+                y = np.array([parse_binary(labelled[i].get(column, "")) or 0 for i in ids])
+                if y.min() == y.max():
+                    continue
+                q = index._text_query(text)
+                with index.store.session() as s:
+                    ranked = rank(index, s, text, q, len(ids) + 64, Filters(), source, held)
+                order = {c.recording_id: n for n, c in enumerate(ranked)}
+                score = -np.array([order.get(i, len(order) + j) for j, i in enumerate(ids)], float)
+                ap[column] = float(average_precision_score(y, score))
+                top = np.argsort(-score)[:10]
+                p10[column] = float(y[top].mean())
+            out[f"{source}@{fraction:g}"] = {"MAP": float(np.mean(list(ap.values()))) if ap else None,
+                                            "P@10": float(np.mean(list(p10.values()))) if p10 else None,
+                                            "AP": ap, "P@10_by": p10}
+    return out
+
+
 def read_label_table(fname: str | os.PathLike, root: str | os.PathLike | None) -> tuple[dict[str, dict], list[str]]:
     """Label rows keyed like ``elmsearch.archive.labels`` (path or subject/session/montage/token) + column names."""
     with open(fname, newline="", encoding="utf-8-sig") as fh:

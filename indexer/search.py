@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,13 +111,22 @@ class Hit:
     impression: str | None
     report_id: int | None = None
     sentence: str | None = None
+    sources: dict | None = None
+    evidence: list[dict] | None = None
+    also: list[int] | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready dict with the documented keys (``sentence`` only on report hits)."""
+        """JSON-ready dict with the documented keys.
+
+        ``sentence`` only on report hits; ``sources`` (the score of each source), ``evidence``
+        (the report sentences that speak to the query, with their assertion status) and
+        ``also`` (other recordings of the same visit) only on text-search hits.
+        """
         d = dataclasses.asdict(self)
         d["score"] = round(float(self.score), 6)
-        if self.sentence is None:
-            d.pop("sentence")
+        for key in ("sentence", "sources", "evidence", "also"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
 
@@ -337,16 +347,27 @@ class Index:
 
     # ---- queries --------------------------------------------------------------------------
     def search_text(self, text: str, k: int = 10, level: str = "recording",
-                    filters: Filters | None = None) -> list[Hit]:
-        """Text → EEG: recordings (or windows, ``level="window"``) that match a description."""
+                    filters: Filters | None = None, source: str = "hybrid", withheld: Collection[int] = ()
+                    ) -> list[Hit]:
+        """Text → EEG: recordings (or windows, ``level="window"``) that match a description.
+
+        Recordings are ranked from ``source`` (``indexer.hybrid``): ``"hybrid"`` (what their
+        reports say, negation-aware, and their EEG, fused by a calibration on the archive),
+        ``"reports"`` or ``"eeg"``; the recordings of one visit (a session recorded in two
+        montage folders) are one hit, the others listed in ``Hit.also``. Windows are ranked by
+        the EEG alone. ``withheld``: report ids the query may not read (evaluation).
+        """
+        from indexer.hybrid import SOURCES, rank
+
         if level not in {"recording", "window"}:
             raise ValueError(f"level must be 'recording' or 'window', got {level!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         q = self._text_query(text)
         filters = filters or Filters()
         with self.store.session() as s:
             if level == "recording":
-                scores, ids = self._rank(s, "eeg_recording", q, k, filters)
-                return self._hits(s, ids.tolist(), scores.tolist(), q)
+                return self._visit_hits(s, rank(self, s, text, q, 2 * k, filters, source, withheld), q, k)
             scores, wids = self._rank(s, "eeg_window", q, k, filters)
             win = {}
             for chunk in _chunks(wids.tolist()):
@@ -360,6 +381,32 @@ class Index:
             for i, h in enumerate(hits, 1):
                 h.rank = i
             return hits
+
+    def _visit_hits(self, s, scored: list, q: np.ndarray, k: int) -> list[Hit]:
+        """Hits of ranked recordings, one per visit (the first of a visit leads, the rest in ``also``)."""
+        visits = {}
+        for chunk in _chunks([c.recording_id for c in scored]):
+            visits.update(s.execute(select(Recording.id, Recording.visit_id).where(Recording.id.in_(chunk))).all())
+        lead: dict[int, object] = {}
+        groups: list[tuple[object, list[int]]] = []
+        for c in scored:
+            visit = visits.get(c.recording_id)
+            if visit is not None and visit in lead:
+                lead[visit][1].append(c.recording_id)
+                continue
+            group = (c, [])
+            groups.append(group)
+            if visit is not None:
+                lead[visit] = group
+        groups = groups[:k]
+        hits = self._hits(s, [c.recording_id for c, _ in groups], [c.score for c, _ in groups], q)
+        by_id = {c.recording_id: (c, also) for c, also in groups}
+        for h in hits:
+            c, also = by_id[h.recording_id]
+            h.sources = c.sources()
+            h.evidence = [e.to_dict() for e in c.sentences] if c.readable else None
+            h.also = also or None
+        return hits
 
     def resolve(self, fname: str | os.PathLike | None = None, recording_id: int | None = None) -> Query:
         """The embedding of a query recording: from the index when it is there, else computed now."""

@@ -132,9 +132,15 @@ def read_prompts(fname: str | os.PathLike) -> dict[str, list[str]]:
     return doc
 
 
-def hits_document(query: str, hits: list[Hit]) -> dict:
-    """The document of a ranked query: ``{"query": ..., "hits": [Hit.to_dict(), ...]}``."""
-    return {"query": query, "hits": [h.to_dict() for h in hits]}
+def hits_document(query: str, hits: list[Hit], source: str | None = None) -> dict:
+    """The document of a ranked query: ``{"query": ..., "hits": [Hit.to_dict(), ...]}``.
+
+    A text search adds ``"source"``: what ranked it (``hybrid``, ``reports`` or ``eeg``).
+    """
+    doc = {"query": query, "hits": [h.to_dict() for h in hits]}
+    if source is not None:
+        doc["source"] = source
+    return doc
 
 
 def classify_document(recording: str, prompts: list[str], probabilities) -> dict:
@@ -237,11 +243,13 @@ class SearchService:
         return self
 
     # ---- queries (documents) -------------------------------------------------------------
-    def search(self, text: str, k: int = 10, level: str = "recording", filters: Filters | None = None) -> dict:
-        """Text → EEG (``elmsearch search --json``)."""
+    def search(self, text: str, k: int = 10, level: str = "recording", filters: Filters | None = None,
+               source: str = "hybrid") -> dict:
+        """Text → EEG (``elmsearch search --json``), ranked from ``source`` (``indexer.hybrid``)."""
         if not str(text).strip():
             raise ValueError("q: give a description to search for")
-        return hits_document(text, self.index.search_text(text, _check_k(k), level, filters))
+        hits = self.index.search_text(text, _check_k(k), level, filters, source)
+        return hits_document(text, hits, source if level == "recording" else "eeg")
 
     def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
                 include_same_patient: bool = False, one_per_patient: bool = True,

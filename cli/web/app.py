@@ -168,9 +168,12 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
 
     @app.get("/api/search", tags=["queries"], responses={200: {"model": schemas.HitsDocument}})
     def search(q: Annotated[str, Query(min_length=1, max_length=2000, description="A description.")],
-               f: QueryFilters, k: K = 10, level: Literal["recording", "window"] = "recording"):
-        """Text → EEG: recordings (or windows) whose EEG matches a description."""
-        return JSONResponse(service.search(q, k, level, f))
+               f: QueryFilters, k: K = 10, level: Literal["recording", "window"] = "recording",
+               source: Annotated[Literal["hybrid", "reports", "eeg"], Query(description=(
+                   "hybrid: what the reports say (negation-aware) and the EEG, fused; reports; eeg."))
+                                 ] = "hybrid"):
+        """Text → EEG: recordings (or windows) whose reports and EEG match a description, each with why."""
+        return JSONResponse(service.search(q, k, level, f, source))
 
     @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses={200: {"model": schemas.Recording}})
     def show(recording_id: int, match: Annotated[str | None, Query(max_length=2000, description=(

@@ -22,6 +22,7 @@ class HitsDocument(Document):
 
     query: str
     hits: list[Hit]
+    source: str | None = Field(None, description="Text search: what ranked the hits (hybrid, reports or eeg).")
 
 
 class Score(Document):

@@ -1,0 +1,310 @@
+"""Hybrid text → EEG ranking: what the reports say, and what the EEG looks like, in one score.
+
+For a query such as "focal sharp waves" the evidence of each recording comes from two sources:
+
+- **its report** (when it has one the query may read): report sentences found by the database's
+  full-text index (``indexer.fulltext``: BM25 over Porter stems) and by the dense sentence
+  embeddings (FAISS ``segment``), each read with its assertion status
+  (``elmsearch.text.assertion``): a sentence counts for the query only when the query's terms
+  stand in it with the status the query asks for ("no focal slowing" does not match "focal
+  slowing"; the query "no epileptiform discharges" matches exactly such sentences). The report's
+  probability of matching, ``p_report``, is the share of the query's terms its best agreeing
+  sentence holds, or the calibrated dense similarity of that sentence, whichever is higher;
+  0 when the report is silent or says the opposite.
+- **its EEG**: the cosine of the pooled recording embedding and of its best window (FAISS
+  ``eeg_recording`` and ``eeg_window``; a window carries intermittent findings that pooling
+  dilutes), averaged.
+
+The fusion is calibrated on the archive itself, for each query: on the candidate recordings
+whose reports are readable, a one-dimensional logistic regression maps the EEG score to the
+probability that the report matches (Platt scaling). A recording with a report is scored
+``0.9 p_report + 0.1 p_eeg`` (the report decides; the EEG orders within equal report evidence);
+one without a readable report gets ``p_eeg``, capped at 0.9 so that it ranks below strong report
+evidence but above reports that are silent about the finding or deny it. Fusion rules measured
+before this one are in docs/benchmarks.md ("Hybrid search").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select
+
+from db import Recording, Segment, Window, from_blob
+
+if TYPE_CHECKING:
+    from indexer.search import Filters, Index
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("hybrid", "reports", "eeg")
+EEG_CANDIDATES = 256  # recordings taken from the EEG ranking besides those with report evidence (at least 4k)
+LEXICAL_CANDIDATES = 2000  # full-text sentence matches read per query
+DENSE_CANDIDATES = 256  # nearest report sentences read per query
+WINDOW_CANDIDATES = 2048  # nearest windows read per query (best-window evidence)
+REPORT_WEIGHT = 0.9  # a recording with a report: REPORT_WEIGHT * p_report + (1 - REPORT_WEIGHT) * p_eeg
+EEG_CAP = 0.9  # a recording without a readable report: p_eeg, at most this
+
+
+@dataclasses.dataclass
+class SentenceEvidence:
+    """A report sentence that speaks to the query, with why."""
+
+    segment_id: int
+    report_id: int
+    section: str
+    text: str | None
+    status: str  # the status of the query's terms in this sentence (or of the sentence, for a dense match)
+    agrees: bool  # that status is the one the query asks for
+    lexical: float  # share of the query's terms the sentence holds (0..1)
+    dense: float  # cosine of the sentence embedding and the query
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``"evidence"."sentences"`` of a hit)."""
+        return {"section": self.section, "text": self.text, "status": self.status, "agrees": self.agrees,
+                "lexical": round(self.lexical, 4), "dense": round(self.dense, 4)}
+
+
+@dataclasses.dataclass
+class Scored:
+    """A candidate recording and its evidence."""
+
+    recording_id: int
+    report_id: int | None
+    readable: bool  # a report the query may read (not withheld, text stored)
+    eeg_cosine: float
+    window_cosine: float
+    p_report: float | None = None
+    p_eeg: float = 0.0
+    score: float = 0.0
+    sentences: list[SentenceEvidence] = dataclasses.field(default_factory=list)
+
+    @property
+    def eeg(self) -> float:
+        """The EEG score: mean of the pooled and the best-window cosine."""
+        return 0.5 * (self.eeg_cosine + self.window_cosine)
+
+    def sources(self) -> dict:
+        """The score of each source (``"sources"`` of a hit)."""
+        return {"report": None if self.p_report is None else round(self.p_report, 4),
+                "eeg": round(self.p_eeg, 4), "eeg_cosine": round(self.eeg_cosine, 4),
+                "window_cosine": round(self.window_cosine, 4)}
+
+
+def platt(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 25) -> tuple[float, float]:
+    """Fit ``P(y=1 | x) = 1 / (1 + exp(-(a x + b)))`` by Newton's method (Platt scaling).
+
+    ``x`` is standardised inside; a small L2 penalty keeps ``a`` finite when the classes separate.
+
+    Returns
+    -------
+    a, b : float
+        For the raw ``x``.
+    """
+    mu, sd = float(x.mean()), float(x.std()) or 1.0
+    z = (x - mu) / sd
+    # Platt's targets: (n+ + 1) / (n+ + 2) and 1 / (n- + 2), never exactly 0 or 1
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    t = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    w = np.zeros(2)
+    design = np.stack([z, np.ones_like(z)], 1)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(design @ w)))
+        grad = design.T @ (p - t) + l2 * np.array([w[0], 0.0])
+        hess = (design * (p * (1 - p))[:, None]).T @ design + l2 * np.diag([1.0, 1e-9])
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(w[0] / sd), float(w[1] - w[0] * mu / sd)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(x, -50, 50)))
+
+
+def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collection[int] = ()
+                    ) -> dict[int, list[SentenceEvidence]]:
+    """The report sentences that speak to a query, by report id, best first.
+
+    Sentences come from the full-text index (any query term) and from the dense sentence index;
+    each is read with its assertion status. Reports in ``withheld`` are not read.
+    """
+    from elmsearch.text.assertion import match_status, parse_query, scopes_from_json
+
+    from indexer.fulltext import match_segments
+
+    query = parse_query(text)
+    terms = list(query.terms)
+    lexical = {m.segment_id: m.matched for m in match_segments(s, terms, LEXICAL_CANDIDATES)} if terms else {}
+    dense: dict[int, float] = {}
+    seg_index = index.faiss("segment")
+    if seg_index is not None and seg_index.ntotal:
+        from indexer.vectors.ops import search
+
+        scores, ids = search(seg_index, q, min(DENSE_CANDIDATES, seg_index.ntotal))
+        dense = {int(i): float(sc) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0}
+    ids = sorted(set(lexical) | set(dense))
+    out: dict[int, list[SentenceEvidence]] = {}
+    withheld = set(withheld)
+    from indexer.search import _chunks
+
+    for chunk in _chunks(ids):
+        rows = s.execute(select(Segment.id, Segment.report_id, Segment.section, Segment.text, Segment.assertion,
+                                Segment.scopes, Segment.emb).where(Segment.id.in_(chunk)))
+        for seg_id, rep_id, section, sentence, assertion, scopes, emb in rows:
+            if rep_id in withheld:
+                continue
+            cos = dense.get(seg_id)
+            if cos is None:
+                cos = float(from_blob(emb) @ q) if emb is not None else 0.0
+            status = None
+            if sentence and terms:
+                status = match_status(sentence, scopes_from_json(scopes) if scopes else [], terms)
+            n_matched = lexical.get(seg_id, 0)
+            if status is None:  # a dense match without the query's words: the sentence's own status
+                status = assertion or "affirmed"
+            out.setdefault(rep_id, []).append(SentenceEvidence(
+                seg_id, rep_id, section, sentence or None, status, status == query.status,
+                n_matched / len(terms) if terms else 0.0, cos))
+    for sentences in out.values():
+        sentences.sort(key=lambda e: (e.agrees, e.lexical, e.dense), reverse=True)
+    return out
+
+
+def _dense_calibration(evidence: dict[int, list[SentenceEvidence]]) -> tuple[float, float] | None:
+    """Platt fit of "holds every query term" on the dense score of the agreeing sentences read."""
+    sent = [e for es in evidence.values() for e in es if e.agrees]
+    if len(sent) < 8:
+        return None
+    x = np.array([e.dense for e in sent])
+    y = np.array([e.lexical >= 1.0 for e in sent], float)
+    if y.sum() < 2 or y.sum() > len(y) - 2:
+        return None
+    return platt(x, y)
+
+
+def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, source: str = "hybrid",
+         withheld: Collection[int] = ()) -> list[Scored]:
+    """Rank recordings for a text query from the chosen ``source`` (see the module notes).
+
+    Parameters
+    ----------
+    index : indexer.search.Index
+    s : sqlalchemy.orm.Session
+    text : str
+        The query as typed.
+    q : array, shape (256,)
+        Its normalised embedding.
+    k : int
+        Hits wanted; at least ``4 k`` EEG candidates are read.
+    filters : indexer.search.Filters
+    source : {"hybrid", "reports", "eeg"}
+    withheld : collection of int
+        Report ids the query may not read (evaluation: reports withheld).
+
+    Returns
+    -------
+    list of Scored
+        Best first, at most ``k``.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    from indexer.search import _chunks
+
+    use_reports = source != "eeg" and index.manifest.get("has_text", False)
+    evidence = report_evidence(index, s, text, q, withheld) if use_reports else {}
+    # candidates: the EEG's best, and every recording whose report speaks to the query
+    fetch = max(EEG_CANDIDATES, 4 * k)
+    eeg_scores, eeg_ids = index._rank(s, "eeg_recording", q, fetch, filters)
+    pooled = dict(zip(eeg_ids.tolist(), eeg_scores.tolist(), strict=True))
+    cands: dict[int, Scored] = {}
+    withheld = set(withheld)
+    report_ids = list(evidence)
+    for chunk in _chunks(sorted(set(pooled))):
+        for rid, rep in s.execute(select(Recording.id, Recording.report_id).where(Recording.id.in_(chunk))):
+            cands[rid] = Scored(rid, rep, False, pooled[rid], pooled[rid])
+    for chunk in _chunks(report_ids):
+        stmt = filters.apply(select(Recording.id, Recording.report_id, Recording.emb)
+                             .where(Recording.report_id.in_(chunk), Recording.status == "indexed"))
+        for rid, rep, emb in s.execute(stmt):
+            if rid not in cands and emb is not None:
+                cos = float(from_blob(emb) @ q)
+                cands[rid] = Scored(rid, rep, False, cos, cos)
+    if not cands:
+        return []
+    readable = index.manifest.get("has_text", False) and index.manifest.get("report_text", True)
+    for c in cands.values():
+        c.readable = bool(use_reports and readable and c.report_id is not None and c.report_id not in withheld)
+    _window_scores(index, s, q, cands)
+    eeg = np.array([c.eeg for c in cands.values()])
+    if source == "eeg":
+        for c in cands.values():
+            c.score = c.p_eeg = c.eeg
+        return sorted(cands.values(), key=lambda c: c.score, reverse=True)[:k]
+
+    dense_fit = _dense_calibration(evidence)
+    for c in cands.values():
+        if not c.readable:
+            continue
+        sentences = evidence.get(c.report_id, [])
+        c.sentences = sentences[:3]
+        agreeing = [e for e in sentences if e.agrees]
+        if not agreeing:
+            c.p_report = 0.0
+            continue
+        best = 0.0
+        for e in agreeing:
+            p_dense = float(_sigmoid(np.array(dense_fit[0] * e.dense + dense_fit[1]))) if dense_fit else 0.0
+            best = max(best, e.lexical, p_dense)
+        c.p_report = best
+    with_report = [c for c in cands.values() if c.p_report is not None]
+    if source == "reports":
+        for c in cands.values():
+            c.score = c.p_report if c.p_report is not None else -1.0
+            c.p_eeg = c.eeg
+        ranked = sorted(cands.values(), key=lambda c: (c.score, max((e.dense for e in c.sentences), default=0.0)),
+                        reverse=True)
+        return ranked[:k]
+    # calibrate the EEG on the recordings whose reports were read: P(report matches | EEG score)
+    x = np.array([c.eeg for c in with_report])
+    y = np.array([c.p_report >= 0.5 for c in with_report], float)
+    if len(with_report) >= 4 and 2 <= y.sum() <= len(y) - 2:
+        a, b = platt(x, y)
+        p_eeg = _sigmoid(a * eeg + b)
+    else:  # too little to fit: the EEG orders what the reports cannot, below any report evidence
+        span = float(eeg.max() - eeg.min()) or 1.0
+        p_eeg = 0.5 * (eeg - eeg.min()) / span
+    for c, p in zip(cands.values(), p_eeg.tolist(), strict=True):
+        c.p_eeg = p
+        if c.p_report is not None:
+            c.score = REPORT_WEIGHT * c.p_report + (1 - REPORT_WEIGHT) * p
+        else:
+            c.score = min(p, EEG_CAP)
+    return sorted(cands.values(), key=lambda c: c.score, reverse=True)[:k]
+
+
+def _window_scores(index: Index, s, q: np.ndarray, cands: dict[int, Scored]) -> None:
+    """Set each candidate's best-window cosine from the nearest windows (FAISS ``eeg_window``).
+
+    A recording none of whose windows is among the nearest keeps its pooled cosine there.
+    """
+    from indexer.search import _chunks
+    from indexer.vectors.ops import search
+
+    win_index = index.faiss("eeg_window")
+    if win_index is None or not win_index.ntotal:
+        return
+    scores, wids = search(win_index, q, min(WINDOW_CANDIDATES, win_index.ntotal))
+    best: dict[int, float] = {}
+    wid_score = {int(w): float(sc) for w, sc in zip(wids[0], scores[0], strict=True) if w >= 0}
+    for chunk in _chunks(sorted(wid_score)):
+        for wid, rid in s.execute(select(Window.id, Window.recording_id).where(Window.id.in_(chunk))):
+            if rid in cands and wid_score[wid] > best.get(rid, -np.inf):
+                best[rid] = wid_score[wid]
+    for rid, c in cands.items():
+        c.window_cosine = max(best.get(rid, c.eeg_cosine), c.eeg_cosine)
