@@ -80,17 +80,36 @@ function metaLine(h) {
           h.montage].filter(Boolean).join(" · ");
 }
 
+function why(h) {
+  // a text-search hit's evidence: its report sentences with their assertion status, the score of each source
+  const box = el("div", {class: "why"});
+  for (const e of (h.evidence || []).filter((e) => e.text).slice(0, 2)) {
+    box.append(el("p", {class: `evidence ${e.agrees ? "agrees" : "contradicts"}`},
+      el("span", {class: `status ${e.status}`}, e.status), " ", e.section ? `${e.section}: ` : "",
+      e.agrees ? el("mark", {}, e.text) : el("span", {}, e.text)));
+  }
+  const s = h.sources;
+  const report = s.report === null || s.report === undefined ? "no report read" : `report ${s.report.toFixed(2)}`;
+  const visit = h.also && h.also.length ? ` · same visit: ${h.also.map((i) => `#${i}`).join(", ")}` : "";
+  box.append(el("p", {class: "sources"}, `${report} · EEG ${s.eeg.toFixed(2)} (cosine ${s.eeg_cosine.toFixed(2)}, ` +
+    `best window ${s.window_cosine.toFixed(2)})${visit}`));
+  return box;
+}
+
 function hitCard(h, query) {
   const [start, end] = span(h);
   const open = new URLSearchParams({start: start.toFixed(2), end: end.toFixed(2)});
   if (query) open.set("q", query);
+  const said = (h.evidence || []).find((e) => e.agrees && e.text);
   if (h.sentence) open.set("hl", h.sentence.replace(/^[^:]*: /, ""));
+  else if (said) open.set("hl", said.text);
   const window = h.start_s === null || h.start_s === undefined ? "" : ` · best window ${h.start_s}–${h.end_s} s`;
   return el("article", {class: "hit", "data-id": h.recording_id},
-    el("h3", {}, el("span", {class: "score", title: "cosine similarity"}, h.score.toFixed(3)),
+    el("h3", {}, el("span", {class: "score", title: h.sources ? "probability of a match (reports and EEG)" : "cosine similarity"}, h.score.toFixed(3)),
        link(`/recordings/${h.recording_id}?${open}`, `#${h.rank} recording ${h.recording_id}`, "open"),
        el("span", {class: "meta"}, metaLine(h) + window)),
     h.sentence ? el("p", {class: "sentence"}, "Best sentence: ", el("mark", {}, h.sentence)) : null,
+    h.sources ? why(h) : null,
     el("p", {class: "impression"}, h.impression ? `Impression: ${h.impression}` : "(no report)"),
     plots(h.recording_id, start, end),
     el("div", {class: "links"},
@@ -110,17 +129,19 @@ async function runSearch(params) {
   const q = params.get("q");
   $("#q").value = q;
   const form = $("#search");
-  for (const name of [...FILTERS, "k", "level"]) if (form.elements[name]) form.elements[name].value = params.get(name) || form.elements[name].defaultValue || "";
+  for (const name of [...FILTERS, "k", "level", "source"]) if (form.elements[name]) form.elements[name].value = params.get(name) || form.elements[name].defaultValue || "";
   if (FILTERS.some((n) => params.get(n))) $("#filters").open = true;
   status("Searching…");
   const api_params = filterParams(params);
   api_params.set("q", q);
   api_params.set("k", params.get("k") || "10");
   if (params.get("level")) api_params.set("level", params.get("level"));
+  if (params.get("source")) api_params.set("source", params.get("source"));
   const t0 = performance.now();
   const doc = await api(`/api/search?${api_params}`);
   status(`${doc.hits.length} hits in ${Math.round(performance.now() - t0)} ms`);
-  showHits(doc, `Text → EEG: “${q}”`, q);
+  const from = {hybrid: "reports and EEG", reports: "reports", eeg: "EEG"}[doc.source] || "EEG";
+  showHits(doc, `Text → EEG: “${q}” (from ${from})`, q);
 }
 
 function reportView(report, highlight) {
@@ -220,7 +241,8 @@ $("#search").addEventListener("submit", (e) => {
   e.preventDefault();
   const form = new FormData(e.target);
   const params = new URLSearchParams();
-  for (const [k, v] of form.entries()) if (v !== "" && !(k === "k" && v === "10") && !(k === "level" && v === "recording")) params.set(k, v);
+  for (const [k, v] of form.entries()) if (v !== "" && !(k === "k" && v === "10") && !(k === "level" && v === "recording") &&
+      !(k === "source" && v === "hybrid")) params.set(k, v);
   go(`/?${params}`);
 });
 $("#file").addEventListener("change", (e) => {
