@@ -14,9 +14,9 @@ from conftest import TUH_LABELS
 from PIL import Image
 
 import elmsearch.io.chunks as chunks
-from elmsearch import plots
 from elmsearch.io.windowed import WindowedRecording, read_recording
 from elmsearch.signal.channels import TCP_CH_NAMES, tuh_channel_name
+from elmsearch.viz import plots
 from elmsearch.viz.plots import read_span, spectrogram_arrays, spectrogram_png, trace_spacing, waveform_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
