@@ -123,6 +123,11 @@ class Segment(Base):
     text: Mapped[str] = mapped_column(Text)
     finding: Mapped[bool] = mapped_column(Boolean, default=False)
     emb: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # assertion status of the sentence (elmsearch.text.assertion.STATUSES) and the JSON ranges of
+    # its non-affirmed terms (NULL when the text is not stored); NULL in an index written before
+    # the columns existed until the next writer fills them
+    assertion: Mapped[str | None] = mapped_column(String(16))
+    scopes: Mapped[str | None] = mapped_column(Text)
     report: Mapped[Report] = relationship(back_populates="segments")
 
 

@@ -44,6 +44,7 @@ from elmsearch.models.factory import load_model
 from elmsearch.models.identity import config_hash, cpu_has_bf16
 from elmsearch.models.model import ELMModel
 from elmsearch.signal.preprocessing import PreprocessingParams
+from elmsearch.text.assertion import assertion_scopes, scopes_to_json, sentence_status
 from elmsearch.text.report import FINDING_HEADINGS, parse_report
 from indexer.lock import IndexLock
 from indexer.private import private_umask
@@ -52,6 +53,7 @@ from indexer.workers import DEFAULT_TIMEOUT_S, auto_jobs, failure_reason, run_is
 
 logger = logging.getLogger(__name__)
 
+ASSERTION_BATCH = 2000  # stored sentences per transaction when an older index gets assertion statuses
 SPILL_CHUNK_S = 1800.0  # long recordings are preprocessed 30 min at a time (elmsearch.io.chunks)
 
 
@@ -392,11 +394,16 @@ class Indexer:
             t0 = time.perf_counter()
             seg_emb, rep_emb = embed_report(self.model, parsed)
             self.timings["embed_text_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()  # assertion status counts as text processing
+        scopes = assertion_scopes([x.text for x in sentences])
+        self.timings["embed_text_s"] += time.perf_counter() - t0
         for i, x in enumerate(sentences):
             report.segments.append(Segment(
                 ordinal=i, section=x.section, start=x.start, end=x.end, text=x.text if self.report_text else "",
                 finding=x.section.upper() in wanted,
-                emb=to_blob(seg_emb[i]) if seg_emb is not None else None))
+                emb=to_blob(seg_emb[i]) if seg_emb is not None else None,
+                assertion=sentence_status(x.text, scopes[i]),
+                scopes=scopes_to_json(scopes[i]) if self.report_text else None))
         report.emb = to_blob(rep_emb) if rep_emb is not None else None
         report.model_hash = self.model_hash if rep_emb is not None else None
         s.flush()
@@ -591,9 +598,11 @@ class Indexer:
             s.flush()
             run_id = run_row.id
             known = {r.path: r for r in s.scalars(select(Recording))}
+        self.backfill_assertions()  # before --no-report-text drops the text it reads
+        with self.store.session() as s, s.begin():
             if not self.report_text:  # --no-report-text on an index that holds text: drop it now
                 s.execute(update(Report).where(Report.text != "").values(text="", impression=None))
-                s.execute(update(Segment).where(Segment.text != "").values(text=""))
+                s.execute(update(Segment).where(Segment.text != "").values(text="", scopes=None))
         todo: list[tuple[ArchiveEntry, Recording | None]] = []
         for entry in entries:
             ex = known.get(archive_path(entry.path))
@@ -613,6 +622,47 @@ class Indexer:
             on_plan(len(todo), summary.skipped)
         logger.info("%d recordings to index, %d unchanged", len(todo), summary.skipped)
         return run_id, summary, todo
+
+    def backfill_assertions(self, batch_size: int | None = None) -> int:
+        """Fill the assertion status and scopes of stored sentences that have text but no status.
+
+        An index written before ``Segment.assertion`` existed gets them here, on its next run:
+        batches of ``batch_size`` sentences, one transaction each, so a killed run keeps what it
+        filled and the next one goes on. Sentences whose text is not stored (``--no-report-text``)
+        cannot be read again and keep NULL.
+
+        Parameters
+        ----------
+        batch_size : int | None
+            Sentences per transaction (default ``ASSERTION_BATCH``).
+
+        Returns
+        -------
+        int
+            Sentences filled.
+        """
+        batch_size = batch_size or ASSERTION_BATCH
+        done, last = 0, 0
+        while True:
+            with self.store.session() as s, s.begin():
+                rows = s.execute(
+                    select(Segment.id, Segment.text)
+                    .where(Segment.assertion.is_(None), Segment.text != "", Segment.id > last)
+                    .order_by(Segment.id).limit(batch_size)).all()
+                if not rows:
+                    break
+                t0 = time.perf_counter()
+                scopes = assertion_scopes([text for _, text in rows])
+                self.timings["embed_text_s"] += time.perf_counter() - t0
+                s.execute(update(Segment), [
+                    {"id": sid, "assertion": sentence_status(text, sc),
+                     "scopes": scopes_to_json(sc) if self.report_text else None}
+                    for (sid, text), sc in zip(rows, scopes, strict=True)])
+            done += len(rows)
+            last = rows[-1][0]
+        if done:
+            logger.info("assertion status filled for %d stored report sentences", done)
+        return done
 
     def known_hash(self, ex: Recording | None) -> str | None:
         """Content hash of a file indexed with this model (``prepare`` skips reading it when it is the same)."""
