@@ -513,9 +513,9 @@ def index(
                                           "re-embed every recording with --model into a new generation, made "
                                           "current when the run ends (queries use the old one until then).")
                        ] = False,
-    rebuild_faiss: Annotated[bool, typer.Option("--rebuild-faiss", help="Rebuild the FAISS files and the manifest "
-                                                "from the database (after `elmsearch verify` found them damaged); "
-                                                "no ARCHIVE needed.")] = False,
+    rebuild_faiss: Annotated[bool, typer.Option("--rebuild-faiss", help="Rebuild the FAISS files, the full-text "
+                                                "index and the manifest from the database (after `elmsearch verify` "
+                                                "found them damaged); no ARCHIVE needed.")] = False,
     follow_outside: FollowOutsideOpt = False,
     patients: PatientsOpt = None,
     as_json: JsonOpt = False,

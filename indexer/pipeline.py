@@ -46,6 +46,7 @@ from elmsearch.models.model import ELMModel
 from elmsearch.signal.preprocessing import PreprocessingParams
 from elmsearch.text.assertion import assertion_scopes, scopes_to_json, sentence_status
 from elmsearch.text.report import FINDING_HEADINGS, parse_report
+from indexer.fulltext import rebuild_fulltext
 from indexer.lock import IndexLock
 from indexer.private import private_umask
 from indexer.store import IndexStateError, IndexStore
@@ -824,7 +825,7 @@ def make_indexer(db_dir: str | os.PathLike, model_path: str | os.PathLike, db_ur
 
 
 def rebuild_faiss(db_dir: str | os.PathLike, db_url: str | None = None) -> dict:
-    """Rebuild every FAISS file and the manifest of an index from its database (``index --rebuild-faiss``).
+    """Rebuild every FAISS file, the full-text index and the manifest from the database (``index --rebuild-faiss``).
 
     What to do when a FAISS file or the manifest is damaged: the database is the source of
     truth. Takes the writer lock; the model is the manifest's (or, with a damaged manifest, the
@@ -858,6 +859,7 @@ def rebuild_faiss(db_dir: str | os.PathLike, db_url: str | None = None) -> dict:
             raise IndexStateError(f"{db_dir}: the index's model {model_path} is now {config_hash(model)}, not "
                                   f"{model_hash}; re-index with `elmsearch index --reembed --model DIR`")
         manifest = store.read_manifest_or_none() or {}
+        rebuild_fulltext(store.engine)
         return store.rebuild(model_hash, str(model_path), model.config, force=True, run_id=last.id,
                              extra={"report_text": manifest.get("report_text", has_text),
                                     "similar_representation": model.similar_representation})

@@ -46,6 +46,7 @@ from db.engine import DB_FILE, make_engine, make_sessionmaker, sqlite_url
 from elmsearch.errors import ElmsearchError
 from elmsearch.models.config import ModelCfg
 from indexer import integrity
+from indexer.fulltext import ensure_fulltext, fulltext_problems
 from indexer.lock import lock_holder
 from indexer.private import FILE_MODE, private_dir, private_umask
 from indexer.vectors.index_info import DIM, KIND_EXACT, IndexInfo
@@ -144,6 +145,9 @@ class IndexStore:
         self._default_db = self.db_url in (default, sqlite_url(self.data, read_only=True))
         self.engine = make_engine(self.db_url, create=create)
         self._sessions = make_sessionmaker(self.engine)
+        if create:
+            # the next writer adds the full-text index to an index made before it (readers never write)
+            ensure_fulltext(self.engine)
 
     @property
     def faiss_dir(self) -> Path:
@@ -640,6 +644,9 @@ class IndexStore:
             raise IndexStateError(problem)
         return counts
 
+    def _db_name(self) -> str:
+        return str(self.data / DB_FILE) if self._default_db else "the database"
+
     def _rebuild_hint(self) -> str:
         return f"run `elmsearch index --rebuild-faiss --db {self.folder}`"
 
@@ -714,6 +721,7 @@ class IndexStore:
             return {"ok": False, "problems": [str(err)], "checked": checked}
         problems += self._row_problems(m["model_hash"])
         problems += self._checksum_problems(m, full=True)
+        problems += fulltext_problems(self.engine, full=True, where=self._db_name())
         for _name, f, want in self._index_files(m):
             if want is None:
                 problems.append(f"{f}: no checksum in the manifest (written by an older version); "
@@ -786,6 +794,8 @@ class IndexStore:
         try:
             self.verify(full=True)
             m = self.manifest
+            for problem in fulltext_problems(self.engine, full=False, where=self._db_name()):
+                return problem
             rng = np.random.default_rng(0)
             with self.session() as s:
                 for name in INDEX_NAMES:
