@@ -9,8 +9,9 @@ For a query such as "focal sharp waves" the evidence of each recording comes fro
   stand in it with the status the query asks for ("no focal slowing" does not match "focal
   slowing"; the query "no epileptiform discharges" matches exactly such sentences). The report's
   probability of matching, ``p_report``, is the share of the query's terms its best agreeing
-  sentence holds, or the calibrated dense similarity of that sentence, whichever is higher;
-  0 when the report is silent or says the opposite.
+  sentence holds, or the calibrated dense similarity of that sentence, whichever is higher; a
+  report that states the query's words with the other status more fully than as asked ("there
+  are no focal sharp waves") is capped at ``1 - `` that share, so a full denial scores 0.
 - **its EEG**: the cosine of the pooled recording embedding and of its best window (FAISS
   ``eeg_recording`` and ``eeg_window``; a window carries intermittent findings that pooling
   dilutes), averaged.
@@ -252,16 +253,19 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
         if not c.readable:
             continue
         sentences = evidence.get(c.report_id, [])
-        c.sentences = sentences[:3]
         agreeing = [e for e in sentences if e.agrees]
-        if not agreeing:
-            c.p_report = 0.0
-            continue
+        against = sorted((e for e in sentences if not e.agrees and e.lexical > 0), key=lambda e: e.lexical,
+                         reverse=True)
+        c.sentences = agreeing[:2] + against[:1]
         best = 0.0
         for e in agreeing:
             p_dense = float(_sigmoid(np.array(dense_fit[0] * e.dense + dense_fit[1]))) if dense_fit else 0.0
             best = max(best, e.lexical, p_dense)
-        c.p_report = best
+        # a report that states the query's words with the other status ("no focal sharp waves")
+        # more fully than it states them as asked speaks against the query
+        said = max((e.lexical for e in agreeing), default=0.0)
+        denied = against[0].lexical if against else 0.0
+        c.p_report = min(best, 1.0 - denied) if denied > said else best
     with_report = [c for c in cands.values() if c.p_report is not None]
     if source == "reports":
         for c in cands.values():
