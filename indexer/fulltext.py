@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -365,3 +366,42 @@ def _match_pg(session: Session, terms: list[str], limit: int, ids: list[int] | N
     rows = session.execute(text(sql), params).all()
     # ts_rank_cd is 0 for a match without a cover of the query; keep every score positive
     return [(sid, rid, max(float(score), 1e-6), m) for sid, rid, score, m in rows]
+
+def term_weights(session: Session, terms: Sequence[str]) -> dict[str, float]:
+    """The inverse document frequency of each term over the report sentences (BM25's idf).
+
+    ``log(1 + (N - n + 0.5) / (n + 0.5))`` with ``N`` sentences and ``n`` of them holding the
+    term, counted by the database's own full-text index; a word in nearly every sentence
+    ("EEG") weighs little, a rare one ("hypsarrhythmia") much. Counts are cached per database
+    and sentence count, so a repeated term costs nothing until the next index run.
+
+    Returns
+    -------
+    dict
+        ``{term: weight}`` for the usable terms (``clean_terms``); empty without a full-text index.
+    """
+    terms = clean_terms(terms)
+    if not terms or not _is_ready(session):
+        return {}
+    engine = session.get_bind()
+    engine = getattr(engine, "engine", engine)
+    n_total = session.execute(text("SELECT count(*) FROM segments")).scalar() or 0
+    out = {}
+    for t in terms:
+        key = (str(engine.url), n_total, t.casefold())
+        n = _df_cache.get(key)
+        if n is None:
+            if engine.dialect.name == "sqlite":
+                q = text(f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q")
+                n = session.execute(q, {"q": _fts5_string(t)}).scalar() or 0
+            else:
+                q = text(f"SELECT count(*) FROM segments WHERE {TSV_COLUMN} @@ phraseto_tsquery('english', :q)")
+                n = session.execute(q, {"q": t}).scalar() or 0
+            if len(_df_cache) > 10_000:
+                _df_cache.clear()
+            _df_cache[key] = n
+        out[t] = float(np.log(1 + (n_total - n + 0.5) / (n + 0.5)))
+    return out
+
+
+_df_cache: dict[tuple, int] = {}

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,9 @@ DENSE_CANDIDATES = 256  # nearest report sentences read per query
 WINDOW_CANDIDATES = 2048  # nearest windows read per query (best-window evidence)
 REPORT_WEIGHT = 0.9  # a recording with a report: REPORT_WEIGHT * p_report + (1 - REPORT_WEIGHT) * p_eeg
 EEG_CAP = 0.9  # a recording without a readable report: p_eeg, at most this
+REFERENCE = ("normal EEG", "abnormal EEG")  # what the EEG score is taken away from (eeg_direction)
+PROBE_MIN = 3  # recordings on each side (report matches / does not) before a per-query probe is fitted
+PROBE_MAX = 4000  # recordings a per-query probe is fitted on at most
 
 
 @dataclasses.dataclass
@@ -61,7 +65,7 @@ class SentenceEvidence:
     text: str | None
     status: str  # the status of the query's terms in this sentence (or of the sentence, for a dense match)
     agrees: bool  # that status is the one the query asks for
-    lexical: float  # share of the query's terms the sentence holds (0..1)
+    lexical: float  # share of the query's terms the sentence holds, idf-weighted (0..1)
     dense: float  # cosine of the sentence embedding and the query
 
     def to_dict(self) -> dict:
@@ -136,12 +140,12 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
     each is read with its assertion status. Reports in ``withheld`` are not read.
     """
     from elmsearch.text.assertion import match_status, parse_query, scopes_from_json
-
-    from indexer.fulltext import match_segments
+    from indexer.fulltext import match_segments, term_weights
 
     query = parse_query(text)
     terms = list(query.terms)
     lexical = {m.segment_id: m.matched for m in match_segments(s, terms, LEXICAL_CANDIDATES)} if terms else {}
+    weights = term_weights(s, terms) if lexical else {}
     dense: dict[int, float] = {}
     seg_index = index.faiss("segment")
     if seg_index is not None and seg_index.ntotal:
@@ -166,15 +170,33 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
             status = None
             if sentence and terms:
                 status = match_status(sentence, scopes_from_json(scopes) if scopes else [], terms)
-            n_matched = lexical.get(seg_id, 0)
             if status is None:  # a dense match without the query's words: the sentence's own status
                 status = assertion or "affirmed"
+            share = _weighted_share(sentence, terms, weights) if seg_id in lexical else 0.0
             out.setdefault(rep_id, []).append(SentenceEvidence(
-                seg_id, rep_id, section, sentence or None, status, status == query.status,
-                n_matched / len(terms) if terms else 0.0, cos))
+                seg_id, rep_id, section, sentence or None, status, status == query.status, share, cos))
     for sentences in out.values():
         sentences.sort(key=lambda e: (e.agrees, e.lexical, e.dense), reverse=True)
     return out
+
+
+def _weighted_share(sentence: str | None, terms: list[str], weights: dict[str, float]) -> float:
+    """The share of the query's terms a sentence holds, each term weighted by its idf.
+
+    "normal EEG": a sentence with "normal" holds most of the query, one with only "EEG" (a
+    word of nearly every report) little of it.
+    """
+    from elmsearch.text.assertion import stem
+
+    if not sentence or not terms:
+        return 0.0
+    words = {stem(w.lower()) for w in _WORD.findall(sentence)}
+    w = np.array([weights.get(t, 1.0) for t in terms])
+    held = np.array([stem(t.lower()) in words for t in terms])
+    return float(w[held].sum() / w.sum()) if w.sum() > 0 else float(held.mean())
+
+
+_WORD = re.compile(r"[A-Za-z]+")
 
 
 def _dense_calibration(evidence: dict[int, list[SentenceEvidence]]) -> tuple[float, float] | None:
@@ -221,27 +243,32 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
     evidence = report_evidence(index, s, text, q, withheld) if use_reports else {}
     # candidates: the EEG's best, and every recording whose report speaks to the query
     fetch = max(EEG_CANDIDATES, 4 * k)
-    eeg_scores, eeg_ids = index._rank(s, "eeg_recording", q, fetch, filters)
-    pooled = dict(zip(eeg_ids.tolist(), eeg_scores.tolist(), strict=True))
+    _, eeg_ids = index._rank(s, "eeg_recording", q, fetch, filters)
+    pooled = eeg_ids.tolist()
     cands: dict[int, Scored] = {}
+    embs: dict[int, np.ndarray] = {}
     withheld = set(withheld)
-    report_ids = list(evidence)
+    stmt = select(Recording.id, Recording.report_id, Recording.emb)
     for chunk in _chunks(sorted(set(pooled))):
-        for rid, rep in s.execute(select(Recording.id, Recording.report_id).where(Recording.id.in_(chunk))):
-            cands[rid] = Scored(rid, rep, False, pooled[rid], pooled[rid])
-    for chunk in _chunks(report_ids):
-        stmt = filters.apply(select(Recording.id, Recording.report_id, Recording.emb)
-                             .where(Recording.report_id.in_(chunk), Recording.status == "indexed"))
-        for rid, rep, emb in s.execute(stmt):
+        for rid, rep, emb in s.execute(stmt.where(Recording.id.in_(chunk))):
+            if emb is not None:
+                cands[rid], embs[rid] = Scored(rid, rep, False, 0.0, 0.0), from_blob(emb)
+    for chunk in _chunks(list(evidence)):
+        for rid, rep, emb in s.execute(filters.apply(stmt.where(Recording.report_id.in_(chunk),
+                                                                Recording.status == "indexed"))):
             if rid not in cands and emb is not None:
-                cos = float(from_blob(emb) @ q)
-                cands[rid] = Scored(rid, rep, False, cos, cos)
+                cands[rid], embs[rid] = Scored(rid, rep, False, 0.0, 0.0), from_blob(emb)
     if not cands:
         return []
     readable = index.manifest.get("has_text", False) and index.manifest.get("report_text", True)
     for c in cands.values():
         c.readable = bool(use_reports and readable and c.report_id is not None and c.report_id not in withheld)
-    _window_scores(index, s, q, cands)
+    # the EEG score: towards the query, away from the reference finding (see eeg_direction)
+    direction = eeg_direction(index, text, q)
+    E = np.stack([embs[rid] for rid in cands])
+    for c, cos in zip(cands.values(), (E @ direction).tolist(), strict=True):
+        c.eeg_cosine = c.window_cosine = cos
+    _window_scores(index, s, direction, cands)
     eeg = np.array([c.eeg for c in cands.values()])
     if source == "eeg":
         for c in cands.values():
@@ -266,7 +293,6 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
         said = max((e.lexical for e in agreeing), default=0.0)
         denied = against[0].lexical if against else 0.0
         c.p_report = min(best, 1.0 - denied) if denied > said else best
-    with_report = [c for c in cands.values() if c.p_report is not None]
     if source == "reports":
         for c in cands.values():
             c.score = c.p_report if c.p_report is not None else -1.0
@@ -274,15 +300,7 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
         ranked = sorted(cands.values(), key=lambda c: (c.score, max((e.dense for e in c.sentences), default=0.0)),
                         reverse=True)
         return ranked[:k]
-    # calibrate the EEG on the recordings whose reports were read: P(report matches | EEG score)
-    x = np.array([c.eeg for c in with_report])
-    y = np.array([c.p_report >= 0.5 for c in with_report], float)
-    if len(with_report) >= 4 and 2 <= y.sum() <= len(y) - 2:
-        a, b = platt(x, y)
-        p_eeg = _sigmoid(a * eeg + b)
-    else:  # too little to fit: the EEG orders what the reports cannot, below any report evidence
-        span = float(eeg.max() - eeg.min()) or 1.0
-        p_eeg = 0.5 * (eeg - eeg.min()) / span
+    p_eeg = eeg_probability(cands, E, eeg)
     for c, p in zip(cands.values(), p_eeg.tolist(), strict=True):
         c.p_eeg = p
         if c.p_report is not None:
@@ -290,6 +308,58 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
         else:
             c.score = min(p, EEG_CAP)
     return sorted(cands.values(), key=lambda c: c.score, reverse=True)[:k]
+
+
+def eeg_direction(index: Index, text: str, q: np.ndarray) -> np.ndarray:
+    """The direction the EEG is scored along: the query minus the reference finding, unit length.
+
+    The reference is ``REFERENCE`` ("normal EEG"; "abnormal EEG" for a query about a normal
+    EEG): what every recording of a clinical archive shares is taken out, so that recordings
+    rank by what sets them apart in the query's direction (the zero-shot prompts' negatives in
+    ``indexer.evaluate.DEFAULT_PROMPTS`` do the same).
+    """
+    from elmsearch.text.assertion import parse_query
+
+    about_normal = "normal" in parse_query(text).terms
+    ref = index._text_query(REFERENCE[1] if about_normal else REFERENCE[0])
+    d = q - ref
+    n = float(np.linalg.norm(d))
+    return d / n if n > 1e-6 else q
+
+
+def eeg_probability(cands: dict[int, Scored], E: np.ndarray, eeg: np.ndarray) -> np.ndarray:
+    """P(the report matches | EEG) for every candidate, learnt from the candidates whose reports were read.
+
+    With at least ``PROBE_MIN`` recordings on each side (report matches, report does not), a
+    logistic regression on the recording embeddings (a per-query linear probe: the reports
+    label the archive's own EEG); with fewer, Platt scaling of the one-dimensional EEG score;
+    with too few for that, the EEG score rescaled to [0, 0.5].
+
+    Parameters
+    ----------
+    cands : dict
+        The candidates, in the order of the rows of ``E`` and ``eeg``.
+    E : array, shape (n_candidates, 256)
+        Their recording embeddings.
+    eeg : array, shape (n_candidates,)
+        Their EEG scores.
+    """
+    read = np.array([c.p_report is not None for c in cands.values()])
+    y = np.array([(c.p_report or 0.0) >= 0.5 for c in cands.values()], float)
+    n_pos, n_neg = int(y[read].sum()), int(read.sum() - y[read].sum())
+    if min(n_pos, n_neg) >= PROBE_MIN:
+        from sklearn.linear_model import LogisticRegression
+
+        rows = np.flatnonzero(read)
+        if len(rows) > PROBE_MAX:  # a bounded, seeded sample keeps a common finding's query fast
+            rows = np.random.default_rng(0).choice(rows, PROBE_MAX, replace=False)
+        probe = LogisticRegression(C=1.0, max_iter=500, class_weight="balanced").fit(E[rows], y[rows])
+        return probe.predict_proba(E)[:, 1]
+    if min(n_pos, n_neg) >= 2:
+        a, b = platt(eeg[read], y[read])
+        return _sigmoid(a * eeg + b)
+    span = float(eeg.max() - eeg.min()) or 1.0  # nothing to learn from: below any report evidence
+    return 0.5 * (eeg - eeg.min()) / span
 
 
 def _window_scores(index: Index, s, q: np.ndarray, cands: dict[int, Scored]) -> None:
