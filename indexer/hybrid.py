@@ -14,15 +14,21 @@ For a query such as "focal sharp waves" the evidence of each recording comes fro
   are no focal sharp waves") is capped at ``1 - `` that share, so a full denial scores 0.
 - **its EEG**: the cosine of the pooled recording embedding and of its best window (FAISS
   ``eeg_recording`` and ``eeg_window``; a window carries intermittent findings that pooling
-  dilutes), averaged.
+  dilutes), averaged, along the query's direction minus the reference finding ("normal EEG";
+  ``eeg_direction``).
 
-The fusion is calibrated on the archive itself, for each query: on the candidate recordings
-whose reports are readable, a one-dimensional logistic regression maps the EEG score to the
-probability that the report matches (Platt scaling). A recording with a report is scored
+The fusion is calibrated on the archive itself, for each query (``eeg_probability``): the
+candidate recordings whose reports were read are labelled by them (the report matches or not),
+and a logistic regression on their recording embeddings (a per-query linear probe; Platt
+scaling of the one-dimensional EEG score when there are too few labels) gives every candidate
+the probability that its report would match, ``p_eeg``. A recording with a report is scored
 ``0.9 p_report + 0.1 p_eeg`` (the report decides; the EEG orders within equal report evidence);
 one without a readable report gets ``p_eeg``, capped at 0.9 so that it ranks below strong report
-evidence but above reports that are silent about the finding or deny it. Fusion rules measured
-before this one are in docs/benchmarks.md ("Hybrid search").
+evidence but above reports that are silent about the finding or deny it. The lexical share of a
+sentence weighs each query term by its idf over the report sentences (``fulltext.term_weights``),
+so "EEG", a word of nearly every report, counts little in "normal EEG". The rules measured
+(naive reciprocal-rank fusion, Platt scaling on the EEG score alone, the probe, with and without
+idf weights) are in docs/benchmarks.md ("Hybrid search").
 """
 
 from __future__ import annotations
