@@ -876,6 +876,14 @@ def evaluate(
                       f"{fp['P@5']:.3f} (chance {fp['chance']:.3f})" if fp else "–",
                       " / ".join(str(m["n"]) for m in (sp, fp) if m))
         out.print(t)
+    if result.get("cohort"):
+        t = Table("source", "reports withheld", "MAP", "P@10", title=f"cohort retrieval by finding "
+                  f"({len(result['cohort']['queries'])} phrases, {result['cohort']['n']} recordings)")
+        for key, m in result["cohort"].items():
+            if isinstance(m, dict) and "MAP" in m and m["MAP"] is not None:
+                source, fraction = key.split("@")
+                t.add_row(source, f"{float(fraction):.0%}", f"{m['MAP']:.3f}", f"{m['P@10']:.3f}")
+        out.print(t)
     if result.get("zero_shot"):
         t = Table("column", "AUROC", "balanced acc.", "n", title="zero-shot")
         for c, m in result["zero_shot"].items():

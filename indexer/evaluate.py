@@ -217,7 +217,8 @@ def _band_power_vectors(bp: list[np.ndarray]) -> np.ndarray:
 def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.PathLike | None = None,
                    columns: list[str] | None = None, prompts: dict | None = None,
                    fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), n_per_class: int | None = None,
-                   elm_weights: str | os.PathLike | None = None, baselines: bool = True) -> dict:
+                   elm_weights: str | os.PathLike | None = None, baselines: bool = True, cohort: bool = True
+                   ) -> dict:
     """Evaluate the recordings of ``index`` that have a row in ``labels_csv``.
 
     Parameters
@@ -239,6 +240,9 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         ELM release folder for the untrained-weights baseline (skipped when None).
     baselines : bool
         Compute the band-power and ELM-weights baselines (reads the EDFs again).
+    cohort : bool
+        Cohort retrieval by finding (``cohort_retrieval``) for the label columns that have a
+        phrase in ``COHORT_QUERIES`` (text models only).
 
     Returns
     -------
@@ -249,7 +253,8 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         profile), ``band_power``, ``elm_weights``; the latter only with at least one 0/1 label
         column, the main finding being the first positive finding column in the labels file's
         order, ``abnormal`` aside when other columns are there, else ``"normal"``);
-        ``zero_shot`` (text models); ``probe`` (per column and representation).
+        ``zero_shot`` (text models); ``cohort`` (text models: MAP and P@10 of each source with 0,
+        50 and 100 % of the reports withheld); ``probe`` (per column and representation).
     """
     table, names = read_label_table(labels_csv, root)
     prompts = {**DEFAULT_PROMPTS, **{k: tuple(v) for k, v in (prompts or {}).items()}}
@@ -326,6 +331,9 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
     if findings is not None:
         result["finding_precision"] = {name: _finding_precision(v, patients, findings)
                                        for name, v in rec_vectors.items()}
+    if cohort and index.manifest.get("has_text") and set(COHORT_QUERIES) & set(labels):
+        result["cohort"] = cohort_retrieval(index, labels_csv, root,
+                                            {c: q for c, q in COHORT_QUERIES.items() if c in labels})
     result["probe"] = {}
     for c, y in labels.items():
         ok = np.flatnonzero(y >= 0)

@@ -111,6 +111,11 @@ def test_evaluate_index_on_the_demo_labels(built, demo_archive, tmp_path, shared
         assert 0 <= m["P@5"] <= 1 and 0 < m["chance"] < 1 and m["n"] == demo_archive.n_recordings
         assert set(m["by_finding"]) == {"abnormal", "normal"}  # only column: abnormal is the finding
         assert sum(b["n"] for b in m["by_finding"].values()) == m["n"]
+    cohort = result["cohort"]  # the demo's reports state its findings: they find the abnormal recordings
+    assert cohort["queries"] == {"abnormal": "abnormal EEG"} and cohort["n"] == demo_archive.n_recordings
+    assert cohort["reports@0"]["MAP"] >= 0.95 and cohort["hybrid@0"]["MAP"] >= 0.95
+    assert cohort["hybrid@0"]["MAP"] >= cohort["eeg@0"]["MAP"]
+    assert cohort["hybrid@1"]["MAP"] == pytest.approx(cohort["eeg@1"]["MAP"])  # no report read: the EEG's order
     written = write_report(result, tmp_path / "out")
     assert (tmp_path / "out" / "probe_abnormal.png").stat().st_size > 1000
     assert json.loads(written[0].read_text())["n_recordings"] == demo_archive.n_recordings
@@ -127,7 +132,7 @@ def test_eval_command(built, demo_archive, tmp_path):
                                    "--columns", "abnormal", "--seeds", "1", "--out", str(tmp_path / "t")],
                              env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "prior cases" in res.output
+    assert "prior cases" in res.output and "cohort retrieval by finding" in res.output
     assert any(line.split("│")[1].strip() == "band_power" and "chance" in line
                for line in res.output.splitlines() if line.count("│") > 2)
     res = CliRunner().invoke(app, ["eval", "--db", str(built), "--labels", str(demo_archive.labels_path),
