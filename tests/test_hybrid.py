@@ -155,6 +155,19 @@ def test_the_page_api_takes_the_source(negation_index):
         assert client.get("/api/search", params={"q": "x", "source": "nope"}).status_code == 422
 
 
+def test_the_probe_is_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from indexer.hybrid import logistic_regression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 16))
+    y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(size=300) > 1.0).astype(float)  # unbalanced classes
+    coef, intercept = logistic_regression(X, y, C=1.0)
+    ref = LogisticRegression(C=1.0, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(X, y)
+    assert np.allclose(coef, ref.coef_[0], atol=1e-4) and intercept == pytest.approx(ref.intercept_[0], abs=1e-4)
+
+
 def test_platt_scaling_recovers_a_logistic_curve():
     rng = np.random.default_rng(0)
     x = rng.normal(size=4000)

@@ -485,6 +485,40 @@ def scopes_from_json(text: str | None) -> list[Scope]:
 
 # --- queries ---------------------------------------------------------------------------------------
 
+_plain: dict[str, Any] = {}
+
+
+def _spacy_stop_words() -> frozenset[str]:
+    """SpaCy's English stop words, read from its file without importing spaCy (seconds)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("spacy")
+    path = Path(next(iter(spec.submodule_search_locations))) / "lang" / "en" / "stop_words.py"
+    namespace: dict[str, Any] = {}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102 (a data file)
+    return frozenset(namespace["STOP_WORDS"])
+
+
+def _plain_query(text: str) -> QueryTerms | None:
+    """The terms of a query that holds no cue phrase (all affirmed), or None when it holds one."""
+    if "cues" not in _plain:
+        with _lock:
+            if "cues" not in _plain:
+                termsets = {"negated": _negation_termset(), **TERMSETS}
+                phrases = sorted((c.lower() for c in _cue_phrases(termsets.values())), key=len, reverse=True)
+                cue_words = {w for c in phrases for w in _WORD_RE.findall(c)}
+                _plain["stop"] = (_spacy_stop_words() - _KEEP_WORDS) | cue_words
+                _plain["cues"] = re.compile(r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, phrases)) + r")(?![a-z0-9])")
+    lowered = text.lower()
+    if _plain["cues"].search(lowered):
+        return None
+    words: list[str] = []
+    for w in _WORD_RE.findall(lowered):
+        if w not in _plain["stop"] and w not in words:
+            words.append(w)
+    return QueryTerms(tuple(words), "affirmed")
+
 
 @dataclass(frozen=True)
 class QueryTerms:
@@ -516,7 +550,16 @@ def parse_query(text: str) -> QueryTerms:
     QueryTerms
         The content words in order (duplicates dropped) and the status most of them have in the
         query (``"affirmed"`` for a query without cue, or without content words).
+
+    Notes
+    -----
+    A query without any cue phrase of the termsets ("focal sharp waves") is affirmed word for
+    word; it is answered without spaCy (whose import takes seconds), so that a cold ``search``
+    stays fast. A query with a cue runs the pipeline.
     """
+    fast = _plain_query(text or "")
+    if fast is not None:
+        return fast
     terms = token_statuses([text or ""])[0]
     words: list[str] = []
     for _, _, word, _ in terms:
