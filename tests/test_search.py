@@ -37,21 +37,55 @@ def _recordings(index):
         return {r.id: (r, s.get(Patient, r.patient_id).key) for r in s.scalars(select(Recording))}
 
 
+def _eeg_scores(index, text: str) -> dict[int, float]:
+    """The EEG score of every recording, brute force, as ``indexer.hybrid`` documents it: the pooled
+    and the best-window cosine along the query minus the reference finding, averaged."""
+    from db import Window
+    from indexer.hybrid import eeg_direction
+
+    d = eeg_direction(index, text, index._text_query(text))
+    with index.store.session() as s:
+        wins: dict[int, list[float]] = {}
+        for rid, e in s.execute(select(Window.recording_id, Window.emb)):
+            wins.setdefault(rid, []).append(float(np.frombuffer(e, np.float32) @ d))
+    out = {}
+    for i, (r, _) in _recordings(index).items():
+        if r.emb:
+            pooled = float(np.frombuffer(r.emb, np.float32) @ d)
+            out[i] = 0.5 * (pooled + max(max(wins.get(i, [pooled])), pooled))
+    return out
+
+
+def _by_visit(index, scores: dict[int, float], k: int) -> list[int]:
+    """The best recording of each visit, best first: what a text search returns."""
+    recs, seen, out = _recordings(index), set(), []
+    for i in sorted(scores, key=scores.get, reverse=True):
+        visit = recs[i][0].visit_id
+        if visit is None or visit not in seen:
+            out.append(i)
+        seen.add(visit)
+    return out[:k]
+
+
 def test_search_text_hits_are_ranked_with_metadata_and_best_window(index):
-    hits = index.search_text("generalized 3 Hz spike and wave", k=5)
+    text = "generalized 3 Hz spike and wave"
+    hits = index.search_text(text, k=5, source="eeg")
     assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
     recs = _recordings(index)
-    q = index.model.encode_text(["generalized 3 Hz spike and wave"])[0]
+    eeg = _eeg_scores(index, text)
     for h in hits:
         r, patient = recs[h.recording_id]
-        assert h.patient == patient and h.path == r.path and set(h.to_dict()) == HIT_KEYS | {"report_id"}
+        assert h.patient == patient and h.path == r.path
+        assert HIT_KEYS | {"report_id", "sources"} <= set(h.to_dict()) <= HIT_KEYS | {"report_id", "sources", "also"}
         assert 0 <= h.start_s < h.end_s <= r.duration + 1e-6 and h.end_s - h.start_s == 5.0
-        assert h.score == pytest.approx(float(np.frombuffer(r.emb, np.float32) @ q), abs=1e-5)
-    # exhaustive check: no recording outside the hits scores higher than the last hit
-    all_scores = sorted((float(np.frombuffer(r.emb, np.float32) @ q) for r, _ in recs.values() if r.emb), reverse=True)
-    assert scores == pytest.approx(all_scores[:5], abs=1e-5)
+        assert h.score == pytest.approx(eeg[h.recording_id], abs=1e-5)
+        assert h.sources["report"] is None  # the EEG alone was asked for
+    # exhaustive check: the best recording of each visit, in order, and nothing better left out
+    assert [h.recording_id for h in hits] == _by_visit(index, eeg, 5)
+    hybrid = index.search_text(text, k=5)
+    assert all(h.sources["report"] is not None and h.evidence is not None for h in hybrid)
 
 
 def test_window_level_ranks_windows(index):
@@ -70,12 +104,21 @@ def test_filters_agree_with_brute_force_on_every_path(index, monkeypatch, path):
         monkeypatch.setattr(search_mod, "POSTFILTER_FETCH", 0)  # SQL lists every survivor first
     if path == "faiss-selector":
         monkeypatch.setattr(search_mod, "EXACT_BELOW", 0)
-    q = index.model.encode_text(["focal slowing"])[0]
-    passing = {i: float(np.frombuffer(r.emb, np.float32) @ q) for i, (r, _) in recs.items()
+    eeg = _eeg_scores(index, "focal slowing")
+    passing = {i: eeg[i] for i, (r, _) in recs.items()
                if r.emb and r.sex == "F" and r.date.date() < cut and r.duration >= 17}
     assert 3 < len(passing) < len(recs) - 3
-    hits = index.search_text("focal slowing", k=3, filters=f)
-    assert [h.recording_id for h in hits] == sorted(passing, key=passing.get, reverse=True)[:3]
+    hits = index.search_text("focal slowing", k=3, filters=f, source="eeg")
+    assert [h.recording_id for h in hits] == _by_visit(index, passing, 3)
+    for source in ("hybrid", "reports"):  # every source keeps to the filters
+        assert {h.recording_id for h in index.search_text("focal slowing", k=10, filters=f, source=source)} <= \
+            set(passing)
+    # the machinery under them: the filtered top 3 by the pooled embedding, on this path
+    q = index._text_query("focal slowing")
+    pooled = {i: float(np.frombuffer(recs[i][0].emb, np.float32) @ q) for i in passing}
+    with index.store.session() as s:
+        _, ids = index._rank(s, "eeg_recording", q, 3, f)
+    assert ids.tolist() == sorted(pooled, key=pooled.get, reverse=True)[:3]
     windows = index.search_text("focal slowing", k=6, level="window", filters=f)
     assert len(windows) == 6 and {h.recording_id for h in windows} <= set(passing)
     reports = index.search_reports(recording_id=next(iter(passing)), k=3, filters=f)
@@ -97,11 +140,16 @@ def test_filter_on_an_ivf_index_falls_back_when_the_visited_lists_hold_too_few(b
     ivf.nprobe = 1  # about one vector visited per query
     index._faiss["eeg_recording"] = ivf
     cut = max(r.date for r, _ in recs.values() if r.sex == "F").date()
-    q = index.model.encode_text(["focal slowing"])[0]
-    passing = {i: float(np.frombuffer(r.emb, np.float32) @ q) for i, (r, _) in recs.items()
-               if r.emb and r.sex == "F" and r.date.date() < cut and r.duration >= 17}
-    hits = index.search_text("focal slowing", k=3, filters=Filters(sex="F", before=cut, min_duration=17))
-    assert [h.recording_id for h in hits] == sorted(passing, key=passing.get, reverse=True)[:3]
+    f = Filters(sex="F", before=cut, min_duration=17)
+    q = index._text_query("focal slowing")
+    pooled = {i: float(np.frombuffer(r.emb, np.float32) @ q) for i, (r, _) in recs.items()
+              if r.emb and r.sex == "F" and r.date.date() < cut and r.duration >= 17}
+    with index.store.session() as s:
+        _, found = index._rank(s, "eeg_recording", q, 3, f)
+    assert found.tolist() == sorted(pooled, key=pooled.get, reverse=True)[:3]
+    eeg = _eeg_scores(index, "focal slowing")
+    hits = index.search_text("focal slowing", k=3, filters=f, source="eeg")
+    assert [h.recording_id for h in hits] == _by_visit(index, {i: eeg[i] for i in pooled}, 3)
 
 
 def test_filters_by_age_and_montage(index):

@@ -343,9 +343,9 @@ def test_query_texts_stay_in_memory(client, svc, index_dir):
         assert len(cache) == 5 and cache.misses - misses >= len(texts)
         key = {t: hashlib.sha256(t.encode()).hexdigest() for t in texts}
         assert key[texts[-1]] in cache._d and key[texts[0]] not in cache._d  # least recently used went first
-        hits = cache.hits
+        hits, misses = cache.hits, cache.misses
         client.get("/api/search", params={"q": texts[-1], "k": 2})
-        assert cache.hits == hits + 1  # answered from memory
+        assert cache.hits > hits and cache.misses == misses  # answered from memory
     finally:
         cache.maxsize = bound
     assert _tree(index_dir) == before  # nothing written under the index folder (DIR/cache included)
