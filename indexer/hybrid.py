@@ -51,9 +51,9 @@ logger = logging.getLogger(__name__)
 
 SOURCES = ("hybrid", "reports", "eeg")
 EEG_CANDIDATES = 256  # recordings taken from the EEG ranking besides those with report evidence (at least 4k)
-LEXICAL_CANDIDATES = 2000  # full-text sentence matches read per query
+LEXICAL_CANDIDATES = 25  # full-text sentence matches read per hit wanted (at least 300), best first
 DENSE_CANDIDATES = 256  # nearest report sentences read per query
-WINDOW_CANDIDATES = 2048  # nearest windows read per query (best-window evidence)
+WINDOW_CANDIDATES = 512  # nearest windows read per query (best-window evidence), at least 16 per hit wanted
 REPORT_WEIGHT = 0.9  # a recording with a report: REPORT_WEIGHT * p_report + (1 - REPORT_WEIGHT) * p_eeg
 EEG_CAP = 0.9  # a recording without a readable report: p_eeg, at most this
 REFERENCE = ("normal EEG", "abnormal EEG")  # what the EEG score is taken away from (eeg_direction)
@@ -177,7 +177,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(x, -50, 50)))
 
 
-def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collection[int] = ()
+def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collection[int] = (), k: int = 10
                     ) -> dict[int, list[SentenceEvidence]]:
     """The report sentences that speak to a query, by report id, best first.
 
@@ -189,7 +189,8 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
 
     query = parse_query(text)
     terms = list(query.terms)
-    lexical = {m.segment_id: m.matched for m in match_segments(s, terms, LEXICAL_CANDIDATES)} if terms else {}
+    limit = max(300, LEXICAL_CANDIDATES * k)
+    lexical = {m.segment_id: m.matched for m in match_segments(s, terms, limit)} if terms else {}
     weights = term_weights(s, terms) if lexical else {}
     dense: dict[int, float] = {}
     seg_index = index.faiss("segment")
@@ -285,7 +286,7 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
     from indexer.search import _chunks
 
     use_reports = source != "eeg" and index.manifest.get("has_text", False)
-    evidence = report_evidence(index, s, text, q, withheld) if use_reports else {}
+    evidence = report_evidence(index, s, text, q, withheld, k) if use_reports else {}
     # candidates: the EEG's best, and every recording whose report speaks to the query
     fetch = max(EEG_CANDIDATES, 4 * k)
     _, eeg_ids = index._rank(s, "eeg_recording", q, fetch, filters)
@@ -313,7 +314,7 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
     E = np.stack([embs[rid] for rid in cands])
     for c, cos in zip(cands.values(), (E @ direction).tolist(), strict=True):
         c.eeg_cosine = c.window_cosine = cos
-    _window_scores(index, s, direction, cands)
+    _window_scores(index, s, direction, cands, max(WINDOW_CANDIDATES, 16 * k))
     eeg = np.array([c.eeg for c in cands.values()])
     if source == "eeg":
         for c in cands.values():
@@ -405,7 +406,7 @@ def eeg_probability(cands: dict[int, Scored], E: np.ndarray, eeg: np.ndarray) ->
     return 0.5 * (eeg - eeg.min()) / span
 
 
-def _window_scores(index: Index, s, q: np.ndarray, cands: dict[int, Scored]) -> None:
+def _window_scores(index: Index, s, q: np.ndarray, cands: dict[int, Scored], n_windows: int) -> None:
     """Set each candidate's best-window cosine from the nearest windows (FAISS ``eeg_window``).
 
     A recording none of whose windows is among the nearest keeps its pooled cosine there.
@@ -416,7 +417,7 @@ def _window_scores(index: Index, s, q: np.ndarray, cands: dict[int, Scored]) -> 
     win_index = index.faiss("eeg_window")
     if win_index is None or not win_index.ntotal:
         return
-    scores, wids = search(win_index, q, min(WINDOW_CANDIDATES, win_index.ntotal))
+    scores, wids = search(win_index, q, min(n_windows, win_index.ntotal))
     best: dict[int, float] = {}
     wid_score = {int(w): float(sc) for w, sc in zip(wids[0], scores[0], strict=True) if w >= 0}
     for chunk in _chunks(sorted(wid_score)):

@@ -22,6 +22,7 @@ for ("no epileptiform discharges" asks for negated sentences).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -326,6 +327,7 @@ def assertion_scopes(texts: Sequence[str], batch_size: int = 256) -> list[list[S
 _WORD_RE = re.compile(r"[A-Za-z]+")
 
 
+@functools.lru_cache(maxsize=65536)  # called for every word of every candidate sentence of a query
 def stem(word: str) -> str:
     """A light suffix-stripping stem, so that inflections match as in a Porter full-text index.
 
