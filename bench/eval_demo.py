@@ -40,23 +40,42 @@ def headline(result: dict) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def heldout_runs(doc: str, out_name: str, default_seeds: str):
+    """Parse the options every held-out demo evaluation takes; yield ``(seed, Index, held-out archive)``.
+
+    ``--n-recordings``, ``--train-seeds``, ``--work`` (default: a new temporary folder) and
+    ``--out`` (default ``bench/results/OUT_NAME``). Returns the parsed arguments and the runs.
+    """
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--n-recordings", type=int, default=60)
-    ap.add_argument("--train-seeds", default="0", help="train one demo model per seed (e.g. 0,1,2)")
+    ap.add_argument("--train-seeds", default=default_seeds, help="train one demo model per seed (e.g. 0,1,2)")
     ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_demo.json")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / out_name)
     args = ap.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-evaldemo-"))
-    t0 = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-heldout-"))
+    return args, heldout_indexes(work, args.n_recordings, [int(x) for x in args.train_seeds.split(",")])
+
+
+def heldout_indexes(work: Path, n_recordings: int, train_seeds):
+    """Train a demo model per seed on the demo archive and index the held-out archive (seed 1) with it.
+
+    Yields ``(seed, Index, held-out DemoArchive)``; models and indexes already in ``work`` are reused.
+    """
     made = demo_archive(work, 100, seed=0)
-    held = generate_archive(work / "heldout", n_recordings=args.n_recordings, seed=1)
-    runs = {}
-    for seed in (int(x) for x in args.train_seeds.split(",")):
+    held = generate_archive(work / "heldout", n_recordings=n_recordings, seed=1)
+    for seed in train_seeds:
         demo_model(made, work / f"model-{seed}", seed=seed)
-        index_archive(held.root, work / f"index-{seed}", work / f"model-{seed}", n_jobs=2)
-        runs[seed] = evaluate_index(Index.open(work / f"index-{seed}"), held.labels_path, held.root,
-                                    elm_weights=ELM if ELM.is_dir() else None)
+        if not (work / f"index-{seed}" / "manifest.json").exists():
+            index_archive(held.root, work / f"index-{seed}", work / f"model-{seed}", n_jobs=2)
+        yield seed, Index.open(work / f"index-{seed}"), held
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    args, heldout = heldout_runs(__doc__, "eval_demo.json", "0")
+    runs = {}
+    for seed, index, held in heldout:
+        runs[seed] = evaluate_index(index, held.labels_path, held.root, elm_weights=ELM if ELM.is_dir() else None)
         report(runs[seed], seed)
     heads = [headline(r) for r in runs.values()]
     spread = {k: {"mean": float(np.mean([h[k] for h in heads])), "sd": float(np.std([h[k] for h in heads]))}

@@ -14,23 +14,19 @@ source, mean and standard deviation over the training seeds, and the fusion rule
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from eval_demo import heldout_runs
 from sklearn.metrics import average_precision_score
 
-from elmsearch.datasets.demo import generate_archive
-from indexer.demo import demo_archive, demo_model
 from indexer.evaluate import COHORT_QUERIES, cohort_retrieval, read_label_table, withheld_reports
 from indexer.hybrid import rank
-from indexer.pipeline import index_archive
 from indexer.search import Filters, Index
 
 HERE = Path(__file__).resolve().parent
@@ -69,23 +65,10 @@ def rrf_map(index: Index, labels_csv: Path, root: Path, fraction: float, seed: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-recordings", type=int, default=60)
-    ap.add_argument("--train-seeds", default="0,1,2")
-    ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_hybrid.json")
-    args = ap.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-hybrid-"))
     t0 = time.perf_counter()
-    made = demo_archive(work, 100, seed=0)
-    held = generate_archive(work / "heldout", n_recordings=args.n_recordings, seed=1)
+    args, heldout = heldout_runs(__doc__, "eval_hybrid.json", "0,1,2")
     runs = {}
-    for seed in (int(x) for x in args.train_seeds.split(",")):
-        demo_model(made, work / f"model-{seed}", seed=seed)
-        db = work / f"index-{seed}"
-        if not (db / "manifest.json").exists():
-            index_archive(held.root, db, work / f"model-{seed}", n_jobs=2)
-        index = Index.open(db)
+    for seed, index, held in heldout:
         res = cohort_retrieval(index, held.labels_path, held.root, withheld=FRACTIONS)
         for f in FRACTIONS:
             res[f"rrf@{f:g}"] = {"MAP": rrf_map(index, held.labels_path, held.root, f)}

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from indexer.filters import FILTERS, FilterError, FilterField
+from indexer.hybrid import SOURCES
 
 
 class Precision(StrEnum):
@@ -39,12 +40,8 @@ class Runner(StrEnum):
     ray = "ray"
 
 
-class Source(StrEnum):
-    """What ranks a text search (``indexer.hybrid.SOURCES``)."""
-
-    hybrid = "hybrid"
-    reports = "reports"
-    eeg = "eeg"
+Source = StrEnum("Source", [(s, s) for s in SOURCES])  # what ranks a text search, from indexer.hybrid's table
+Source.__doc__ = "What ranks a text search (``indexer.hybrid.SOURCES``)."
 
 
 class Level(StrEnum):
