@@ -12,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from indexer.filters import FILTERS, FilterError, FilterField
-from indexer.hybrid import SOURCES
+from indexer.filters import FILTERS, SOURCES, FilterError, FilterField
 
 
 class Precision(StrEnum):

@@ -39,6 +39,10 @@ def normalise_sex(value: str | None) -> str | None:
         raise FilterError(f"sex: expected F or M (or female/male), got {value!r}") from None
 
 
+# What ranks a text search (indexer.hybrid): the reports and the EEG fused, or one of them. Read
+# by the CLI's --source and the API's ``source`` as the filters are.
+SOURCES = ("hybrid", "reports", "eeg")
+
 @dataclasses.dataclass(frozen=True)
 class FilterField:
     """One filter: its name (a ``Filters`` field), value type, help and bounds.

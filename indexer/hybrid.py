@@ -43,13 +43,13 @@ import numpy as np
 from sqlalchemy import select
 
 from db import Recording, Segment, Window, from_blob
+from indexer.filters import SOURCES
 
 if TYPE_CHECKING:
     from indexer.search import Filters, Index
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("hybrid", "reports", "eeg")
 EEG_CANDIDATES = 256  # recordings taken from the EEG ranking besides those with report evidence (at least 4k)
 LEXICAL_CANDIDATES = 25  # full-text sentence matches read per hit wanted (at least 300), best first
 DENSE_CANDIDATES = 256  # nearest report sentences read per query

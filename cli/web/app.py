@@ -35,7 +35,7 @@ from cli.web import schemas
 from cli.web.guard import HostGuard, allowed_hosts
 from cli.web.upload import UploadSlots, private_folder, receive_upload, remove_folder
 from elmsearch.errors import ElmsearchError
-from indexer.filters import FILTERS, FilterError, FilterField, parse_filters
+from indexer.filters import FILTERS, SOURCES, FilterError, FilterField, parse_filters
 from indexer.search import Filters, NotFoundError, QueryError
 from indexer.service import MAX_K, REPORT_PAGE_CHARS, SearchService
 
@@ -169,7 +169,7 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
     @app.get("/api/search", tags=["queries"], responses={200: {"model": schemas.HitsDocument}})
     def search(q: Annotated[str, Query(min_length=1, max_length=2000, description="A description.")],
                f: QueryFilters, k: K = 10, level: Literal["recording", "window"] = "recording",
-               source: Annotated[Literal["hybrid", "reports", "eeg"], Query(description=(
+               source: Annotated[Literal[SOURCES], Query(description=(
                    "hybrid: what the reports say (negation-aware) and the EEG, fused; reports; eeg."))
                                  ] = "hybrid"):
         """Text → EEG: recordings (or windows) whose reports and EEG match a description, each with why."""
