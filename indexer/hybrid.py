@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -190,7 +189,7 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
     query = parse_query(text)
     terms = list(query.terms)
     limit = max(300, LEXICAL_CANDIDATES * k)
-    lexical = {m.segment_id: m.matched for m in match_segments(s, terms, limit)} if terms else {}
+    lexical = {m.segment_id for m in match_segments(s, terms, limit)} if terms else set()
     weights = term_weights(s, terms) if lexical else {}
     dense: dict[int, float] = {}
     seg_index = index.faiss("segment")
@@ -232,17 +231,14 @@ def _weighted_share(sentence: str | None, terms: list[str], weights: dict[str, f
     "normal EEG": a sentence with "normal" holds most of the query, one with only "EEG" (a
     word of nearly every report) little of it.
     """
-    from elmsearch.text.assertion import stem
+    from elmsearch.text.assertion import stem, word_stems
 
     if not sentence or not terms:
         return 0.0
-    words = {stem(w.lower()) for w in _WORD.findall(sentence)}
+    words = word_stems(sentence)
     w = np.array([weights.get(t, 1.0) for t in terms])
-    held = np.array([stem(t.lower()) in words for t in terms])
+    held = np.array([stem(t) in words for t in terms])
     return float(w[held].sum() / w.sum()) if w.sum() > 0 else float(held.mean())
-
-
-_WORD = re.compile(r"[A-Za-z]+")
 
 
 def _dense_calibration(evidence: dict[int, list[SentenceEvidence]]) -> tuple[float, float] | None:

@@ -365,6 +365,11 @@ def stem(word: str) -> str:
     return w
 
 
+def word_stems(text: str) -> set[str]:
+    """The :func:`stem` of every word of a text (what a query term is matched against)."""
+    return {stem(m.group()) for m in _WORD_RE.finditer(text)}
+
+
 def _status_at(scopes: Sequence[Scope], pos: int) -> str:
     for s in scopes:
         if s.start <= pos < s.end:
