@@ -675,7 +675,7 @@ def _why(h) -> str:
     parts = []
     for e in (h.evidence or [])[:1]:
         if e["text"]:
-            parts.append(f"[bold]{escape(e['text'])}[/bold] [{e['status']}]")
+            parts.append(f"[bold]{escape(e['text'])}[/bold] {escape('[' + e['status'] + ']')}")
     src = h.sources or {}
     report = "no report read" if src.get("report") is None else f"report {src['report']:.2f}"
     parts.append(f"{report} / EEG {src.get('eeg', 0):.2f}")
@@ -696,7 +696,7 @@ def _print_hits(doc: dict, as_json: bool, title: str) -> None:
     for name in ("#", "score", "id", "patient", "date", "age/sex", "window (s)"):
         table.add_column(name, no_wrap=True)
     why = any(h.sources for h in hits)
-    table.add_column("why: report sentence [status], report / EEG probability" if why else
+    table.add_column(escape("why: report sentence [status], report / EEG probability") if why else
                      "best sentence / impression" if any(h.sentence for h in hits) else "impression", ratio=1)
     for h in hits:
         window = f"{h.start_s:g}–{h.end_s:g}" if h.start_s is not None else ""

@@ -104,6 +104,13 @@ def test_a_negated_query_finds_the_denials(negation_index):
     assert order.index("aff1") > 1
 
 
+def test_the_table_says_why(negation_index):
+    res = CliRunner().invoke(app, ["search", "no epileptiform discharges", "--db", str(negation_index), "-k", "3"],
+                             env={"COLUMNS": "220"})
+    assert res.exit_code == 0, res.output
+    assert "[negated]" in res.output and "report 1.00" in res.output and "why: report sentence [status]" in res.output
+
+
 def test_reports_source_and_eeg_source(negation_index):
     reports = _search(negation_index, "focal sharp waves", "--source", "reports")
     assert reports["source"] == "reports"
