@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -200,3 +203,28 @@ def model_dir(tmp_path_factory) -> Path:
     model = create_model("elm-5s", text_dim=384)
     model.has_text = False
     return save_model(model, tmp_path_factory.mktemp("eeg-only-model"))
+
+
+@contextlib.contextmanager
+def read_only_view(folder: Path, tmp_path: Path):
+    """``folder`` on a read-only bind mount (as root), else with its write permissions removed."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "--bind", str(folder), str(target)], capture_output=True).returncode != 0:
+            pytest.skip("mount --bind is not permitted here")
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
+        try:
+            yield target
+        finally:
+            subprocess.run(["umount", "-l", str(target)], check=False)
+        return
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for n in filenames:
+            os.chmod(os.path.join(dirpath, n), 0o400)
+        os.chmod(dirpath, 0o500)
+    try:
+        yield folder
+    finally:
+        for dirpath, _, _ in os.walk(folder):
+            os.chmod(dirpath, 0o700)

@@ -2,13 +2,12 @@
 
 import json
 import logging
-import os
 import random
 import shutil
 import sqlite3
-import subprocess
 
 import pytest
+from conftest import read_only_view
 from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
@@ -163,26 +162,11 @@ def test_an_index_from_before_the_fulltext_index_gets_it_on_the_next_run(built, 
 
 @pytest.fixture
 def read_only(built, tmp_path):
-    """A copy of the index on a read-only bind mount (as root), else without write permission."""
+    """A copy of the index, read-only (``conftest.read_only_view``)."""
     db = tmp_path / "idx"
     shutil.copytree(built, db)
-    target = tmp_path / "ro"
-    target.mkdir()
-    if os.geteuid() == 0:
-        if subprocess.run(["mount", "--bind", str(db), str(target)], capture_output=True).returncode != 0:
-            pytest.skip("mount --bind is not permitted here")
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
-        try:
-            yield target
-        finally:
-            subprocess.run(["umount", "-l", str(target)], check=False)
-        return
-    dirs = [db, *[p for p in db.rglob("*") if p.is_dir()]]
-    for d in dirs:
-        d.chmod(0o500)
-    yield db
-    for d in dirs:
-        d.chmod(0o700)
+    with read_only_view(db, tmp_path) as view:
+        yield view
 
 
 def test_a_read_only_copy_answers(read_only):

@@ -4,12 +4,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
+from conftest import read_only_view
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -267,25 +267,9 @@ def test_reembed_keeps_recordings_of_earlier_roots_and_fails_the_gone(demo_archi
 
 @pytest.fixture
 def read_only(idx, tmp_path):
-    """The index on a read-only bind mount (as root), else without write permission."""
-    target = tmp_path / "ro"
-    target.mkdir()
-    if os.geteuid() == 0:
-        if subprocess.run(["mount", "--bind", str(idx), str(target)], capture_output=True).returncode != 0:
-            pytest.skip("mount --bind is not permitted here")
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
-        try:
-            yield target
-        finally:
-            subprocess.run(["umount", "-l", str(target)], check=False)
-        return
-    for dirpath, _dirnames, filenames in os.walk(idx):
-        for n in filenames:
-            os.chmod(os.path.join(dirpath, n), 0o400)
-        os.chmod(dirpath, 0o500)
-    yield idx
-    for dirpath, _, _ in os.walk(idx):
-        os.chmod(dirpath, 0o700)
+    """The index, read-only (``conftest.read_only_view``)."""
+    with read_only_view(idx, tmp_path) as view:
+        yield view
 
 
 def test_a_read_only_index_answers_queries(read_only):
