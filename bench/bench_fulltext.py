@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db.engine import make_engine, make_sessionmaker  # noqa: E402
-from indexer.fulltext import FTS_TABLE, ensure_fulltext, match_segments  # noqa: E402
+from indexer.fulltext import FTS_TABLE, _df_cache, ensure_fulltext, match_segments, term_weights  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -118,16 +118,31 @@ def time_queries(fname: Path, repeat: int, limit: int) -> dict:
             n_match = s.execute(__import__("sqlalchemy").text(
                 f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q"),
                 {"q": " OR ".join(f'"{t}"' for t in terms)}).scalar()
-            times = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                match_segments(s, terms, limit=limit)
-                times.append((time.perf_counter() - t0) * 1e3)
+            timed = {}
+            for ranked in (True, False):
+                match_segments(s, terms, limit=limit, ranked=ranked)
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    match_segments(s, terms, limit=limit, ranked=ranked)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                timed[ranked] = times
+            _df_cache.clear()
+            t0 = time.perf_counter()
+            term_weights(s, terms)  # cold: counts each term's sentences
+            cold = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            term_weights(s, terms)
+            warm = (time.perf_counter() - t0) * 1e3
             out[name] = {"terms": terms, "matching_sentences": n_match, "returned": len(hits),
-                         "p50_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)),
+                         "p50_ms": statistics.median(timed[True]), "p90_ms": float(np.percentile(timed[True], 90)),
+                         "unranked_p50_ms": statistics.median(timed[False]),
+                         "unranked_p90_ms": float(np.percentile(timed[False], 90)),
+                         "term_weights_cold_ms": cold, "term_weights_warm_ms": warm,
                          "all_terms": sum(h.matched == len(terms) for h in hits)}
             print(f"  {name:16s} {n_match:>8d} match  p50 {out[name]['p50_ms']:8.2f} ms  "
-                  f"p90 {out[name]['p90_ms']:8.2f} ms", flush=True)
+                  f"unranked p50 {out[name]['unranked_p50_ms']:8.2f} ms  "
+                  f"weights cold {cold:7.2f} / warm {warm:5.2f} ms", flush=True)
     engine.dispose()
     return out
 

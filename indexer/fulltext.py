@@ -259,7 +259,7 @@ def _is_ready(session: Session) -> bool:
 
 
 def match_segments(session: Session, terms: Sequence[str], limit: int = 1000,
-                   report_ids: Collection[int] | None = None) -> list[SegmentMatch]:
+                   report_ids: Collection[int] | None = None, ranked: bool = True) -> list[SegmentMatch]:
     """Report sentences that contain any of ``terms``: those with more of the terms first, then by score.
 
     Parameters
@@ -275,6 +275,12 @@ def match_segments(session: Session, terms: Sequence[str], limit: int = 1000,
         At most this many sentences.
     report_ids : collection of int, optional
         Only sentences of these reports.
+    ranked : bool
+        Order each group by the database's own relevance score. ``False`` (for a caller that
+        scores the sentences itself, as the hybrid search does) takes each group's newest
+        matches instead, those holding more of the terms first, and skips the score (``1.0``
+        per term held): on SQLite this avoids ``bm25()``, whose cost grows with the archive
+        (it counts every matching sentence of each term), so the cost is bounded by ``limit``.
 
     Returns
     -------
@@ -292,13 +298,13 @@ def match_segments(session: Session, terms: Sequence[str], limit: int = 1000,
     ids = None if report_ids is None else sorted({int(r) for r in report_ids})
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        rows = _match_sqlite(session, terms, int(limit), ids)
+        rows = _match_sqlite(session, terms, int(limit), ids, ranked)
     else:
-        rows = _match_pg(session, terms, int(limit), ids)
+        rows = _match_pg(session, terms, int(limit), ids, ranked)
     return [SegmentMatch(int(sid), int(rid), float(score), int(m)) for sid, rid, score, m in rows]
 
 
-def _match_sqlite(session: Session, terms: list[str], limit: int, ids: list[int] | None):
+def _match_sqlite(session: Session, terms: list[str], limit: int, ids: list[int] | None, ranked: bool = True):
     quoted = [_fts5_string(t) for t in terms]
     every = " AND ".join(quoted)
     tiers = [(every, len(terms))]
@@ -316,12 +322,28 @@ def _match_sqlite(session: Session, terms: list[str], limit: int, ids: list[int]
             want = limit - len(out)
             if want <= 0:
                 break
+            if not ranked and n_matched is not None:  # every term: the newest matches, nothing to rank
+                rows = session.execute(text(
+                    f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q {restrict} "
+                    "ORDER BY rowid DESC LIMIT :want"), {**params, "q": q, "want": want}).scalars().all()
+                out += [(sid, float(n_matched), n_matched) for sid in rows]
+                continue
             # the newest RANK_WINDOW matches (FTS5 walks its doclists by rowid, no ranking), then
             # bm25 over them only: the cost is bounded however common the terms are
             lo = session.execute(text(
                 f"SELECT min(rowid) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q {restrict} "
                 "ORDER BY rowid DESC LIMIT :window)"), {**params, "q": q}).scalar()
             if lo is None:
+                continue
+            if not ranked:
+                rows = session.execute(text(
+                    f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q AND rowid >= :lo {restrict} "
+                    "ORDER BY rowid DESC"), {**params, "q": q, "lo": lo}).scalars().all()
+                has = [set(session.execute(text(
+                    f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q AND rowid >= :lo"),
+                    {"q": t, "lo": lo}).scalars()) for t in quoted]
+                held = sorted(((sum(sid in h for h in has), sid) for sid in rows), reverse=True)[:want]
+                out += [(sid, float(m), m) for m, sid in held]
                 continue
             rows = session.execute(text(
                 f"SELECT rowid, -rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q AND rowid >= :lo {restrict} "
@@ -349,7 +371,7 @@ def _match_sqlite(session: Session, terms: list[str], limit: int, ids: list[int]
     return [(sid, report_of[sid], score, m) for sid, score, m in out if sid in report_of]
 
 
-def _match_pg(session: Session, terms: list[str], limit: int, ids: list[int] | None):
+def _match_pg(session: Session, terms: list[str], limit: int, ids: list[int] | None, ranked: bool = True):
     params: dict = {f"t{i}": t for i, t in enumerate(terms)}
     params["limit"] = limit
     qs = [f"phraseto_tsquery('{TS_CONFIG}', :t{i})" for i in range(len(terms))]
@@ -362,10 +384,10 @@ def _match_pg(session: Session, terms: list[str], limit: int, ids: list[int] | N
            f"qq AS (SELECT *, ({' || '.join(f'q{i}' for i in range(len(terms)))}) AS q FROM q) "
            f"SELECT s.id, s.report_id, ts_rank_cd(s.{TSV_COLUMN}, qq.q) AS score, {matched.replace('q.q', 'qq.q')} "
            f"FROM segments s, qq WHERE s.{TSV_COLUMN} @@ qq.q {restrict} "
-           "ORDER BY 4 DESC, score DESC, s.id LIMIT :limit")
+           f"ORDER BY 4 DESC, {'score DESC, s.id' if ranked else 's.id DESC'} LIMIT :limit")
     rows = session.execute(text(sql), params).all()
     # ts_rank_cd is 0 for a match without a cover of the query; keep every score positive
-    return [(sid, rid, max(float(score), 1e-6), m) for sid, rid, score, m in rows]
+    return [(sid, rid, max(float(score), 1e-6) if ranked else float(m), m) for sid, rid, score, m in rows]
 
 def term_weights(session: Session, terms: Sequence[str]) -> dict[str, float]:
     """The inverse document frequency of each term over the report sentences (BM25's idf).
@@ -373,7 +395,8 @@ def term_weights(session: Session, terms: Sequence[str]) -> dict[str, float]:
     ``log(1 + (N - n + 0.5) / (n + 0.5))`` with ``N`` sentences and ``n`` of them holding the
     term, counted by the database's own full-text index; a word in nearly every sentence
     ("EEG") weighs little, a rare one ("hypsarrhythmia") much. Counts are cached per database
-    and sentence count, so a repeated term costs nothing until the next index run.
+    and newest sentence id, so a repeated term costs nothing until the next index run (a run
+    that only deletes sentences keeps the cached counts: the weights drift, the matches do not).
 
     Returns
     -------
@@ -385,10 +408,15 @@ def term_weights(session: Session, terms: Sequence[str]) -> dict[str, float]:
         return {}
     engine = session.get_bind()
     engine = getattr(engine, "engine", engine)
-    n_total = session.execute(text("SELECT count(*) FROM segments")).scalar() or 0
+    # the newest sentence id stands for the index's state (an index run adds or replaces rows):
+    # one B-tree lookup, where count(*) would read the whole table on every query
+    state = (str(engine.url), session.execute(text("SELECT max(id) FROM segments")).scalar() or 0)
+    n_total = _df_cache.get(state)
+    if n_total is None:
+        n_total = _df_cache[state] = session.execute(text("SELECT count(*) FROM segments")).scalar() or 0
     out = {}
     for t in terms:
-        key = (str(engine.url), n_total, t.casefold())
+        key = (*state, t.casefold())
         n = _df_cache.get(key)
         if n is None:
             if engine.dialect.name == "sqlite":
@@ -405,3 +433,4 @@ def term_weights(session: Session, terms: Sequence[str]) -> dict[str, float]:
 
 
 _df_cache: dict[tuple, int] = {}
+"""``(url, newest id)`` → sentence count and ``(url, newest id, term)`` → sentences holding it."""

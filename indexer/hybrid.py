@@ -183,13 +183,13 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
     Sentences come from the full-text index (any query term) and from the dense sentence index;
     each is read with its assertion status. Reports in ``withheld`` are not read.
     """
-    from elmsearch.text.assertion import match_status, parse_query, scopes_from_json
+    from elmsearch.text.assertion import parse_query, read_terms, scopes_from_json
     from indexer.fulltext import match_segments, term_weights
 
     query = parse_query(text)
     terms = list(query.terms)
     limit = max(300, LEXICAL_CANDIDATES * k)
-    lexical = {m.segment_id for m in match_segments(s, terms, limit)} if terms else set()
+    lexical = {m.segment_id for m in match_segments(s, terms, limit, ranked=False)} if terms else set()
     weights = term_weights(s, terms) if lexical else {}
     dense: dict[int, float] = {}
     seg_index = index.faiss("segment")
@@ -212,12 +212,12 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
             cos = dense.get(seg_id)
             if cos is None:
                 cos = float(from_blob(emb) @ q) if emb is not None else 0.0
-            status = None
-            if sentence and terms:
-                status = match_status(sentence, scopes_from_json(scopes) if scopes else [], terms)
+            status, held = None, set()
+            if sentence and terms:  # one pass over its words: the status of the query's terms, and which it holds
+                status, held = read_terms(sentence, scopes_from_json(scopes) if scopes else [], terms)
             if status is None:  # a dense match without the query's words: the sentence's own status
                 status = assertion or "affirmed"
-            share = _weighted_share(sentence, terms, weights) if seg_id in lexical else 0.0
+            share = _weighted_share(held, terms, weights) if seg_id in lexical else 0.0
             out.setdefault(rep_id, []).append(SentenceEvidence(
                 seg_id, rep_id, section, sentence or None, status, status == query.status, share, cos))
     for sentences in out.values():
@@ -225,20 +225,20 @@ def report_evidence(index: Index, s, text: str, q: np.ndarray, withheld: Collect
     return out
 
 
-def _weighted_share(sentence: str | None, terms: list[str], weights: dict[str, float]) -> float:
-    """The share of the query's terms a sentence holds, each term weighted by its idf.
+def _weighted_share(held: set[str], terms: list[str], weights: dict[str, float]) -> float:
+    """The share of the query's terms a sentence holds (``held``: their stems), each term weighted by its idf.
 
     "normal EEG": a sentence with "normal" holds most of the query, one with only "EEG" (a
     word of nearly every report) little of it.
     """
-    from elmsearch.text.assertion import stem, word_stems
+    from elmsearch.text.assertion import stem
 
-    if not sentence or not terms:
+    if not held or not terms:
         return 0.0
-    words = word_stems(sentence)
-    w = np.array([weights.get(t, 1.0) for t in terms])
-    held = np.array([stem(t) in words for t in terms])
-    return float(w[held].sum() / w.sum()) if w.sum() > 0 else float(held.mean())
+    total = sum(weights.get(t, 1.0) for t in terms)
+    if total <= 0:
+        return sum(stem(t) in held for t in terms) / len(terms)
+    return sum(weights.get(t, 1.0) for t in terms if stem(t) in held) / total
 
 
 def _dense_calibration(evidence: dict[int, list[SentenceEvidence]]) -> tuple[float, float] | None:

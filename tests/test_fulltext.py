@@ -69,6 +69,24 @@ def test_stemming_ranking_and_matched(sessions):
         assert len(match_segments(s, ["sharp"], limit=1)) == 1
 
 
+def test_unranked_keeps_the_matches_and_their_order_by_terms_held(sessions):
+    """``ranked=False`` (the hybrid search's bounded path): the same sentences, more terms first, newest first."""
+    with sessions() as s:
+        terms = ["focal", "sharp", "wave"]
+        ranked, unranked = match_segments(s, terms), match_segments(s, terms, ranked=False)
+        assert {h.segment_id for h in unranked} == {h.segment_id for h in ranked}
+        assert [h.matched for h in unranked] == [3, 2, 1, 1]
+        assert all(h.score == h.matched for h in unranked)
+        ones = [h.segment_id for h in unranked if h.matched == 1]
+        assert ones == sorted(ones, reverse=True)  # newest first within a count
+        assert [h.matched for h in match_segments(s, terms, limit=2, ranked=False)] == [3, 2]
+        r2 = _add_report(s, "r2", ["Focal sharp waves again, right side."])
+        newest = match_segments(s, terms, limit=1, ranked=False)
+        assert newest[0].report_id == r2.id and newest[0].matched == 3
+        assert match_segments(s, ["sharp"], report_ids=[1], ranked=False)
+        assert {h.report_id for h in match_segments(s, ["sharp"], report_ids=[r2.id], ranked=False)} == {r2.id}
+
+
 def test_writes_follow_in_the_same_transaction(sessions):
     with sessions() as s:
         _add_report(s, "r2", ["Hypsarrhythmia is present."])

@@ -42,6 +42,7 @@ __all__ = [
     "Scope",
     "assertion_scopes",
     "match_status",
+    "read_terms",
     "parse_query",
     "scopes_from_json",
     "scopes_to_json",
@@ -434,13 +435,31 @@ def match_status(text: str, scopes: Sequence[Scope], terms: Sequence[str]) -> st
         The most common status over every occurrence of a query term (a tie goes to
         ``"affirmed"``, then :data:`PRECEDENCE` order); None when no term occurs.
     """
+    return read_terms(text, scopes, terms)[0]
+
+
+def read_terms(text: str, scopes: Sequence[Scope], terms: Sequence[str]) -> tuple[str | None, set[str]]:
+    """:func:`match_status` and the stems of the query terms the sentence holds, in one pass over its words.
+
+    Returns
+    -------
+    status : str | None
+        As :func:`match_status`.
+    held : set of str
+        The :func:`stem` of each term of ``terms`` that occurs in ``text``.
+    """
     wanted = {stem(t) for t in terms if t and _WORD_RE.fullmatch(t)}
     if not wanted:
-        return None
-    found = [_status_at(scopes, m.start()) for m in _WORD_RE.finditer(text) if stem(m.group()) in wanted]
+        return None, set()
+    found, held = [], set()
+    for m in _WORD_RE.finditer(text):
+        st = stem(m.group())
+        if st in wanted:
+            held.add(st)
+            found.append(_status_at(scopes, m.start()) if scopes else "affirmed")
     if not found:
-        return None
-    return _majority(found, prefer_flagged=False)
+        return None, held
+    return _majority(found, prefer_flagged=False), held
 
 
 def scopes_to_json(scopes: Sequence[Scope]) -> str:
