@@ -40,11 +40,13 @@ def headline(result: dict) -> dict:
     return out
 
 
-def heldout_runs(doc: str, out_name: str, default_seeds: str):
+def heldout_runs(doc: str, out_name: str, default_seeds: str, version: int = 1):
     """Parse the options every held-out demo evaluation takes; yield ``(seed, Index, held-out archive)``.
 
     ``--n-recordings``, ``--train-seeds``, ``--work`` (default: a new temporary folder) and
     ``--out`` (default ``bench/results/OUT_NAME``). Returns the parsed arguments and the runs.
+    ``version``: the demo generator's (1: the archives the earlier numbers were measured on,
+    without events; 2: with events).
     """
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--n-recordings", type=int, default=60)
@@ -53,16 +55,16 @@ def heldout_runs(doc: str, out_name: str, default_seeds: str):
     ap.add_argument("--out", type=Path, default=HERE / "results" / out_name)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-heldout-"))
-    return args, heldout_indexes(work, args.n_recordings, [int(x) for x in args.train_seeds.split(",")])
+    return args, heldout_indexes(work, args.n_recordings, [int(x) for x in args.train_seeds.split(",")], version)
 
 
-def heldout_indexes(work: Path, n_recordings: int, train_seeds):
+def heldout_indexes(work: Path, n_recordings: int, train_seeds, version: int = 1):
     """Train a demo model per seed on the demo archive and index the held-out archive (seed 1) with it.
 
     Yields ``(seed, Index, held-out DemoArchive)``; models and indexes already in ``work`` are reused.
     """
-    made = demo_archive(work, 100, seed=0)
-    held = generate_archive(work / "heldout", n_recordings=n_recordings, seed=1)
+    made = demo_archive(work, 100, seed=0, version=version)
+    held = generate_archive(work / "heldout", n_recordings=n_recordings, seed=1, version=version)
     for seed in train_seeds:
         demo_model(made, work / f"model-{seed}", seed=seed)
         if not (work / f"index-{seed}" / "manifest.json").exists():

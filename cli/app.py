@@ -190,6 +190,7 @@ def inspect(
 ) -> None:
     """Show what elmsearch reads from one recording (header, key, montage electrodes)."""
     from elmsearch.errors import RecordingError
+    from elmsearch.io.events import read_events
     from elmsearch.io.meta import path_info_for
     from elmsearch.io.recording import make_windows
     from elmsearch.io.windowed import read_recording
@@ -209,13 +210,21 @@ def inspect(
         "windows_5s": len(make_windows(rec, 5.0)),
         "windows_60s": len(make_windows(rec, 60.0)) if rec.duration >= 60 else 0,
     }
+    got = read_events(fname, duration=m.duration)
+    doc["events"] = [e.to_dict() for e in got.events]
+    doc["warnings"] = got.warnings
     if as_json:
         out.print_json(json.dumps(doc))
         return
     table = Table(show_header=False, title=doc["path"])
     for k, v in doc.items():
-        table.add_row(k, str(v))
+        if k not in {"events", "warnings"}:
+            table.add_row(k, str(v))
+    table.add_row("events", str(len(doc["events"])))
+    for w in doc["warnings"]:
+        table.add_row("warning", escape(w))
     out.print(table)
+    _print_events(doc["events"])
 
 
 @app.command()
@@ -789,11 +798,15 @@ def show(
         return
     table = Table(show_header=False, title=f"recording {recording_id}")
     for key, v in doc.items():
-        if key not in {"report", "windows", "match"}:
+        if key not in {"report", "windows", "match", "events", "warnings"}:
             table.add_row(key, "" if v is None else str(v))
     w = doc["windows"]
     table.add_row("windows", f"{len(w)} × {w[0]['end_s'] - w[0]['start_s']:g} s" if w else "0")
+    table.add_row("events", str(len(doc["events"])))
+    for line in doc["warnings"]:
+        table.add_row("warning", escape(line))
     out.print(table)
+    _print_events(doc["events"])
     if doc["report"]:
         for sec in doc["report"]["sections"]:
             out.print(f"[bold]{escape(sec['heading'] or '(preamble)')}[/bold]\n{escape(sec['text'])}\n",
@@ -808,6 +821,23 @@ def show(
         m = doc["match"]
         out.print(f"nearest sentence to {match!r} ({m['score']:.3f}): {m['section'] or ''}: {m['text'] or ''}",
                   highlight=False, soft_wrap=True)
+
+
+EVENTS_SHOWN = 50
+
+
+def _print_events(events: list[dict]) -> None:
+    """The events of a recording as a table (the first ``EVENTS_SHOWN``; ``--json`` has them all)."""
+    if not events:
+        return
+    table = Table("onset (s)", "duration (s)", "event", "channels", "source", title="events")
+    for e in events[:EVENTS_SHOWN]:
+        label = e["label"] + (f" ({e['meaning']})" if e["meaning"] and e["meaning"] != e["label"] else "")
+        table.add_row(f"{e['onset']:.2f}", f"{e['duration']:.2f}", escape(label), escape(", ".join(e["channels"])),
+                      e["source"])
+    out.print(table)
+    if len(events) > EVENTS_SHOWN:
+        out.print(f"{len(events) - EVENTS_SHOWN} more events; --json lists them all", highlight=False)
 
 
 def _read_prompts(fname: Path) -> dict[str, list[str]]:
@@ -840,6 +870,9 @@ def evaluate(
                                                     "1%/10%/100%.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where eval.json and plots go (default DB/eval).")
                        ] = None,
+    events: Annotated[Path | None, typer.Option("--events", exists=True, dir_okay=False, help=(
+        "Ground-truth events CSV (path,onset_s,duration_s,kind): window-level localisation (default: "
+        "events.csv beside the labels file, if there)."))] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval, zero-shot and probe quality of an index against labels, with baselines."""
@@ -854,7 +887,8 @@ def evaluate(
         raise _fail(str(err)) from None
     result = _query(lambda: evaluate_index(
         index, labels, root or labels.parent, columns.split(",") if columns else None, extra,
-        seeds=tuple(range(seeds)), n_per_class=n_per_class, elm_weights=elm_weights))
+        seeds=tuple(range(seeds)), n_per_class=n_per_class, elm_weights=elm_weights,
+        events_csv=events or ((labels.parent / "events.csv") if (labels.parent / "events.csv").is_file() else None)))
     written = write_report(result, out_dir or db / "eval")
     if as_json:
         out.print_json(json.dumps(result, default=float))
@@ -883,6 +917,16 @@ def evaluate(
             if isinstance(m, dict) and "MAP" in m and m["MAP"] is not None:
                 source, fraction = key.split("@")
                 t.add_row(source, f"{float(fraction):.0%}", f"{m['MAP']:.3f}", f"{m['P@10']:.3f}")
+        out.print(t)
+    if result.get("events"):
+        ev = result["events"]
+        key = f"P@{ev['k']}"
+        sources = [x for x in ev if isinstance(ev[x], dict) and key in ev[x]]
+        t = Table("event", "query", *(f"{x} {key}" for x in sources), title="which minutes: windows returned by "
+                  "a text query that lie in an event of its kind")
+        for kind, text in ev["queries"].items():
+            t.add_row(kind, text, *(f"{ev[x]['by'][kind]:.2f}" for x in sources))
+        t.add_row("mean", "", *(f"{ev[x][key]:.3f}" for x in sources))
         out.print(t)
     if result.get("zero_shot"):
         t = Table("column", "AUROC", "balanced acc.", "n", title="zero-shot")

@@ -9,6 +9,7 @@ from db.models import (
     IndexRun,
     Patient,
     Recording,
+    RecordingEvent,
     Report,
     Segment,
     Status,
@@ -18,5 +19,5 @@ from db.models import (
     to_blob,
 )
 
-__all__ = ["DB_FILE", "Base", "IndexRun", "Patient", "Recording", "Report", "Segment", "Status", "Visit",
-           "Window", "from_blob", "is_read_only", "make_engine", "make_sessionmaker", "sqlite_url", "to_blob"]
+__all__ = ["DB_FILE", "Base", "IndexRun", "Patient", "Recording", "RecordingEvent", "Report", "Segment", "Status",
+           "Visit", "Window", "from_blob", "is_read_only", "make_engine", "make_sessionmaker", "sqlite_url", "to_blob"]

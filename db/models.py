@@ -177,6 +177,31 @@ class Recording(Base):
     report: Mapped[Report | None] = relationship()
     windows: Mapped[list[Window]] = relationship(back_populates="recording", cascade="all, delete-orphan",
                                                  passive_deletes=True, order_by="Window.ordinal")
+    events: Mapped[list[RecordingEvent]] = relationship(back_populates="recording", cascade="all, delete-orphan",
+                                                        passive_deletes=True,
+                                                        order_by="RecordingEvent.onset")
+    # what was read with a warning (an unreadable annotation signal or label file), one line each;
+    # deferred, so an index written before the column existed can still be read
+    warnings: Mapped[str | None] = mapped_column(Text, deferred=True)
+    # the event files beside it when its events were read (elmsearch.io.events.sidecar_stamp);
+    # NULL: events not read yet (an index written before events were stored)
+    events_stamp: Mapped[str | None] = mapped_column(String(32), deferred=True)
+
+
+class RecordingEvent(Base):
+    """A time-stamped event of a recording (``elmsearch.io.events.Event``): an annotation or a label file's row."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_recording_onset", "recording_id", "onset"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    onset: Mapped[float] = mapped_column(Float)  # seconds from the first sample
+    duration: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(512))
+    meaning: Mapped[str | None] = mapped_column(String(256))  # the vocabulary's words for a coded label
+    channels: Mapped[str] = mapped_column(Text, default="")  # comma-separated; empty: the whole recording
+    source: Mapped[str] = mapped_column(String(16))
+    recording: Mapped[Recording] = relationship(back_populates="events")
 
 
 class Window(Base):

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from elmsearch.datasets.demo import DemoArchive, generate_archive
+from elmsearch.datasets.demo import GENERATOR_VERSION, DemoArchive, generate_archive
 from elmsearch.train.trainer import build_model, demo_config, load_items, train
 
 logger = logging.getLogger(__name__)
@@ -19,9 +19,10 @@ logger = logging.getLogger(__name__)
 TEXT_QUERY = "generalized 3 Hz spike and wave discharges"
 
 
-def demo_archive(directory: str | os.PathLike, n_recordings: int = 100, seed: int = 0) -> DemoArchive:
-    """Generate (or reuse) the demo archive in ``directory/archive``."""
-    return generate_archive(Path(directory) / "archive", n_recordings=n_recordings, seed=seed)
+def demo_archive(directory: str | os.PathLike, n_recordings: int = 100, seed: int = 0,
+                 version: int = GENERATOR_VERSION) -> DemoArchive:
+    """Generate (or reuse) the demo archive in ``directory/archive`` (``version``: the generator's)."""
+    return generate_archive(Path(directory) / "archive", n_recordings=n_recordings, seed=seed, version=version)
 
 
 def demo_model(archive: DemoArchive, model_dir: str | os.PathLike, seed: int = 0, on_step=None) -> dict:

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
 from db import Patient, Recording, Report, Status, Window, from_blob
+from elmsearch.archive.discovery import archive_path
 from elmsearch.archive.labels import label_key, parse_binary
 from elmsearch.errors import RecordingError
 from elmsearch.io.recording import make_windows
@@ -68,6 +69,78 @@ COHORT_QUERIES: dict[str, str] = {
     "focal_sharp": "focal sharp waves",
     "sleep": "sleep",
 }
+
+
+# The phrase a clinician would type for each event kind of a ground-truth events file (localisation).
+EVENT_QUERIES: dict[str, str] = {
+    "spike_wave": "spike and wave",
+    "sharp_wave": "sharp wave",
+    "spindle": "sleep spindle",
+    "vertex_wave": "vertex wave",
+    "eye_blink": "eye blink",
+    "muscle": "muscle artifact",
+}
+
+
+def read_event_truth(fname: str | os.PathLike, root: str | os.PathLike) -> dict[str, list[tuple[float, float, str]]]:
+    """Ground-truth events (CSV ``path,onset_s,duration_s,kind``, paths relative to ``root``) by archive path.
+
+    Raises
+    ------
+    ValueError
+        A missing column or a row whose times are not numbers (naming the line).
+    """
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    with open(fname, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "onset_s", "duration_s", "kind"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{fname}: missing column(s) {', '.join(sorted(missing))}")
+        for n, row in enumerate(reader, 2):
+            try:
+                onset, duration = float(row["onset_s"]), float(row["duration_s"])
+            except ValueError:
+                raise ValueError(f"{fname}: line {n}: onset_s/duration_s are not numbers") from None
+            path = archive_path(Path(root) / row["path"])
+            out.setdefault(path, []).append((onset, onset + max(duration, 0.0), row["kind"]))
+    return out
+
+
+def event_localisation(index: Index, events_csv: str | os.PathLike, root: str | os.PathLike,
+                       queries: dict[str, str] | None = None, sources=("eeg", "hybrid"), k: int = 10) -> dict:
+    """Which minutes: precision@k of the windows a text query for an event kind returns.
+
+    For each kind of the ground truth with a phrase (``EVENT_QUERIES``), ``search --level
+    window`` returns ``k`` windows from each source; a window is right when an event of that
+    kind overlaps it in its recording. ``eeg`` measures the EEG embedding alone; ``hybrid``
+    also reads the events stored in the index (what technologists marked), so where the
+    index holds the marks it measures the event search.
+
+    Returns
+    -------
+    dict
+        ``{source: {"P@k": mean over kinds, "by": {kind: P@k}}}``, ``"k"``, ``"queries"``.
+    """
+    truth = read_event_truth(events_csv, root)
+    kinds = {kind for evs in truth.values() for _, _, kind in evs}
+    queries = {c: q for c, q in (queries or EVENT_QUERIES).items() if c in kinds}
+    with index.store.session() as s:
+        path_of = dict(s.execute(select(Recording.id, Recording.path)).all())
+    out: dict = {"k": k, "queries": queries}
+    for source in sources:
+        by = {}
+        for kind, text in queries.items():
+            hits = index.search_text(text, k, "window", None, source)
+            right = sum(any(_overlaps(a, b, h.start_s, h.end_s) for a, b, kk in
+                            truth.get(path_of.get(h.recording_id, ""), []) if kk == kind) for h in hits)
+            by[kind] = right / k
+        out[source] = {f"P@{k}": float(np.mean(list(by.values()))) if by else None, "by": by}
+    return out
+
+
+def _overlaps(onset: float, end: float, start_s: float, end_s: float) -> bool:
+    """An event ``[onset, end]`` (a point when ``end == onset``) and a window ``[start_s, end_s)`` overlap."""
+    return onset < end_s and end > start_s if end > onset else start_s <= onset < end_s
 
 
 def withheld_reports(index: Index, fraction: float, seed: int = 0) -> set[int]:
@@ -217,8 +290,8 @@ def _band_power_vectors(bp: list[np.ndarray]) -> np.ndarray:
 def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.PathLike | None = None,
                    columns: list[str] | None = None, prompts: dict | None = None,
                    fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), n_per_class: int | None = None,
-                   elm_weights: str | os.PathLike | None = None, baselines: bool = True, cohort: bool = True
-                   ) -> dict:
+                   elm_weights: str | os.PathLike | None = None, baselines: bool = True, cohort: bool = True,
+                   events_csv: str | os.PathLike | None = None) -> dict:
     """Evaluate the recordings of ``index`` that have a row in ``labels_csv``.
 
     Parameters
@@ -238,6 +311,9 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         Probe with exactly this many labels per class (e.g. 4) instead of ``fractions``.
     elm_weights : path-like | None
         ELM release folder for the untrained-weights baseline (skipped when None).
+    events_csv : path-like | None
+        Ground-truth events (``path,onset_s,duration_s,kind``) for the window-level localisation
+        (``event_localisation``); skipped when None.
     baselines : bool
         Compute the band-power and ELM-weights baselines (reads the EDFs again).
     cohort : bool
@@ -334,6 +410,8 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
     if cohort and index.manifest.get("has_text") and set(COHORT_QUERIES) & set(labels):
         result["cohort"] = cohort_retrieval(index, labels_csv, root,
                                             {c: q for c, q in COHORT_QUERIES.items() if c in labels})
+    if events_csv is not None and index.manifest.get("has_text"):
+        result["events"] = event_localisation(index, events_csv, root or Path(labels_csv).parent)
     result["probe"] = {}
     for c, y in labels.items():
         ok = np.flatnonzero(y >= 0)

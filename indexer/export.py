@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from db import Patient, Recording, Report, Segment, Visit, Window
+from db import Patient, Recording, RecordingEvent, Report, Segment, Visit, Window
+from indexer.events import events_ready
 from indexer.private import output_dir, private_umask
 from indexer.store import IndexStore
 
@@ -31,8 +32,13 @@ def _emb_column(blobs: list[bytes | None], dim: int = 256) -> pa.Array:
     return arr
 
 
-def _write(rows: list[dict], emb: list[bytes | None] | None, fname: Path) -> int:
-    table = pa.Table.from_pylist(rows)
+EVENT_SCHEMA = pa.schema([("event_id", pa.int64()), ("recording_id", pa.int64()), ("onset_s", pa.float64()),
+                          ("duration_s", pa.float64()), ("label", pa.string()), ("meaning", pa.string()),
+                          ("channels", pa.list_(pa.string())), ("source", pa.string())])
+
+
+def _write(rows: list[dict], emb: list[bytes | None] | None, fname: Path, schema: pa.Schema | None = None) -> int:
+    table = pa.Table.from_pylist(rows, schema=schema)
     if emb is not None:
         table = table.append_column("emb", _emb_column(emb))
     pq.write_table(table, fname.with_suffix(".parquet.tmp"), compression="zstd")
@@ -41,7 +47,7 @@ def _write(rows: list[dict], emb: list[bytes | None] | None, fname: Path) -> int
 
 
 def export_parquet(store: IndexStore, out_dir: str | os.PathLike) -> dict[str, int]:
-    """Write ``recordings``, ``windows``, ``reports``, ``segments`` ``.parquet`` files into ``out_dir``.
+    """Write ``recordings``, ``windows``, ``reports``, ``segments``, ``events`` ``.parquet`` files into ``out_dir``.
 
     ``out_dir`` must be new, empty, or an earlier export (it holds ``recordings.parquet``):
     the files are patient data, created 0600 in a folder created 0700, and nothing else in
@@ -94,5 +100,13 @@ def _export(store: IndexStore, out: Path) -> dict[str, int]:
                          "start": g.start, "end": g.end, "text": g.text, "finding": g.finding})
             emb.append(g.emb)
         written["segments"] = _write(rows, emb, out / "segments.parquet")
+        rows = []
+        if events_ready(s):
+            for e in s.scalars(select(RecordingEvent).order_by(RecordingEvent.recording_id, RecordingEvent.onset,
+                                                               RecordingEvent.id)):
+                rows.append({"event_id": e.id, "recording_id": e.recording_id, "onset_s": e.onset,
+                             "duration_s": e.duration, "label": e.label, "meaning": e.meaning,
+                             "channels": [c for c in (e.channels or "").split(",") if c], "source": e.source})
+        written["events"] = _write(rows, None, out / "events.parquet", EVENT_SCHEMA)
     logger.info("exported %s to %s", written, out)
     return written

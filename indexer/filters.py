@@ -85,6 +85,8 @@ FILTERS: tuple[FilterField, ...] = (
     FilterField("before", dt.date, "Recorded before (YYYY-MM-DD)."),
     FilterField("montage", str, "Montage folder, e.g. 01_tcp_ar.", max_length=64),
     FilterField("min_duration", float, "Shortest recording (s).", ge=0),
+    FilterField("has_event", str, "Only recordings with an event whose label or meaning holds this text, "
+                "e.g. seizure.", max_length=128),
 )
 FILTER_NAMES = tuple(f.name for f in FILTERS)
 

@@ -42,6 +42,8 @@ import numpy as np
 from sqlalchemy import select
 
 from db import Recording, Segment, Window, from_blob
+from elmsearch.io.events import Event
+from indexer.events import match_events
 from indexer.filters import SOURCES
 
 if TYPE_CHECKING:
@@ -92,6 +94,8 @@ class Scored:
     p_eeg: float = 0.0
     score: float = 0.0
     sentences: list[SentenceEvidence] = dataclasses.field(default_factory=list)
+    p_event: float = 0.0  # share of the query's terms its best matching event holds (indexer.events)
+    event: Event | None = None
 
     @property
     def eeg(self) -> float:
@@ -101,6 +105,7 @@ class Scored:
     def sources(self) -> dict:
         """The score of each source (``"sources"`` of a hit)."""
         return {"report": None if self.p_report is None else round(self.p_report, 4),
+                "event": round(self.p_event, 4) if self.event is not None else None,
                 "eeg": round(self.p_eeg, 4), "eeg_cosine": round(self.eeg_cosine, 4),
                 "window_cosine": round(self.window_cosine, 4)}
 
@@ -300,8 +305,21 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
                                                                 Recording.status == "indexed"))):
             if rid not in cands and emb is not None:
                 cands[rid], embs[rid] = Scored(rid, rep, False, 0.0, 0.0), from_blob(emb)
+    # and every recording with an event that speaks to the query (what a technologist marked)
+    events: dict[int, tuple[Event, float]] = {}
+    if source != "eeg":
+        for rid, event, share in match_events(s, text):
+            events.setdefault(rid, (event, share))  # best share first
+        for chunk in _chunks(sorted(set(events) - set(cands))):
+            for rid, rep, emb in s.execute(filters.apply(stmt.where(Recording.id.in_(chunk),
+                                                                    Recording.status == "indexed"))):
+                if emb is not None:
+                    cands[rid], embs[rid] = Scored(rid, rep, False, 0.0, 0.0), from_blob(emb)
     if not cands:
         return []
+    for rid, (event, share) in events.items():
+        if rid in cands:
+            cands[rid].event, cands[rid].p_event = event, share
     readable = index.manifest.get("has_text", False) and index.manifest.get("report_text", True)
     for c in cands.values():
         c.readable = bool(use_reports and readable and c.report_id is not None and c.report_id not in withheld)
@@ -337,7 +355,7 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
         c.p_report = min(best, 1.0 - denied) if denied > said else best
     if source == "reports":
         for c in cands.values():
-            c.score = c.p_report if c.p_report is not None else -1.0
+            c.score = _text_evidence(c) if c.p_report is not None or c.event is not None else -1.0
             c.p_eeg = c.eeg
         ranked = sorted(cands.values(), key=lambda c: (c.score, max((e.dense for e in c.sentences), default=0.0)),
                         reverse=True)
@@ -345,11 +363,16 @@ def rank(index: Index, s, text: str, q: np.ndarray, k: int, filters: Filters, so
     p_eeg = eeg_probability(cands, E, eeg)
     for c, p in zip(cands.values(), p_eeg.tolist(), strict=True):
         c.p_eeg = p
-        if c.p_report is not None:
-            c.score = REPORT_WEIGHT * c.p_report + (1 - REPORT_WEIGHT) * p
+        if c.p_report is not None or c.event is not None:
+            c.score = REPORT_WEIGHT * _text_evidence(c) + (1 - REPORT_WEIGHT) * p
         else:
             c.score = min(p, EEG_CAP)
     return sorted(cands.values(), key=lambda c: c.score, reverse=True)[:k]
+
+
+def _text_evidence(c: Scored) -> float:
+    """What the recording's text says: its report, or an event marked in it, whichever speaks more fully."""
+    return max(c.p_report or 0.0, c.p_event)
 
 
 def eeg_direction(index: Index, text: str, q: np.ndarray) -> np.ndarray:

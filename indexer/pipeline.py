@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window, to_blob
+from db import IndexRun, Patient, Recording, RecordingEvent, Report, Segment, Status, Visit, Window, to_blob
 from db.models import utcnow
 from elmsearch.archive.discovery import (
     ArchiveEntry,
@@ -36,6 +36,7 @@ from elmsearch.archive.discovery import (
 )
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.io.chunks import LONG_RECORDING_S
+from elmsearch.io.events import Event, read_events, sidecar_stamp
 from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.models.backends import get_encoder
 from elmsearch.models.compiled import write_query_model
@@ -76,17 +77,23 @@ class Prepared:
     seconds: float = 0.0
     eeg: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     text_emb: tuple[np.ndarray | None, np.ndarray | None] | None = None
+    events: list[Event] | None = None  # None: not read (a file that could not be opened)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    events_stamp: str | None = None
 
 
 def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
-            known_hash: str | None = None, spill_dir: Path | None = None) -> Prepared:
+            known_hash: str | None = None, spill_dir: Path | None = None,
+            known_stat: tuple[int, float] | None = None) -> Prepared:
     """Hash, read, preprocess and window one recording; read its report. Never raises.
 
     When the content hash equals ``known_hash`` the signal is not read (the caller only
-    refreshes size and mtime). Recordings longer than ``LONG_RECORDING_S`` are processed in
-    chunks into a memory-mapped file in ``spill_dir`` (``windows_file``), so that neither
-    this worker nor the embedding process holds a 24 h recording in memory. Any
-    exception, expected or not, becomes ``error``.
+    refreshes size and mtime, and the events); when the file's size and modification time
+    equal ``known_stat`` (only its event files changed), it is not even hashed. The events
+    (``elmsearch.io.events``) are read in both cases. Recordings longer than
+    ``LONG_RECORDING_S`` are processed in chunks into a memory-mapped file in ``spill_dir``
+    (``windows_file``), so that neither this worker nor the embedding process holds a 24 h
+    recording in memory. Any exception, expected or not, becomes ``error``.
     """
     t0 = time.perf_counter()
     special = special_file_reason(entry.path)  # stat only: a FIFO blocks whoever opens it
@@ -94,7 +101,8 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         return Prepared(entry, 0, 0.0, None, error=special)
     try:
         st = entry.path.stat()
-        digest = file_hash(entry.path)
+        same = known_hash is not None and known_stat is not None and (st.st_size, st.st_mtime) == tuple(known_stat)
+        digest = known_hash if same else file_hash(entry.path)
     except OSError as err:
         if entry.path.is_symlink() and not entry.path.exists():
             reason = "symlink to a file that is not there (a DataLad/git-annex file whose content was not fetched?)"
@@ -105,6 +113,7 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         return Prepared(entry, 0, 0.0, None, error=reason)
     out = Prepared(entry, st.st_size, st.st_mtime, digest)
     if known_hash is not None and digest == known_hash:
+        _read_events(out)  # label files beside an unchanged recording may be new
         out.seconds = time.perf_counter() - t0
         return out
     try:
@@ -120,6 +129,7 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         else:
             out.windows, out.keep = rec.windows()
         out.meta = rec.meta
+        _read_events(out, rec.header, getattr(rec.source, "raw", None), rec.meta.duration)
     except RecordingError as err:
         out.error = err.reason
     except Exception as err:  # noqa: BLE001 -- a reader bug on one file never stops the run
@@ -127,6 +137,12 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         out.error = failure_reason(err)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _read_events(p: Prepared, header=None, raw=None, duration: float | None = None) -> None:
+    """The recording's events and their warnings onto ``p`` (``elmsearch.io.events``; never raises)."""
+    got = read_events(p.entry.path, header, raw, duration)
+    p.events, p.warnings, p.events_stamp = got.events, got.warnings, got.stamp
 
 
 def run_error(err: BaseException) -> bool:
@@ -434,8 +450,9 @@ class Indexer:
         with self.store.session() as s, s.begin():
             rec = s.get(Recording, existing.id) if existing is not None else None
             if rec is not None and p.error is None and p.eeg is None:
-                # same bytes, new mtime
+                # same bytes, new mtime (and the label files beside it read again)
                 rec.size, rec.mtime = p.size, p.mtime
+                _write_events(s, rec, p)
                 return "skipped", 0.0
             meta = p.meta
             if rec is None:
@@ -470,6 +487,7 @@ class Indexer:
                 text = old.text if old is not None and old.text else None
             report = self._report(s, p.entry, text, p.text_emb)
             rec.report_id = report.id if report else None
+            _write_events(s, rec, p)
             window_emb, index, rec_emb, profile = p.eeg
             rec.emb = to_blob(rec_emb)
             rec.profile = to_blob(profile) if profile is not None else None
@@ -555,7 +573,8 @@ class Indexer:
         spill = self.store.folder / "tmp"  # long recordings' windows, memory-mapped (private, like the index)
         shutil.rmtree(spill, ignore_errors=True)  # left by a killed run
         spill.mkdir(mode=0o700)
-        jobs = (((entry, ex), (entry, self.params, self.window_seconds, self.known_hash(ex), spill))
+        jobs = (((entry, ex), (entry, self.params, self.window_seconds, self.known_hash(ex), spill,
+                               (ex.size, ex.mtime) if ex is not None else None))
                 for entry, ex in todo)
         for (entry, ex), p, error in run_isolated(prepare, jobs, n_jobs, self.timeout):
             if p is None:  # the worker died or ran out of time: the file alone fails
@@ -599,6 +618,7 @@ class Indexer:
             s.flush()
             run_id = run_row.id
             known = {r.path: r for r in s.scalars(select(Recording))}
+            stamps = dict(s.execute(select(Recording.id, Recording.events_stamp)).all())
         self.backfill_assertions()  # before --no-report-text drops the text it reads
         with self.store.session() as s, s.begin():
             if not self.report_text:  # --no-report-text on an index that holds text: drop it now
@@ -614,8 +634,11 @@ class Indexer:
             if (ex is not None and st is not None and ex.size == st.st_size and ex.mtime == st.st_mtime
                     and ex.model_hash == self.model_hash
                     and not (retry_failed and ex.status == Status.FAILED)):
-                summary.skipped += 1
-                continue
+                if ex.status != Status.INDEXED or stamps.get(ex.id) == sidecar_stamp(entry.path):
+                    summary.skipped += 1
+                    continue
+                # the same bytes, but its event files changed (or its events were never read):
+                # prepared again without hashing or reading its signal (``prepare``'s known_stat)
             todo.append((entry, ex))
         if prune:
             summary.removed = self._prune(root)
@@ -699,7 +722,8 @@ class Indexer:
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
                                             force=changed, run_id=run_id,
                                             extra={"report_text": self.report_text,
-                                                   "similar_representation": self.model.similar_representation})
+                                                   "similar_representation": self.model.similar_representation,
+                                                   **_text_model(self.model)})
         self.timings["faiss_s"] = time.perf_counter() - t0
         if summary.counts.get("eeg_recording"):
             t0 = time.perf_counter()  # cold queries run it without importing torch (~1 s)
@@ -758,6 +782,30 @@ class Indexer:
         if gone:
             logger.info("pruned %d recordings whose files are gone", len(gone))
         return len(gone)
+
+
+def _text_model(model: ELMModel) -> dict:
+    """``has_text`` for the manifest when the model reads text.
+
+    An archive without reports (events only, or reports to come) is still searched by text.
+    """
+    return {"has_text": True} if model.has_text else {}
+
+
+def _write_events(s, rec: Recording, p: Prepared) -> None:
+    """Replace a recording's events and warnings with those ``p`` read (unless it read none: left as they are)."""
+    if p.events is None:
+        return
+    rec.warnings = _db_text("\n".join(p.warnings)) if p.warnings else None
+    rec.events_stamp = p.events_stamp
+    if rec.id is not None:
+        s.execute(delete(RecordingEvent).where(RecordingEvent.recording_id == rec.id))
+    s.flush()
+    if p.events:
+        s.execute(insert(RecordingEvent), [
+            {"recording_id": rec.id, "onset": e.onset, "duration": e.duration, "label": _db_text(e.label),
+             "meaning": e.meaning, "channels": _db_text(",".join(e.channels)) or "", "source": e.source}
+            for e in p.events])
 
 
 def _db_text(text: str | None) -> str | None:
@@ -862,4 +910,4 @@ def rebuild_faiss(db_dir: str | os.PathLike, db_url: str | None = None) -> dict:
         rebuild_fulltext(store.engine)
         return store.rebuild(model_hash, str(model_path), model.config, force=True, run_id=last.id,
                              extra={"report_text": manifest.get("report_text", has_text),
-                                    "similar_representation": model.similar_representation})
+                                    "similar_representation": model.similar_representation, **_text_model(model)})

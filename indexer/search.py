@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 
-from db import Patient, Recording, Report, Segment, Status, Visit, Window, from_blob
+from db import Patient, Recording, RecordingEvent, Report, Segment, Status, Visit, Window, from_blob
 from elmsearch.archive.discovery import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
 from elmsearch.text.report import parse_report
@@ -67,6 +67,7 @@ class Filters:
     before: dt.date | None = None
     montage: str | None = None
     min_duration: float | None = None
+    has_event: str | None = None
 
     def apply(self, q: Select) -> Select:
         """Add the WHERE clauses to a select over ``Recording``."""
@@ -84,6 +85,12 @@ class Filters:
             q = q.where(Recording.montage.icontains(self.montage))
         if self.min_duration is not None:
             q = q.where(Recording.duration >= self.min_duration)
+        if self.has_event:
+            text = " ".join(self.has_event.split())
+            q = q.where(select(RecordingEvent.id).where(
+                RecordingEvent.recording_id == Recording.id,
+                or_(RecordingEvent.label.icontains(text, autoescape=True),
+                    RecordingEvent.meaning.icontains(text, autoescape=True))).exists())
         return q
 
     @property
@@ -140,6 +147,16 @@ class Query:
     path: str | None
     window_emb: np.ndarray | None = None
     profile: np.ndarray | None = None  # the spectral profile, for indices whose prior cases use it
+
+
+def _check_filters(s, filters: Filters) -> None:
+    """A filter the index cannot answer yet is a query error (one line), not a database error."""
+    from indexer.events import NoEventsError, check_event_filter
+
+    try:
+        check_event_filter(s, filters.has_event)
+    except NoEventsError as err:
+        raise QueryError(str(err)) from None
 
 
 def _chunks(ids, n: int = CHUNK):
@@ -252,6 +269,7 @@ class Index:
     def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
         """Ids of index ``name`` whose recording passes ``filters`` (only those in ``among`` if given)."""
         col, q = VECTOR_TABLES[name].passing()
+        _check_filters(s, filters)
         q = filters.apply(q)
         if among is None:
             return np.fromiter(s.scalars(q), np.int64)
@@ -354,8 +372,9 @@ class Index:
         Recordings are ranked from ``source`` (``indexer.hybrid``): ``"hybrid"`` (what their
         reports say, negation-aware, and their EEG, fused by a calibration on the archive),
         ``"reports"`` or ``"eeg"``; the recordings of one visit (a session recorded in two
-        montage folders) are one hit, the others listed in ``Hit.also``. Windows are ranked by
-        the EEG alone. ``withheld``: report ids the query may not read (evaluation).
+        montage folders) are one hit, the others listed in ``Hit.also``. Windows inside events
+        whose label holds the query come first, then windows by the EEG (``_window_hits``).
+        ``withheld``: report ids the query may not read (evaluation).
         """
         from indexer.hybrid import SOURCES, rank
 
@@ -368,19 +387,58 @@ class Index:
         with self.store.session() as s:
             if level == "recording":
                 return self._visit_hits(s, rank(self, s, text, q, 2 * k, filters, source, withheld), q, k)
-            scores, wids = self._rank(s, "eeg_window", q, k, filters)
-            win = {}
-            for chunk in _chunks(wids.tolist()):
-                win.update((w.id, w) for w in s.scalars(select(Window).where(Window.id.in_(chunk))))
-            hits = []
-            for wid, score in zip(wids.tolist(), scores.tolist(), strict=True):
-                w = win.get(wid)
-                if w is None:  # replaced by a run that is writing now
-                    continue
-                hits += self._hits(s, [w.recording_id], [score], None, {w.recording_id: (w.start_s, w.end_s)})
-            for i, h in enumerate(hits, 1):
-                h.rank = i
-            return hits
+            return self._window_hits(s, text, q, k, filters, source)
+
+    def _window_hits(self, s, text: str, q: np.ndarray, k: int, filters: Filters, source: str) -> list[Hit]:
+        """Windows for a text query: inside matching events first (``hybrid``, ``reports``), then by the EEG.
+
+        A window inside an event whose label or meaning holds the query's terms
+        (``indexer.events``) scores ``0.5 + 0.5 share`` (above 0.5; the event is its ``evidence``),
+        ordered by its EEG cosine within an equal share; a window found by the EEG alone scores
+        ``(1 + cosine) / 4`` (below 0.5). ``source="eeg"``: the cosine alone, as before events.
+        """
+        from indexer.events import match_events, windows_in
+
+        scored: dict[int, tuple[float, float, object]] = {}  # window id -> (score, cosine, event)
+        if source != "eeg":
+            in_events = windows_in(s, match_events(s, text))
+            if in_events:
+                allowed = set(self._filtered_ids(s, "eeg_window", filters, np.fromiter(in_events, np.int64)).tolist())
+                cos = self._window_cosines(s, sorted(allowed), q)
+                for wid in allowed:
+                    event, share = in_events[wid]
+                    scored[wid] = (0.5 + 0.5 * share, cos.get(wid, 0.0), event)
+        if source != "reports" and len(scored) < k:
+            scores, wids = self._rank(s, "eeg_window", q, k + len(scored), filters)
+            for wid, cos in zip(wids.tolist(), scores.tolist(), strict=True):
+                if wid not in scored:
+                    scored[wid] = (cos if source == "eeg" else (1 + cos) / 4, cos, None)
+        best = sorted(scored.items(), key=lambda x: (x[1][0], x[1][1]), reverse=True)[:k]
+        win = {}
+        for chunk in _chunks([wid for wid, _ in best]):
+            win.update((w.id, w) for w in s.scalars(select(Window).where(Window.id.in_(chunk))))
+        hits = []
+        for wid, (score, cos, event) in best:
+            w = win.get(wid)
+            if w is None:  # replaced by a run that is writing now
+                continue
+            hit = self._hits(s, [w.recording_id], [score], None, {w.recording_id: (w.start_s, w.end_s)})
+            for h in hit:
+                h.sources = {"event": None if event is None else round(2 * score - 1, 4), "eeg_cosine": round(cos, 4)}
+                if event is not None:
+                    h.evidence = [{"event": event.to_dict()}]
+            hits += hit
+        for i, h in enumerate(hits, 1):
+            h.rank = i
+        return hits
+
+    def _window_cosines(self, s, wids: list[int], q: np.ndarray) -> dict[int, float]:
+        """The cosine of the query and each window's stored embedding."""
+        out = {}
+        for chunk in _chunks(wids):
+            for wid, emb in s.execute(select(Window.id, Window.emb).where(Window.id.in_(chunk))):
+                out[wid] = float(from_blob(emb) @ q)
+        return out
 
     def _visit_hits(self, s, scored: list, q: np.ndarray, k: int) -> list[Hit]:
         """Hits of ranked recordings, one per visit (the first of a visit leads, the rest in ``also``)."""
@@ -406,6 +464,16 @@ class Index:
             h.sources = c.sources()
             h.evidence = [e.to_dict() for e in c.sentences] if c.readable else None
             h.also = also or None
+            if c.event is not None:  # the minutes a technologist marked: the hit's window is inside the event
+                from indexer.events import windows_in
+
+                inside = windows_in(s, [(c.recording_id, c.event, c.p_event)])
+                cos = self._window_cosines(s, sorted(inside), q)
+                if cos:
+                    wid = max(cos, key=cos.get)
+                    h.start_s, h.end_s = s.execute(select(Window.start_s, Window.end_s)
+                                                   .where(Window.id == wid)).one()
+                h.evidence = (h.evidence or []) + [{"event": c.event.to_dict()}]
         return hits
 
     def resolve(self, fname: str | os.PathLike | None = None, recording_id: int | None = None) -> Query:
@@ -566,7 +634,9 @@ class Index:
             return best
 
     def show(self, recording_id: int) -> dict:
-        """Everything stored about a recording: metadata, report by section, windows."""
+        """Everything stored about a recording: metadata, report by section, windows, events, warnings."""
+        from indexer.events import recording_events, recording_warnings
+
         with self.store.session() as s:
             r = s.get(Recording, int(recording_id))
             if r is None:
@@ -594,4 +664,6 @@ class Index:
                 "report": None if report is None else {"report_id": report.id, "source": report.source,
                                                        "impression": report.impression, "sections": sections},
                 "windows": [{"ordinal": o, "start_s": a, "end_s": b} for o, a, b in windows],
+                "events": [e.to_dict() for e in recording_events(s, r.id)],
+                "warnings": recording_warnings(s, r.id),
             }

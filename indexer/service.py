@@ -292,6 +292,11 @@ class SearchService:
             doc["match"] = self.index.match_sentence(recording_id, match)
         return doc
 
+    def events(self, recording_id: int) -> dict:
+        """The events of a recording and its reading warnings (``GET /api/recordings/{id}/events``)."""
+        doc = self.index.show(check_id(recording_id))
+        return {"recording_id": doc["recording_id"], "events": doc["events"], "warnings": doc["warnings"]}
+
     def stats(self) -> dict:
         """Counts, failures, model and index files (``elmsearch stats --json``)."""
         return self.index.store.stats()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edfio import Edf, EdfSignal, Recording
+from edfio import Edf, EdfAnnotation, EdfSignal, Recording
 
 from elmsearch.signal.channels import STANDARD_1020, tuh_channel_name
 
@@ -103,7 +103,8 @@ def write_edf(tmp_path: Path) -> Callable[..., Path]:
     ``duration`` in s (30), ``signals`` in uV, shape (n_labels, n_times) (seeded noise +
     10 Hz sine by default), ``patient`` (the raw 80-character patient field, TUH style by
     default), ``startdate`` (4 Mar 2015; None writes an anonymised EDF+ start date),
-    ``starttime``, ``seed``.
+    ``starttime``, ``seed``, ``annotations`` (``(onset, duration, text)`` tuples: an EDF+C
+    annotation signal).
     """
 
     def _write(
@@ -117,6 +118,7 @@ def write_edf(tmp_path: Path) -> Callable[..., Path]:
         startdate: dt.date | None = TUH_STARTDATE,
         starttime: dt.time = TUH_STARTTIME,
         seed: int = 0,
+        annotations: Sequence[tuple[float, float | None, str]] | None = None,
     ) -> Path:
         assert duration <= 60, "keep synthetic EDFs small"
         labels = list(labels)
@@ -137,6 +139,7 @@ def write_edf(tmp_path: Path) -> Callable[..., Path]:
             ],
             recording=Recording(startdate=startdate),
             starttime=starttime,
+            annotations=[EdfAnnotation(*a) for a in annotations] if annotations else None,
         )
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -165,3 +165,40 @@ def test_muscle_is_high_frequency_and_temporal():
     _, pq = _psd(quiet, _ch("T3", "T4"))
     hi = (f >= 25) & (f <= 60)
     assert pm[hi].sum() > 3 * pq[hi].sum()
+
+
+def test_version_2_marks_its_events_and_version_1_keeps_the_signals(archive, tmp_path):
+    """Version 2: an EDF+ annotation signal, a TUH .csv and events.csv of what the generator put in the EEG."""
+    from elmsearch.io.events import read_events
+    from elmsearch.io.header import read_header
+
+    old = generate_archive(tmp_path / "v1", n_recordings=12, seed=3, min_minutes=0.5, max_minutes=1.0, version=1)
+    with pytest.raises(ValueError, match="version"):
+        generate_archive(tmp_path / "v9", n_recordings=2, seed=3, version=9)
+    assert not (old.root / "events.csv").exists() and not list(old.root.rglob("*.csv_bi"))
+    with (archive.root / "events.csv").open() as fh:
+        truth = list(csv.DictReader(fh))
+    kinds = {r["kind"] for r in truth}
+    assert kinds >= {"sharp_wave", "spindle", "eye_blink"}
+    assert ("spike_wave" in kinds) == any(int(r["spike_wave"]) for r in archive.rows)
+    for row in archive.rows:
+        new_f, old_f = archive.root / row["path"], old.root / row["path"]
+        assert not any("annotations" in lab.lower() for lab in read_header(old_f).labels)
+        a = mne.io.read_raw_edf(new_f, verbose="error").get_data()
+        b = mne.io.read_raw_edf(old_f, verbose="error").get_data()
+        np.testing.assert_array_equal(a, b)  # the same EEG under either version
+        got = read_events(new_f)
+        assert got.warnings == []
+        mine = [r for r in truth if r["path"] == row["path"]]
+        edf_events = [e for e in got.events if e.source == "edf+"]
+        assert len(edf_events) == len(mine)
+        np.testing.assert_allclose(sorted(e.onset for e in edf_events), sorted(float(r["onset_s"]) for r in mine),
+                                   atol=2e-3)
+        tuh = [e for e in got.events if e.source == "tuh-csv"]
+        assert len(tuh) <= len(mine) and {e.label for e in tuh} <= {"spsw", "eybl", "musc"}
+        if int(row["spike_wave"]) or int(row["focal_sharp"]):
+            assert any(e.label == "spsw" and e.meaning == "spike and/or sharp wave" for e in tuh)
+        if int(row["sleep"]):
+            assert any(e.label == "sleep spindle" for e in edf_events)
+        else:
+            assert not any(e.label == "sleep spindle" for e in edf_events)

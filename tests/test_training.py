@@ -44,6 +44,46 @@ def test_load_items_reads_windows_and_segments(tiny_items, tiny_archive):
     assert not any(s.startswith(("CLINICAL HISTORY", "MEDICATIONS")) for it in tiny_items for s in it.segments)
 
 
+def test_load_items_pairs_windows_with_the_events_inside_them(tiny_items, tiny_archive):
+    """Window-level pairs: each event's windows (5 s) with its text, from the EDF+ annotations and the TUH file."""
+    import csv
+
+    with (tiny_archive.root / "events.csv").open() as fh:
+        truth = list(csv.DictReader(fh))
+    for it in tiny_items:
+        mine = [r for r in truth if str(tiny_archive.root / r["path"]) == it.path]
+        assert bool(it.events) == bool(mine)
+        assert all(0 <= i < len(it.windows) for i, _ in it.events)
+        for r in mine:
+            i = int(float(r["onset_s"]) // 5)
+            if i < len(it.windows):
+                assert any(j == i for j, _ in it.events)
+    texts = {t for it in tiny_items for _, t in it.events}
+    assert "sleep spindle" in texts or "sharp wave" in texts
+    assert any("spike and/or sharp wave" in t for t in texts)  # a TUH code read with its meaning
+
+
+def test_event_pairs_change_training(tiny_items, tmp_path):
+    from elmsearch.train.trainer import _event_loss
+
+    model = build_model("elm-5s")
+    with_events = [i for i, it in enumerate(tiny_items) if it.events]
+    texts = sorted({t for it in tiny_items for _, t in it.events})
+    feats = torch.from_numpy(model.text_encoder.embed(texts))
+    loss = _event_loss(model, tiny_items, with_events, None, feats, {t: n for n, t in enumerate(texts)}, 4,
+                       np.random.default_rng(0), torch.tensor(0.3), "cpu")
+    assert loss.item() > 0 and loss.requires_grad
+    outs = {}
+    for w in (0.0, 0.5):
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=1, batch_size=4, max_eeg=2, max_text=3, val_fraction=0.3, seed=0,
+                          val_max_windows=4, freeze_eeg=True, event_weight=w)
+        m = build_model("elm-5s")
+        train(m, tiny_items, tmp_path / f"w{w}", cfg, resume=False)
+        outs[w] = torch.cat([p.detach().flatten() for p in m.eeg.proj.parameters()])
+    assert not torch.allclose(outs[0.0], outs[0.5])
+
+
 def test_load_items_skips_unusable_recordings(tiny_archive, tmp_path, caplog):
     import shutil
 

@@ -185,6 +185,12 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
         """Everything stored about a recording (``elmsearch show --json``), its report paged."""
         return JSONResponse(service.show(recording_id, match, offset, limit))
 
+    @app.get("/api/recordings/{recording_id}/events", tags=["recordings"],
+             responses={200: {"model": schemas.EventsDocument}})
+    def events(recording_id: int):
+        """The events of a recording (annotations, markers, label files), by onset, and what could not be read."""
+        return JSONResponse(service.events(recording_id))
+
     @app.get("/api/recordings/{recording_id}/similar", tags=["queries"],
              responses={200: {"model": schemas.HitsDocument}})
     def similar(recording_id: int, f: QueryFilters, k: K = 10, include_same_patient: bool = False,

@@ -85,6 +85,25 @@ class WindowSpan(Document):
     end_s: float
 
 
+class EventDoc(BaseModel):
+    """A time-stamped event of a recording: an annotation, a marker or a label file's row."""
+
+    onset: float = Field(description="Seconds from the recording's first sample.")
+    duration: float = Field(description="Seconds; 0 for a point event.")
+    label: str
+    meaning: str | None = Field(description="The vocabulary's words for a coded label (TUH: spsw, seiz...).")
+    channels: list[str] = Field(description="Channels it was marked on; empty: the whole recording.")
+    source: str = Field(description="edf+, brainvision, eeglab, bids, or a TUH label format (tuh-csv...).")
+
+
+class EventsDocument(Document):
+    """The events of one recording (``GET /api/recordings/{id}/events``)."""
+
+    recording_id: int
+    events: list[EventDoc]
+    warnings: list[str]
+
+
 class Recording(Document):
     """Everything stored about a recording (``elmsearch show --json``)."""
 
@@ -109,6 +128,8 @@ class Recording(Document):
     n_windows: int | None
     report: ReportDoc | None
     windows: list[WindowSpan]
+    events: list[EventDoc] = []
+    warnings: list[str] = []
     match: Match | None = None
 
 

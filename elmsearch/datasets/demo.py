@@ -19,6 +19,14 @@ shows what a neurophysiologist would look for:
 
 Synthesis (``synthesize_eeg``) is pure numpy; ``write_recording`` and
 ``generate_archive`` do the I/O.
+
+Generator versions: 1 writes the signals alone; 2 (the default) writes the same signals with
+the events the generator put in them, as technologists mark them: an EDF+ annotation signal
+(``EVENT_TEXT``: "spike and wave", "sharp wave", "sleep spindle", "vertex wave", "eye blink",
+"muscle artifact", "eyes open"), a TUH-style ``.csv`` label file beside each EDF (the codes of
+``EVENT_TUH_CODE``), and an ``events.csv`` ground truth in the archive's root. Both versions
+draw the same random numbers, so a seed gives the same EEG under either; version 1 keeps the
+bytes (and the numbers measured on them) of archives made before events.
 """
 
 from __future__ import annotations
@@ -37,7 +45,15 @@ from elmsearch.signal.channels import STANDARD_1020, tuh_channel_name
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+VERSIONS = (1, 2)
+
+# The events synthesize_eeg puts in the EEG: kind -> the annotation text a technologist would type
+EVENT_TEXT = {"spike_wave": "spike and wave", "sharp_wave": "sharp wave", "spindle": "sleep spindle",
+              "vertex_wave": "vertex wave", "eye_blink": "eye blink", "muscle": "muscle artifact",
+              "eyes_open": "eyes open"}
+# and the TUH label code of those the TUH vocabulary has (elmsearch.archive.tuh_labels)
+EVENT_TUH_CODE = {"spike_wave": "spsw", "sharp_wave": "spsw", "eye_blink": "eybl", "muscle": "musc"}
 
 # Approximate scalp positions (x: left -> right, y: back -> front), 10-20 system.
 _POS = {
@@ -144,8 +160,8 @@ def _add_waveform(x: np.ndarray, weights: np.ndarray, wave: np.ndarray, onset: i
     x[:, onset:end] += weights[:, None] * wave[None, : end - onset]
 
 
-def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.random.Generator,
+                   events: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Referential EEG carrying ``findings``.
 
     Parameters
@@ -156,6 +172,9 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
     sfreq : float
         Hz.
     rng : numpy.random.Generator
+    events : list | None
+        When given, ``(onset_s, duration_s, kind)`` of every event put in the EEG is appended
+        (kinds of ``EVENT_TEXT``); the random numbers drawn are the same either way.
 
     Returns
     -------
@@ -178,8 +197,11 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
     awake = (t < sleep_start).astype(float)
     # eyes open in a few segments: PDR blocked, blinks happen then
     eyes_open = np.zeros(n)
+    marked = events if events is not None else []
     for t0 in _events(rng, min(duration, sleep_start), 1.5, min_gap=8.0):
-        eyes_open[int(t0 * sfreq) : int((t0 + rng.uniform(3, 6)) * sfreq)] = 1.0
+        d_open = rng.uniform(3, 6)
+        eyes_open[int(t0 * sfreq) : int((t0 + d_open) * sfreq)] = 1.0
+        marked.append((float(t0), float(min(d_open, sleep_start - t0, duration - t0)), "eyes_open"))
     eyes_open *= awake
 
     if findings.pdr_hz:
@@ -209,6 +231,7 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
             cycle = spike + wave + 40.0 * np.exp(-0.5 * ((tt - 0.075) / 0.02) ** 2)
             train = np.tile(cycle, n_cycles)
             _add_waveform(x, 0.45 + 0.55 * W_FRONTAL, train, int(t0 * sfreq))
+            marked.append((float(t0), float(min(len(train) / sfreq, duration - t0)), "spike_wave"))
     if findings.focal_sharp:
         w = _weights(REGIONS[findings.focal_sharp], 0.3)
         for t0 in _events(rng, duration, rng.uniform(3.0, 8.0), min_gap=2.0, at_least=2):
@@ -217,16 +240,19 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
             sharp = -rng.uniform(90, 150) * np.exp(-0.5 * ((tt - width / 2) / (width / 5)) ** 2)
             sharp += 35.0 * np.exp(-0.5 * ((tt - width - 0.08) / 0.06) ** 2)  # after-going slow wave
             _add_waveform(x, w, sharp, int(t0 * sfreq))
+            marked.append((float(t0), float(min(width + 0.3, duration - t0)), "sharp_wave"))
     if findings.sleep:
         for t0 in _events(rng, duration - sleep_start, 6.0, min_gap=3.0, at_least=2) + sleep_start:
             d = rng.uniform(0.6, 1.6)
             tt = np.arange(int(d * sfreq)) / sfreq
             spindle = 30.0 * np.sin(2 * np.pi * rng.uniform(12.0, 14.0) * tt) * np.sin(np.pi * tt / d) ** 2
             _add_waveform(x, W_CENTRAL, spindle, int(t0 * sfreq))
+            marked.append((float(t0), float(min(d, duration - t0)), "spindle"))
         for t0 in _events(rng, duration - sleep_start, 4.0, min_gap=4.0, at_least=1) + sleep_start:
             tt = np.arange(int(0.5 * sfreq)) / sfreq
             vertex = -110.0 * np.exp(-0.5 * ((tt - 0.1) / 0.04) ** 2) + 40 * np.exp(-0.5 * ((tt - 0.25) / 0.07) ** 2)
             _add_waveform(x, W_VERTEX, vertex, int(t0 * sfreq))
+            marked.append((float(t0), float(min(0.5, duration - t0)), "vertex_wave"))
         x += 15.0 * (1 - awake)[None, :] * _band_noise(rng, 1, n, sfreq, 0.5, 3.0)
     if findings.eye_blinks:
         open_times = np.flatnonzero(np.diff(eyes_open, prepend=0) > 0) / sfreq
@@ -235,6 +261,7 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
             tt = np.arange(int(0.6 * sfreq)) / sfreq
             blink = rng.uniform(100, 200) * np.exp(-0.5 * ((tt - 0.2) / 0.07) ** 2)
             _add_waveform(x, W_EYES, blink, int(t0 * sfreq))
+            marked.append((float(t0), float(min(0.6, duration - t0)), "eye_blink"))
     if findings.muscle:
         for t0 in _events(rng, min(duration, sleep_start), 3.0, min_gap=5.0):
             d = rng.uniform(1.0, 4.0)
@@ -242,6 +269,7 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
             burst = 45.0 * _band_noise(rng, 1, m, sfreq, 20.0, min(70.0, sfreq / 2 - 1))[0]
             side = np.where(_XY[:, 0] < 0, rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
             _add_waveform(x, W_MUSCLE * side, burst * np.hanning(m), int(t0 * sfreq))
+            marked.append((float(t0), float(min(d, duration - t0)), "muscle"))
     # ECG
     hr = rng.uniform(60, 90) / 60
     beat_phase = (t * hr) % 1.0
@@ -249,6 +277,7 @@ def synthesize_eeg(findings: Findings, duration: float, sfreq: float, rng: np.ra
     ekg -= 80 * np.exp(-0.5 * ((beat_phase - 0.55) / 0.05) ** 2)
     ekg += 10.0 * rng.standard_normal(n)
     x += 3.0 * np.outer(np.where(_XY[:, 0] < 0, 1.0, 0.6), ekg / 600)  # small ECG artifact
+    marked.sort()
     return x, ekg
 
 
@@ -424,9 +453,13 @@ def _subject_id(rng) -> str:
 
 
 def write_recording(fname: Path, eeg_uv: np.ndarray, ekg_uv: np.ndarray, sfreq: float, reference: str,
-                    subject: str, sex: str, birthdate: dt.date, age: int, start: dt.datetime) -> None:
-    """Write a TUH-style EDF (channels ``EEG FP1-REF``..., patient field with ``Age:NN``)."""
-    from edfio import Edf, EdfSignal, Patient, Recording
+                    subject: str, sex: str, birthdate: dt.date, age: int, start: dt.datetime,
+                    events: list | None = None) -> None:
+    """Write a TUH-style EDF (channels ``EEG FP1-REF``..., patient field with ``Age:NN``).
+
+    ``events``: ``(onset_s, duration_s, kind)`` written as an EDF+ annotation signal (``EVENT_TEXT``).
+    """
+    from edfio import Edf, EdfAnnotation, EdfSignal, Patient, Recording
 
     signals = [
         EdfSignal(np.clip(eeg_uv[i], -2999.0, 2999.0), sfreq, label=tuh_channel_name(e, reference),
@@ -437,17 +470,30 @@ def write_recording(fname: Path, eeg_uv: np.ndarray, ekg_uv: np.ndarray, sfreq: 
                              physical_dimension="uV", physical_range=(-3000.0, 3000.0)))
     edf = Edf(signals, patient=Patient(code=subject, sex=sex, birthdate=birthdate, name=subject,
                                        additional=(f"Age:{age}",)),
-              recording=Recording(startdate=start.date()), starttime=start.time(), data_record_duration=1.0)
+              recording=Recording(startdate=start.date()), starttime=start.time(), data_record_duration=1.0,
+              annotations=[EdfAnnotation(round(t, 3), round(d, 3), EVENT_TEXT[k]) for t, d, k in events]
+              if events else None)
     fname.parent.mkdir(parents=True, exist_ok=True)
     tmp = fname.with_name(f".{fname.name}.tmp")
     edf.write(tmp)
     os.replace(tmp, fname)
 
 
+def _write_tuh_labels(fname: Path, bname: str, duration: float, events: list) -> None:
+    """A TUH-style ``.csv`` label file (``TERM`` rows) of the events the TUH vocabulary has a code for."""
+    lines = ["# version = csv_v1.0.0", f"# bname = {bname}", f"# duration = {duration:.2f} secs", "#",
+             "channel,start_time,stop_time,label,confidence"]
+    lines += [f"TERM,{t:.4f},{t + d:.4f},{EVENT_TUH_CODE[k]},1.0000" for t, d, k in events if k in EVENT_TUH_CODE]
+    fname.write_text("\n".join(lines) + "\n")
+
+
 def plan_archive(n_recordings: int, seed: int, min_minutes: float, max_minutes: float,
                  recordings_per_patient: tuple[int, int] = (1, 4)) -> list[dict]:
-    """Decide every recording (patient, session, montage, date, findings, report) from the seed."""
-    rng = np.random.default_rng([seed, GENERATOR_VERSION])
+    """Decide every recording (patient, session, montage, date, findings, report) from the seed.
+
+    The same plan for every generator version (version 2 adds the events, not other numbers).
+    """
+    rng = np.random.default_rng([seed, 1])
     plan: list[dict] = []
     used: set[str] = set()
     while len(plan) < n_recordings:
@@ -489,7 +535,8 @@ def plan_archive(n_recordings: int, seed: int, min_minutes: float, max_minutes: 
 
 def generate_archive(root: str | os.PathLike, n_recordings: int = 100, seed: int = 0, min_minutes: float = 2.0,
                      max_minutes: float = 10.0, sfreq: float = 250.0,
-                     recordings_per_patient: tuple[int, int] = (1, 4)) -> DemoArchive:
+                     recordings_per_patient: tuple[int, int] = (1, 4), version: int = GENERATOR_VERSION
+                     ) -> DemoArchive:
     """Write a TUH-style demo archive (idempotent: an existing complete one is reused).
 
     Parameters
@@ -506,14 +553,19 @@ def generate_archive(root: str | os.PathLike, n_recordings: int = 100, seed: int
         Sampling rate of the EDFs.
     recordings_per_patient : (int, int)
         Sessions per patient, inclusive range.
+    version : int
+        Generator version (``VERSIONS``): 2 writes the events (see the module notes), 1 the
+        files of archives made before events, byte for byte.
 
     Returns
     -------
     DemoArchive
     """
+    if version not in VERSIONS:
+        raise ValueError(f"generator version must be one of {VERSIONS}, got {version!r}")
     root = Path(root)
     params = dict(n_recordings=n_recordings, seed=seed, min_minutes=min_minutes, max_minutes=max_minutes,
-                  sfreq=sfreq, recordings_per_patient=list(recordings_per_patient), version=GENERATOR_VERSION)
+                  sfreq=sfreq, recordings_per_patient=list(recordings_per_patient), version=version)
     manifest = root / "demo_manifest.json"
     labels_path, reports_path = root / "labels.csv", root / "reports.jsonl"
     if manifest.is_file():
@@ -525,7 +577,7 @@ def generate_archive(root: str | os.PathLike, n_recordings: int = 100, seed: int
                 logger.info("%s: demo archive already complete, reused", root)
                 return DemoArchive(root, len(rows), float(done["hours"]), labels_path, reports_path, rows)
     plan = plan_archive(n_recordings, seed, min_minutes, max_minutes, recordings_per_patient)
-    rows, reports = [], {}
+    rows, reports, truth = [], {}, []
     for item in plan:
         f: Findings = item["findings"]
         sess_dir = (root / "edf" / item["subject"][:3] / item["subject"]
@@ -533,10 +585,15 @@ def generate_archive(root: str | os.PathLike, n_recordings: int = 100, seed: int
         fname = sess_dir / item["montage"] / f"{item['subject']}_{item['session']}_{item['token']}.edf"
         duration = round(item["minutes"] * 60)
         rng = np.random.default_rng(item["signal_seed"])
-        eeg, ekg = synthesize_eeg(f, duration, sfreq, rng)
+        events: list = []
+        eeg, ekg = synthesize_eeg(f, duration, sfreq, rng, events)
         reference = "REF" if item["montage"] == "01_tcp_ar" else "LE"
         write_recording(fname, eeg, ekg, sfreq, reference, item["subject"], item["sex"], item["birthdate"],
-                        item["age"], item["start"])
+                        item["age"], item["start"], events if version >= 2 else None)
+        if version >= 2:
+            _write_tuh_labels(fname.with_suffix(".csv"), fname.stem, duration, events)
+            truth += [{"path": str(fname.relative_to(root)), "onset_s": round(t, 3), "duration_s": round(d, 3),
+                       "kind": k} for t, d, k in events]
         report_file = sess_dir / f"{item['subject']}_{item['session']}.txt"
         if not report_file.is_file() or report_file.read_text() != item["report"]:
             report_file.write_text(item["report"])
@@ -557,6 +614,11 @@ def generate_archive(root: str | os.PathLike, n_recordings: int = 100, seed: int
     with reports_path.open("w") as fh:
         for (subject, session), text in reports.items():
             fh.write(json.dumps({"subject": subject, "session": session, "report": text}) + "\n")
+    if version >= 2:
+        with (root / "events.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=("path", "onset_s", "duration_s", "kind"), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(truth)
     hours = sum(r["duration_s"] for r in rows) / 3600
     manifest.write_text(json.dumps({"params": params, "n_recordings": len(rows), "hours": hours}, indent=1))
     return DemoArchive(root, len(rows), hours, labels_path, reports_path,

@@ -50,6 +50,9 @@ class EdfHeader:
     extra_records : int
         Whole data records the file holds past the ``n_records`` its header declares; they
         are not read (every reader stops at the header's records).
+    reserved : str
+        The 44-character reserved field: ``EDF+C`` / ``EDF+D`` (``BDF+C`` / ``BDF+D``) in an
+        EDF+ (BDF+) file, continuous or with gaps between its data records.
     """
 
     fname: str
@@ -67,6 +70,7 @@ class EdfHeader:
     digital_min: tuple[float, ...] = ()
     digital_max: tuple[float, ...] = ()
     extra_records: int = 0
+    reserved: str = ""
 
     def range_problem(self, index: int) -> str | None:
         """Why signal ``index`` cannot be scaled to physical units, or None when it can.
@@ -90,6 +94,16 @@ class EdfHeader:
         if not math.isfinite(gain) or max(abs(pmin), abs(pmax)) > 1e12:
             return f"signal {label!r} has an implausible physical range ({pmin:g}..{pmax:g})"
         return None
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes before the first data record."""
+        return 256 * (len(self.labels) + 1)
+
+    @property
+    def discontinuous(self) -> bool:
+        """An EDF+D / BDF+D file: its data records need not follow each other in time."""
+        return self.reserved.upper().startswith(("EDF+D", "BDF+D"))
 
     @property
     def duration(self) -> float:
@@ -219,6 +233,7 @@ def read_edf_header(fname: str | os.PathLike) -> EdfHeader:
         digital_min=numbers(16 + 80 + 8 + 8 + 8),
         digital_max=numbers(16 + 80 + 8 + 8 + 8 + 8),
         extra_records=max(extra, 0),
+        reserved=_field(fixed, 192, 44),
     )
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from elmsearch.archive.discovery import discover, load_report_text
 from elmsearch.errors import ElmsearchError, RecordingError, ReportError
+from elmsearch.io.events import event_windows, read_events
 from elmsearch.io.windowed import WindowedRecording
 from elmsearch.models.factory import save_model
 from elmsearch.models.identity import resolve_device
@@ -54,6 +55,9 @@ class TrainItem:
     segments : list of str
         Report segments (heading prepended).
     path : str
+    events : list of (int, str)
+        Window-level pairs: a window index and the text of an event it lies in
+        (``elmsearch.io.events``: what a technologist marked, e.g. "sleep spindle").
     """
 
     key: str
@@ -61,7 +65,12 @@ class TrainItem:
     windows: np.ndarray
     segments: list[str]
     path: str
+    events: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
+
+EVENT_WEIGHT = 0.5
+"""Weight of the window-level event pairs beside the report MIL loss (``TrainConfig.event_weight``);
+chosen on held-out demo patients (``bench/eval_events.py``; docs/benchmarks.md, "Events")."""
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -81,6 +90,8 @@ class TrainConfig:
     pool_weight: float = 0.5
     device: str = "auto"
     val_max_windows: int = 64
+    event_weight: float = EVENT_WEIGHT
+    max_events: int = 8
 
 
 RECIPES: dict[str, dict] = {
@@ -134,7 +145,7 @@ def demo_config(seed: int = 0, device: str = "auto") -> TrainConfig:
 def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str,
                reports: str | os.PathLike | None = None, params: PreprocessingParams | None = None,
                on_item: Callable[[str, bool], None] | None = None) -> list[TrainItem]:
-    """Read the recordings that have a report, as windows + segments.
+    """Read the recordings that have a report, as windows + segments (+ the windows inside their events).
 
     Recordings without a report, without finding segments, or that cannot be read
     are skipped with a one-line warning.
@@ -151,7 +162,9 @@ def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str
                 rec = WindowedRecording(entry.path, params, window_s=window_seconds)
                 windows = rec.windows()[0].astype(np.float16)
                 subject = entry.info.subject or rec.meta.subject or entry.path.stem
-                items.append(TrainItem("/".join(entry.key), subject, windows, segments, str(entry.path)))
+                marked = read_events(entry.path, rec.header, getattr(rec.source, "raw", None), rec.meta.duration)
+                pairs = [(i, e.text) for i, e in event_windows(marked.events, len(windows), window_seconds)]
+                items.append(TrainItem("/".join(entry.key), subject, windows, segments, str(entry.path), pairs))
                 ok = True
         except (RecordingError, ReportError) as err:
             logger.warning("%s", err)
@@ -339,6 +352,12 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         logger.info("spectral view standardised on %d training windows", int(spectral.n_fit))
     train_feats = _text_features(model, train_items)
     val_feats = _text_features(model, val_items) if val_items else None
+    event_texts = sorted({t for it in train_items for _, t in it.events}) if cfg.event_weight > 0 else []
+    event_feats = torch.from_numpy(model.text_encoder.embed(event_texts)) if event_texts else None
+    event_id = {t: n for n, t in enumerate(event_texts)}
+    if event_texts:
+        logger.info("%d window-level event pairs of %d kinds (weight %g)",
+                    sum(len(it.events) for it in train_items), len(event_texts), cfg.event_weight)
     # A frozen trunk is run once: training then only touches the heads (fast on a CPU).
     train_trunk = val_trunk = None
     if cfg.freeze_eeg:
@@ -411,6 +430,9 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                 tn = F.normalize(t, dim=-1)
                 rep = torch.stack([tn[tid_t == j].mean(0) for j in range(len(batch))])
                 loss = loss + cfg.pool_weight * clip_loss(pooled, rep, tau)
+            if event_feats is not None:
+                loss = loss + cfg.event_weight * _event_loss(model, train_items, batch, train_trunk, event_feats,
+                                                             event_id, cfg.max_events, rng, tau, device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -464,6 +486,37 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                 metrics["val"] = rec.get("val")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _event_loss(model: ELMModel, items: list[TrainItem], batch, trunk, event_feats: torch.Tensor,
+                event_id: dict[str, int], max_events: int, rng, tau, device) -> torch.Tensor:
+    """InfoNCE of windows inside events against the batch's event texts (each window's own kind positive).
+
+    Up to ``max_events`` windows per recording of the batch; zero when the batch holds fewer
+    than two kinds of event (nothing to tell apart).
+    """
+    xs, ids = [], []
+    for i in batch:
+        it = items[i]
+        if not it.events:
+            continue
+        pick = rng.choice(len(it.events), min(max_events, len(it.events)), replace=False)
+        rows = [it.events[j][0] for j in pick]
+        ids += [event_id[it.events[j][1]] for j in pick if it.events[j][1] in event_id]
+        rows = [r for r, j in zip(rows, pick, strict=True) if it.events[j][1] in event_id]
+        if trunk is not None:
+            xs.append(torch.from_numpy(trunk[i][rows]))
+        else:
+            xs.append(torch.from_numpy(it.windows[rows].astype(np.float32)))
+    kinds = sorted(set(ids))
+    if len(kinds) < 2:
+        return torch.zeros((), device=device)
+    x = torch.cat(xs).to(device)
+    z = model.eeg.proj(x) if trunk is not None else model.eeg(x)
+    t = model.project_text(event_feats[kinds].to(device))
+    col = {k: n for n, k in enumerate(kinds)}
+    eid = torch.tensor([col[k] for k in ids], device=device)
+    return mil_infonce(z, t, eid, torch.arange(len(kinds), device=device), tau)
 
 
 def build_model(name: str = "elm-5s", init: str | os.PathLike | None = None,
