@@ -132,6 +132,19 @@ def test_page_search_open_and_similar_in_chromium(server):
         page.wait_for_function("document.querySelector('.recording img.waveform').naturalWidth > 1000")
         assert page.locator(".recording dl.kv").inner_text()
         page.screenshot(path=str(ARTIFACTS / "recording.png"), full_page=True)
+        with sqlite3.connect(db / "elmsearch.sqlite") as con:  # the demo archive marks its events (generator v2)
+            n_events = con.execute("SELECT count(*) FROM events WHERE recording_id = ?", (first_id,)).fetchone()[0]
+        assert page.locator("table.events tbody tr").count() == min(n_events, 200)
+        if n_events:  # a click on an event's time shows its minutes, the event on the strip above the traces
+            link = page.locator("table.events a.event-time").first
+            onset = float(link.inner_text())
+            link.click()
+            page.wait_for_function(f"new URLSearchParams(location.search).get('start') !== null && "
+                                   f"Math.abs(parseFloat(new URLSearchParams(location.search).get('start')) - "
+                                   f"{max(onset - 5, 0)}) < 5.1")
+            assert page.locator(".recording > .events-strip .event-mark").count() >= 1
+            page.go_back()
+            page.wait_for_selector(".recording")
         page.click(".recording a.similar")
         page.wait_for_url(f"**/recordings/{first_id}/similar")
         page.wait_for_selector("article.hit")
@@ -139,6 +152,12 @@ def test_page_search_open_and_similar_in_chromium(server):
         assert similar_ids and first_id not in similar_ids
         page.go_back()
         page.wait_for_selector(".recording")
+        with sqlite3.connect(db / "elmsearch.sqlite") as con:
+            spindles = con.execute("SELECT count(*) FROM events WHERE label = 'sleep spindle'").fetchone()[0]
+        if spindles:  # windows inside marked events rank first, each with the event as its reason
+            page.goto(base + "/?q=sleep%20spindle&level=window")
+            page.wait_for_selector("article.hit")
+            assert "sleep spindle" in page.locator("article.hit").first.locator(".why").inner_text()
         page.goto(base + "/?q=normal%20EEG&sex=F")  # a bookmarked search runs when opened
         page.wait_for_selector("article.hit")
         assert page.locator("#q").input_value() == "normal EEG"

@@ -6,7 +6,7 @@
 // Everything comes from the JSON API (/api/...); text is inserted as text, never as HTML.
 "use strict";
 
-const FILTERS = ["sex", "age_min", "age_max", "after", "before", "montage", "min_duration"];
+const FILTERS = ["sex", "age_min", "age_max", "after", "before", "montage", "min_duration", "has_event"];
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, attrs = {}, ...children) {
@@ -88,12 +88,66 @@ function why(h) {
       el("span", {class: `status ${e.status}`}, e.status), " ", e.section ? `${e.section}: ` : "",
       e.agrees ? el("mark", {}, e.text) : el("span", {}, e.text)));
   }
+  for (const e of (h.evidence || []).filter((e) => e.event).slice(0, 2)) box.append(eventLine(e.event));
   const s = h.sources;
+  if (s.eeg === undefined) {  // a window hit: inside a marked event, or found by the EEG
+    box.append(el("p", {class: "sources"}, (s.event === null || s.event === undefined ? "no matching event" :
+      `event ${s.event.toFixed(2)}`) + ` · EEG cosine ${s.eeg_cosine.toFixed(2)}`));
+    return box;
+  }
   const report = s.report === null || s.report === undefined ? "no report read" : `report ${s.report.toFixed(2)}`;
   const visit = h.also && h.also.length ? ` · same visit: ${h.also.map((i) => `#${i}`).join(", ")}` : "";
   box.append(el("p", {class: "sources"}, `${report} · EEG ${s.eeg.toFixed(2)} (cosine ${s.eeg_cosine.toFixed(2)}, ` +
     `best window ${s.window_cosine.toFixed(2)})${visit}`));
   return box;
+}
+
+function eventText(e) {
+  return e.meaning && e.meaning !== e.label ? `${e.label} (${e.meaning})` : e.label;
+}
+
+function eventLine(e) {
+  // an event a technologist marked: what, when, where, from which file
+  const when = e.duration > 0 ? `${e.onset.toFixed(1)}–${(e.onset + e.duration).toFixed(1)} s` : `${e.onset.toFixed(1)} s`;
+  return el("p", {class: "evidence event"}, el("span", {class: "status event"}, "event"), " ",
+    el("mark", {}, eventText(e)), ` · ${when}` + (e.channels.length ? ` · ${e.channels.join(", ")}` : "") +
+    ` · ${e.source}`);
+}
+
+function eventStrip(events, from, to, id, params, length) {
+  // the events of [from, to] on a time line; a click on one shows its minutes
+  const strip = el("div", {class: "events-strip", role: "list", "aria-label": `events ${from.toFixed(0)}–${to.toFixed(0)} s`});
+  const span = Math.max(to - from, 1e-9);
+  for (const e of events) {
+    const a = Math.max(e.onset, from), b = Math.min(e.onset + Math.max(e.duration, 0), to);
+    if (b < from || a > to) continue;
+    const left = 100 * (a - from) / span, width = Math.max(100 * (b - a) / span, 0.4);
+    const start = Math.max(0, e.onset + e.duration / 2 - length / 2);
+    const next = new URLSearchParams(params);
+    next.set("start", start.toFixed(2));
+    next.set("end", (start + length).toFixed(2));
+    strip.append(el("a", {class: "event-mark", role: "listitem", href: `/recordings/${id}?${next}`,
+      title: `${eventText(e)} · ${e.onset.toFixed(1)} s`, style: `left:${left.toFixed(2)}%;width:${width.toFixed(2)}%`,
+      onclick: (ev) => { ev.preventDefault(); go(`/recordings/${id}?${next}`); }}, eventText(e)));
+  }
+  return strip;
+}
+
+function eventsTable(events, id, params, length) {
+  if (!events.length) return el("p", {}, "No events marked in this recording.");
+  const rows = events.slice(0, 200).map((e) => {
+    const start = Math.max(0, e.onset + e.duration / 2 - length / 2);
+    const next = new URLSearchParams(params);
+    next.set("start", start.toFixed(2));
+    next.set("end", (start + length).toFixed(2));
+    return el("tr", {}, el("td", {}, link(`/recordings/${id}?${next}`, e.onset.toFixed(2), "event-time")),
+      el("td", {}, e.duration.toFixed(2)), el("td", {}, eventText(e)), el("td", {}, e.channels.join(", ")),
+      el("td", {}, e.source));
+  });
+  return el("div", {},
+    el("table", {class: "events"}, el("thead", {}, el("tr", {}, ...["onset (s)", "duration (s)", "event", "channels",
+      "source"].map((h) => el("th", {}, h)))), el("tbody", {}, rows)),
+    events.length > 200 ? el("p", {}, `${events.length - 200} more events (GET /api/recordings/${id}/events)`) : null);
 }
 
 function hitCard(h, query) {
@@ -187,10 +241,17 @@ async function showRecording(id, params) {
        el("button", {type: "button", onclick: () => move(-length)}, "◀ earlier"),
        el("span", {}, `${start.toFixed(1)}–${end.toFixed(1)} s`),
        el("button", {type: "button", onclick: () => move(length)}, "later ▶")),
+    eventStrip(doc.events || [], start, end, id, params, length),
     plots(id, start, end),
+    el("div", {class: "overview", title: "the whole recording: events, and the span shown"},
+       eventStrip(doc.events || [], 0, doc.duration_s || end, id, params, length),
+       el("div", {class: "shown", style: `left:${(100 * start / (doc.duration_s || end)).toFixed(2)}%;` +
+          `width:${(100 * length / (doc.duration_s || end)).toFixed(2)}%`})),
     el("div", {class: "links"},
        link(`/recordings/${id}/similar`, "Similar cases", "similar"),
        link(`/recordings/${id}/reports`, "Reports like this", "reports")),
+    ...(doc.warnings || []).map((w) => el("p", {class: "warning"}, `Read with a warning: ${w}`)),
+    el("h3", {}, `Events (${(doc.events || []).length})`), eventsTable(doc.events || [], id, params, length),
     el("h3", {}, "Report"), reportView(doc.report, highlight)));
   status(doc.match ? `Sentence nearest to “${match}” highlighted (score ${doc.match.score.toFixed(3)})` : "");
 }
