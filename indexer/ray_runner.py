@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 from db import Recording, to_blob
 from elmsearch.archive.discovery import ArchiveEntry, archive_path
 from elmsearch.errors import ElmsearchError
+from elmsearch.io.events import Event
 from elmsearch.io.meta import RecordingMeta
 from indexer.lock import IndexLock
 from indexer.pipeline import (
@@ -102,6 +103,7 @@ SHARD_SCHEMA = pa.schema([
     ("text_embedded", pa.bool_()),  # the report text was embedded (the two below may still be null)
     ("segment_emb", pa.binary()),  # float32, shape (n_sentences, dim)
     ("report_emb", pa.binary()),  # float32, shape (dim,)
+    ("events", pa.string()),  # {"events": [Event.to_dict()], "warnings": [...], "stamp": ...} as JSON; null: not read
 ])
 
 
@@ -258,7 +260,9 @@ def shard_row(pid: str, ordinal: int, n_files: int, p: Prepared, timings: dict) 
             "window_emb": _blob(window_emb), "window_index": _blob(window_index, np.int64),
             "recording_emb": None if rec_emb is None else to_blob(rec_emb),
             "profile": None if profile is None else to_blob(profile),
-            "text_embedded": p.text_emb is not None, "segment_emb": _blob(seg_emb), "report_emb": _blob(rep_emb)}
+            "text_embedded": p.text_emb is not None, "segment_emb": _blob(seg_emb), "report_emb": _blob(rep_emb),
+            "events": None if p.events is None else json.dumps({
+                "events": [e.to_dict() for e in p.events], "warnings": p.warnings, "stamp": p.events_stamp})}
 
 
 def prepared_from_row(row: dict, entry: ArchiveEntry) -> Prepared:
@@ -277,6 +281,11 @@ def prepared_from_row(row: dict, entry: ArchiveEntry) -> Prepared:
         if seg is not None and rep is not None:
             seg = seg.reshape(-1, len(rep))
         p.text_emb = (seg, rep)
+    if row.get("events") is not None:
+        got = json.loads(row["events"])
+        p.events = [Event(e["onset"], e["duration"], e["label"], e["source"], tuple(e["channels"]), e["meaning"])
+                    for e in got["events"]]
+        p.warnings, p.events_stamp = got["warnings"], got["stamp"]
     return p
 
 
