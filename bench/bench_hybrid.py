@@ -45,19 +45,23 @@ def add_reports(folder: Path, n_sentences: int, seed: int = 0) -> dict:
     with store.session() as s:
         recs = s.execute(select(Recording.id, Recording.emb).order_by(Recording.id)).all()
         start = (s.execute(select(Report.id).order_by(Report.id.desc()).limit(1)).scalar() or 0) + 1
+        run = s.execute(select(IndexRun).order_by(IndexRun.id.desc()).limit(1)).scalar_one()
+        model_hash, model_path = run.model_hash, run.model_path
     gen = sentences(len(recs) * n_sentences, seed)
     n_seg = 0
     for a in range(0, len(recs), 2000):
         chunk = recs[a : a + 2000]
         texts = [next(gen) for _ in range(len(chunk) * n_sentences)]
-        scopes = assertion_scopes(texts)
+        unique = list(dict.fromkeys(texts))  # template sentences repeat: NegEx once per distinct text
+        by_text = dict(zip(unique, assertion_scopes(unique), strict=True))
+        scopes = [by_text[t] for t in texts]
         reps, segs, links = [], [], []
         for j, (rid, emb) in enumerate(chunk):
             rep_id = start + a + j
             e = from_blob(emb)
             body = texts[j * n_sentences:(j + 1) * n_sentences]
             reps.append({"id": rep_id, "source": f"/archive/reports/{rep_id}.txt", "text_hash": f"{rep_id:064x}",
-                         "text": " ".join(body), "impression": body[-1], "emb": to_blob(e)})
+                         "text": " ".join(body), "impression": body[-1], "emb": to_blob(e), "model_hash": model_hash})
             for k, t in enumerate(body):
                 v = e + rng.standard_normal(256).astype(np.float32) / 8
                 sc = scopes[j * n_sentences + k]
@@ -73,9 +77,6 @@ def add_reports(folder: Path, n_sentences: int, seed: int = 0) -> dict:
                 s.execute(update(Recording).where(Recording.id == link["rid"]).values(report_id=link["rep"]))
         n_seg += len(segs)
     t_insert = time.perf_counter() - t0
-    with store.session() as s:
-        run = s.execute(select(IndexRun).order_by(IndexRun.id.desc()).limit(1)).scalar_one()
-        model_hash, model_path = run.model_hash, run.model_path
     from elmsearch.models.factory import load_model
 
     model = load_model(model_path)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from db import Recording, Report, Segment, Status, Window, from_blob
+from db import Recording, RecordingEvent, Report, Segment, Status, Window, from_blob
 from indexer.export import export_parquet
 from indexer.pipeline import index_archive
 from indexer.store import INDEX_NAMES, IndexStateError, IndexStore
@@ -100,6 +100,19 @@ def test_postgres_index_rerun_prune_stats(pg_url, archive, demo_model_dir, tmp_p
 
     written = export_parquet(store, tmp_path / "pq")
     assert written["recordings"] == n - 1 and written["windows"] == n_windows
+    # the demo archive's events (generator v2), stored on PostgreSQL, exported, filtered and searched
+    with store.session() as s:
+        n_events = s.scalar(select(func.count()).select_from(RecordingEvent))
+        spindle_recs = set(s.scalars(select(RecordingEvent.recording_id).where(
+            RecordingEvent.label == "sleep spindle")))
+    assert n_events > 0 and written["events"] == n_events
+    from indexer.search import Filters, Index
+
+    index = Index.open(db)
+    hits = index.search_text("normal EEG", k=n, filters=Filters(has_event="SLEEP spindle"))
+    assert {h.recording_id for h in hits} <= spindle_recs and hits
+    windows = index.search_text("sleep spindle", k=3, level="window")
+    assert windows[0].recording_id in spindle_recs and windows[0].evidence[0]["event"]["label"] == "sleep spindle"
     emb = np.array(pq.read_table(tmp_path / "pq" / "windows.parquet").column("emb").to_pylist(), np.float32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     for name in INDEX_NAMES:
