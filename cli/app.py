@@ -682,12 +682,19 @@ def _query(run):
 def _why(h) -> str:
     """A text-search hit's evidence in one cell: its best report sentence and the source scores."""
     parts = []
-    for e in (h.evidence or [])[:1]:
-        if e["text"]:
-            parts.append(f"[bold]{escape(e['text'])}[/bold] {escape('[' + e['status'] + ']')}")
+    sentences = [e for e in h.evidence or [] if e.get("text")]
+    events = [e["event"] for e in h.evidence or [] if e.get("event")]
+    for e in sentences[:1]:
+        parts.append(f"[bold]{escape(e['text'])}[/bold] {escape('[' + e['status'] + ']')}")
+    for ev in events[:1]:
+        label = ev["label"] + (f" ({ev['meaning']})" if ev["meaning"] and ev["meaning"] != ev["label"] else "")
+        parts.append(f"[bold]{escape(label)}[/bold] {escape('[event ' + format(ev['onset'], '.1f') + ' s]')}")
     src = h.sources or {}
-    report = "no report read" if src.get("report") is None else f"report {src['report']:.2f}"
-    parts.append(f"{report} / EEG {src.get('eeg', 0):.2f}")
+    if "eeg" not in src:  # a window hit
+        parts.append(f"EEG cosine {src.get('eeg_cosine', h.score):.2f}")
+    else:
+        report = "no report read" if src.get("report") is None else f"report {src['report']:.2f}"
+        parts.append(f"{report} / EEG {src['eeg']:.2f}")
     if h.also:
         parts.append(f"same visit: {', '.join(map(str, h.also))}")
     return " — ".join(parts)

@@ -117,6 +117,11 @@ def test_filter_by_event(events_index):
     assert svc.search("normal EEG", k=10, filters=Filters(has_event="photic"))["hits"] == []
     res = runner.invoke(app, ["search", "x", "--db", str(db), "--has-event", "seizure", "--json"])
     assert res.exit_code == 0, res.output
+    for level in ("recording", "window"):  # the table names the event as the reason
+        res = runner.invoke(app, ["search", "seizure", "--db", str(db), "--level", level, "-k", "3"],
+                            env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        assert "[event" in res.output and ("seiz (seizure)" in res.output or "seizure [event" in res.output)
 
 
 def test_text_search_finds_the_marked_minutes(events_index):
