@@ -128,11 +128,19 @@ def test_eval_command(built, demo_archive, tmp_path):
     doc = json.loads(res.stdout)
     assert "abnormal" in doc["probe"] and (tmp_path / "e" / "eval.json").is_file()
     assert set(doc["finding_precision"]) == {"ours", "band_power"}  # no --elm-weights
+    # the demo archive's events.csv (beside the labels) measures which minutes a query finds
+    ev = doc["events"]
+    assert set(ev["queries"]) >= {"sharp_wave", "spindle", "eye_blink"} and ev["k"] == 10
+    for source in ("eeg", "hybrid"):
+        assert 0 <= ev[source]["P@10"] <= 1 and set(ev[source]["by"]) == set(ev["queries"])
+    # the index holds the marks: windows inside them come first
+    assert ev["hybrid"]["by"]["spindle"] == 1.0 and ev["hybrid"]["P@10"] >= ev["eeg"]["P@10"]
     res = CliRunner().invoke(app, ["eval", "--db", str(built), "--labels", str(demo_archive.labels_path),
                                    "--columns", "abnormal", "--seeds", "1", "--out", str(tmp_path / "t")],
                              env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "prior cases" in res.output and "cohort retrieval by finding" in res.output
+    assert "which minutes" in res.output and "sleep spindle" in res.output
     assert any(line.split("│")[1].strip() == "band_power" and "chance" in line
                for line in res.output.splitlines() if line.count("│") > 2)
     res = CliRunner().invoke(app, ["eval", "--db", str(built), "--labels", str(demo_archive.labels_path),
