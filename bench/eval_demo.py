@@ -40,6 +40,17 @@ def headline(result: dict) -> dict:
     return out
 
 
+def write_results(out: Path, doc: dict, t0: float) -> None:
+    """Write a held-out evaluation's ``doc`` to ``out`` with the date, machine and seconds; print its summary."""
+    from run_all import machine
+
+    doc = {"date": dt.date.today().isoformat(), "machine": machine(), **doc,
+           "seconds": round(time.perf_counter() - t0, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=float))
+    print(json.dumps(doc.get("summary"), indent=1))
+
+
 def heldout_runs(doc: str, out_name: str, default_seeds: str, version: int = 1):
     """Parse the options every held-out demo evaluation takes; yield ``(seed, Index, held-out archive)``.
 

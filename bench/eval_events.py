@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from eval_demo import write_results
 
 from elmsearch.datasets.demo import generate_archive
 from elmsearch.train.trainer import build_model, demo_config, load_items, train
@@ -85,13 +82,7 @@ def main() -> None:
             "zero_shot": {c: float(np.mean([r["zero_shot"][c] for r in rs])) for c in rs[0]["zero_shot"]},
             "text_to_eeg_R@10": float(np.mean([r["text_to_eeg_R@10"] for r in rs])),
         }
-    doc = {"date": dt.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} cores", "n_recordings": args.n_recordings, "summary": summary, "runs": runs,
-           "seconds": round(time.perf_counter() - t0, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print(json.dumps(summary, indent=1))
-
+    write_results(args.out, {"n_recordings": args.n_recordings, "summary": summary, "runs": runs}, t0)
 
 if __name__ == "__main__":
     main()

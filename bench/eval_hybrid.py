@@ -14,15 +14,11 @@ source, mean and standard deviation over the training seeds, and the fusion rule
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-from eval_demo import heldout_runs
+from eval_demo import heldout_runs, write_results
 from sklearn.metrics import average_precision_score
 
 from indexer.evaluate import COHORT_QUERIES, cohort_retrieval, read_label_table, withheld_reports
@@ -84,14 +80,8 @@ def main() -> None:
                          if "P@10" in runs[next(iter(runs))][k] else {})}
     per_finding = {k: {c: float(np.mean([runs[s][k]["AP"][c] for s in runs])) for c in runs[next(iter(runs))][k]["AP"]}
                    for k in keys if "AP" in runs[next(iter(runs))][k]}
-    doc = {"date": dt.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} cores", "n_recordings": args.n_recordings, "train_seeds": list(runs),
-           "summary": summary, "AP_by_finding": per_finding, "runs": runs,
-           "seconds": round(time.perf_counter() - t0, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print(json.dumps(summary, indent=1))
-
+    write_results(args.out, {"n_recordings": args.n_recordings, "train_seeds": list(runs), "summary": summary,
+                             "AP_by_finding": per_finding, "runs": runs}, t0)
 
 if __name__ == "__main__":
     main()
