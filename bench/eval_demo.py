@@ -51,30 +51,35 @@ def write_results(out: Path, doc: dict, t0: float) -> None:
     print(json.dumps(doc.get("summary"), indent=1))
 
 
-def heldout_runs(doc: str, out_name: str, default_seeds: str, version: int = 1):
+def heldout_runs(doc: str, out_name: str, default_seeds: str, version: int = 1, train_version: int | None = None):
     """Parse the options every held-out demo evaluation takes; yield ``(seed, Index, held-out archive)``.
 
     ``--n-recordings``, ``--train-seeds``, ``--work`` (default: a new temporary folder) and
     ``--out`` (default ``bench/results/OUT_NAME``). Returns the parsed arguments and the runs.
     ``version``: the demo generator's (1: the archives the earlier numbers were measured on,
-    without events; 2: with events).
+    without events; 2: with events). ``--train-version`` (default ``train_version`` or
+    ``version``): the generator version of the training archive only (2: the models learn from
+    its events, while the held-out archive stays ``version``).
     """
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--n-recordings", type=int, default=60)
     ap.add_argument("--train-seeds", default=default_seeds, help="train one demo model per seed (e.g. 0,1,2)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results" / out_name)
+    ap.add_argument("--train-version", type=int, default=train_version or version,
+                    help="demo generator version of the training archive (2: with events)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-heldout-"))
-    return args, heldout_indexes(work, args.n_recordings, [int(x) for x in args.train_seeds.split(",")], version)
+    return args, heldout_indexes(work, args.n_recordings, [int(x) for x in args.train_seeds.split(",")], version,
+                                 args.train_version)
 
 
-def heldout_indexes(work: Path, n_recordings: int, train_seeds, version: int = 1):
+def heldout_indexes(work: Path, n_recordings: int, train_seeds, version: int = 1, train_version: int | None = None):
     """Train a demo model per seed on the demo archive and index the held-out archive (seed 1) with it.
 
     Yields ``(seed, Index, held-out DemoArchive)``; models and indexes already in ``work`` are reused.
     """
-    made = demo_archive(work, 100, seed=0, version=version)
+    made = demo_archive(work, 100, seed=0, version=train_version or version)
     held = generate_archive(work / "heldout", n_recordings=n_recordings, seed=1, version=version)
     for seed in train_seeds:
         demo_model(made, work / f"model-{seed}", seed=seed)

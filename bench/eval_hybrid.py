@@ -80,7 +80,8 @@ def main() -> None:
                          if "P@10" in runs[next(iter(runs))][k] else {})}
     per_finding = {k: {c: float(np.mean([runs[s][k]["AP"][c] for s in runs])) for c in runs[next(iter(runs))][k]["AP"]}
                    for k in keys if "AP" in runs[next(iter(runs))][k]}
-    write_results(args.out, {"n_recordings": args.n_recordings, "train_seeds": list(runs), "summary": summary,
+    write_results(args.out, {"n_recordings": args.n_recordings, "train_seeds": list(runs),
+                             "train_version": args.train_version, "summary": summary,
                              "AP_by_finding": per_finding, "runs": runs}, t0)
 
 if __name__ == "__main__":

@@ -138,6 +138,9 @@ class Recording(Base):
     __table_args__ = (
         Index("ix_recordings_status", "status"),
         Index("ix_recordings_patient", "patient_id"),
+        # a report's recordings: the rows behind the report and sentence indices are found through
+        # it (without it, counting them scans every recording per sentence)
+        Index("ix_recordings_report", "report_id"),
         # query filters: covering indexes (SQLite keeps the row id in each), so listing the
         # recordings that pass a filter reads an index, not the embedding-carrying rows
         Index("ix_recordings_status_date", "status", "date"),

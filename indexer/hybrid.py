@@ -60,6 +60,7 @@ EEG_CAP = 0.9  # a recording without a readable report: p_eeg, at most this
 REFERENCE = ("normal EEG", "abnormal EEG")  # what the EEG score is taken away from (eeg_direction)
 PROBE_MIN = 3  # recordings on each side (report matches / does not) before a per-query probe is fitted
 PROBE_MAX = 4000  # recordings a per-query probe is fitted on at most
+PROBE_DIMS = 32  # the probe is fitted in the top principal directions of the labelled candidates' embeddings
 
 
 @dataclasses.dataclass
@@ -138,7 +139,7 @@ def platt(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 25) -> tu
     return float(w[0] / sd), float(w[1] - w[0] * mu / sd)
 
 
-def logistic_regression(X: np.ndarray, y: np.ndarray, C: float = 1.0, iters: int = 50) -> tuple[np.ndarray, float]:
+def logistic_regression(X: np.ndarray, y: np.ndarray, C: float = 1.0, iters: int = 12) -> tuple[np.ndarray, float]:
     """L2-regularised logistic regression with balanced class weights, by Newton's method.
 
     The objective of scikit-learn's ``LogisticRegression(C=C, class_weight="balanced")`` (the
@@ -152,12 +153,18 @@ def logistic_regression(X: np.ndarray, y: np.ndarray, C: float = 1.0, iters: int
         Both classes present.
     C : float
         Inverse regularisation strength.
+    iters : int
+        Newton steps at most. Well-posed data converges in 4-6; where the candidates are
+        nearly separable (few labels in 256 dimensions) the optimum is approached slowly and
+        the fit stops early: a ranking needs the direction, not the last digits.
 
     Returns
     -------
     coef : array, shape (n_features,)
     intercept : float
     """
+    from scipy.linalg import cho_factor, cho_solve
+
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64)
     n, d = X.shape
@@ -170,9 +177,9 @@ def logistic_regression(X: np.ndarray, y: np.ndarray, C: float = 1.0, iters: int
         p = _sigmoid(design @ w)
         grad = design.T @ (weight * (p - y)) + penalty * w
         hess = (design * (weight * p * (1 - p))[:, None]).T @ design + np.diag(penalty + 1e-10)
-        step = np.linalg.solve(hess, grad)
+        step = cho_solve(cho_factor(hess), grad)  # positive definite: the penalty and p(1 - p) > 0
         w -= step
-        if np.abs(step).max() < 1e-9:
+        if np.abs(step).max() < 1e-9 * (1 + np.abs(w).max()):
             break
     return w[:-1], float(w[-1])
 
@@ -396,8 +403,9 @@ def eeg_probability(cands: dict[int, Scored], E: np.ndarray, eeg: np.ndarray) ->
     """P(the report matches | EEG) for every candidate, learnt from the candidates whose reports were read.
 
     With at least ``PROBE_MIN`` recordings on each side (report matches, report does not), a
-    logistic regression (``logistic_regression``) on the recording embeddings (a per-query linear probe: the reports
-    label the archive's own EEG); with fewer, Platt scaling of the one-dimensional EEG score;
+    logistic regression (``logistic_regression``, in the candidates' top ``PROBE_DIMS``
+    principal directions: ``_reduced_fit``) on the recording embeddings (a per-query linear
+    probe: the reports label the archive's own EEG); with fewer, Platt scaling of the one-dimensional EEG score;
     with too few for that, the EEG score rescaled to [0, 0.5].
 
     Parameters
@@ -416,13 +424,30 @@ def eeg_probability(cands: dict[int, Scored], E: np.ndarray, eeg: np.ndarray) ->
         rows = np.flatnonzero(read)
         if len(rows) > PROBE_MAX:  # a bounded, seeded sample keeps a common finding's query fast
             rows = np.random.default_rng(0).choice(rows, PROBE_MAX, replace=False)
-        coef, intercept = logistic_regression(E[rows], y[rows])
+        coef, intercept = _reduced_fit(E[rows], y[rows])
         return _sigmoid(E @ coef + intercept)
     if min(n_pos, n_neg) >= 2:
         a, b = platt(eeg[read], y[read])
         return _sigmoid(a * eeg + b)
     span = float(eeg.max() - eeg.min()) or 1.0  # nothing to learn from: below any report evidence
     return 0.5 * (eeg - eeg.min()) / span
+
+
+def _reduced_fit(X: np.ndarray, y: np.ndarray, dims: int = PROBE_DIMS) -> tuple[np.ndarray, float]:
+    """``logistic_regression`` in the top ``dims`` principal directions of ``X``, mapped back to ``X``'s space.
+
+    A Newton step costs ``n d^2``: in 32 dimensions instead of 256 the probe takes a fraction of
+    the time, and on the held-out demo it ranked the same (cohort MAP with half the reports
+    withheld 0.8972 with 16, 32, 64 or all 256 dimensions; docs/benchmarks.md, "Hybrid search").
+    """
+    mu = X.mean(0)
+    if dims >= X.shape[1]:
+        return logistic_regression(X, y)
+    _, _, vt = np.linalg.svd(X - mu, full_matrices=False)
+    basis = vt[:dims].T  # (n_features, dims)
+    coef, intercept = logistic_regression((X - mu) @ basis, y)
+    full = basis @ coef
+    return full, intercept - float(mu @ full)
 
 
 def _window_scores(index: Index, s, q: np.ndarray, cands: dict[int, Scored], n_windows: int) -> None:
