@@ -633,6 +633,15 @@ class Index:
                     best = {"section": section, "text": sentence, "score": round(score, 6)}
             return best
 
+    def recording_file(self, recording_id: int) -> tuple[str, str, str | None]:
+        """``(path, status, error)`` of a recording the index knows (indexed or refused)."""
+        with self.store.session() as s:
+            row = s.execute(select(Recording.path, Recording.status, Recording.error)
+                            .where(Recording.id == int(recording_id))).one_or_none()
+        if row is None:
+            raise NotFoundError(f"recording {recording_id}: no such id in {self.store.folder}")
+        return row[0], str(row[1]), row[2]
+
     def show(self, recording_id: int) -> dict:
         """Everything stored about a recording: metadata, report by section, windows, events, warnings."""
         from indexer.events import recording_events, recording_warnings

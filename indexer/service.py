@@ -25,7 +25,10 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from elmsearch.errors import ElmsearchError, InputFileError
+from elmsearch.io.display import DISPLAY_RATE
 from indexer.filters import FilterError
 from indexer.search import Filters, Hit, Index, NotFoundError, QueryError
 from indexer.store import INDEX_NAMES
@@ -357,6 +360,38 @@ class SearchService:
             out["reports"] = hits_document(name, self.index.search_reports(k=k, filters=filters, query=query))
         return out
 
+    # ---- the signal, for the viewer --------------------------------------------------------
+    def signal(self, recording_id: int, start_s: float = 0.0, end_s: float | None = None, montage: str = "bipolar",
+               lff: float | None = 1.0, hff: float | None = 70.0, notch: float | None = None,
+               rate: float | None = DISPLAY_RATE) -> tuple[dict, np.ndarray]:
+        """A span of a recording's raw signal in a montage, filtered for display (``elmsearch.io.display``).
+
+        Any recording the index knows, also one refused for indexing (its header says why:
+        ``status`` and ``error``), as long as its file can be read.
+
+        Returns
+        -------
+        header : dict
+            ``DisplaySignal.header()`` plus ``recording_id``, ``status`` and ``error``.
+        data : array of float32, shape (n_chans, n_times)
+            Microvolts.
+        """
+        from elmsearch.errors import RecordingError
+        from elmsearch.io.display import DisplayError, read_display
+
+        recording_id = check_id(recording_id)
+        path, status, error = self.index.recording_file(recording_id)
+        end = start_s + 10.0 if end_s is None else end_s
+        try:
+            with _display_lock:
+                got = read_display(path, float(start_s), float(end), montage, lff, hff, notch, rate,
+                                   raw=_open_display(path, _mtime(path)))
+        except DisplayError as err:
+            raise QueryError(str(err)) from None
+        except RecordingError as err:
+            raise QueryError(f"recording {recording_id}: {err}") from None
+        return {**got.header(), "recording_id": recording_id, "status": status, "error": error}, got.data
+
     # ---- pictures ------------------------------------------------------------------------
     def _span(self, recording_id: int, start_s: float | None, end_s: float | None) -> tuple[str, float, float]:
         recording_id = check_id(recording_id)
@@ -389,6 +424,17 @@ def _mtime(path: str) -> int:
         return os.stat(path).st_mtime_ns
     except OSError as err:
         raise QueryError(f"{path}: the recording's file cannot be read ({err.strerror})") from None
+
+
+_display_lock = threading.Lock()  # one reader of the cached MNE raws at a time
+
+
+@lru_cache(maxsize=8)
+def _open_display(path: str, _mtime_ns: int):
+    """The recording opened with MNE (not preloaded), kept for the next page of the same file."""
+    from elmsearch.io.source import open_raw
+
+    return open_raw(path)
 
 
 @lru_cache(maxsize=64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import re
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio.to_thread
+import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -35,6 +37,7 @@ from cli.web import schemas
 from cli.web.guard import HostGuard, allowed_hosts
 from cli.web.upload import UploadSlots, private_folder, receive_upload, remove_folder
 from elmsearch.errors import ElmsearchError
+from elmsearch.io.display import DISPLAY_RATE, MONTAGES
 from indexer.filters import FILTERS, SOURCES, FilterError, FilterField, parse_filters
 from indexer.search import Filters, NotFoundError, QueryError
 from indexer.service import MAX_K, REPORT_PAGE_CHARS, SearchService
@@ -70,6 +73,19 @@ QueryFilters = Annotated[Filters, Depends(_filters)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of hits.")]
 Start = Annotated[float | None, Query(ge=0, description="Span start (s).")]
 End = Annotated[float | None, Query(gt=0, description="Span end (s); at most 60 s after the start.")]
+
+
+def _hz(value: str, name: str) -> float | None:
+    """A filter or rate parameter: a number of Hz, or off (None)."""
+    if value.strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        hz = float(value)
+    except ValueError:
+        raise QueryError(f"{name}: expected a number of Hz or off, got {value!r}") from None
+    if not (0 < hz < 1e5):
+        raise QueryError(f"{name}: expected a positive number of Hz, got {value!r}")
+    return hz
 
 
 def create_app(service: SearchService, threads: int | None = None, host: str | None = "127.0.0.1",
@@ -229,6 +245,33 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
                 except (ElmsearchError, ValueError) as err:
                     return error(400, err, [(str(path), name)])
         return JSONResponse(doc)
+
+    @app.get("/api/recordings/{recording_id}/signal", tags=["recordings"], response_class=Response)
+    def signal(recording_id: int,
+               start: Annotated[float, Query(ge=0, description="Span start (s).")] = 0.0,
+               end: Annotated[float | None, Query(gt=0, description=(
+                   "Span end (s; default start + 10); an end past the recording stops at its end."))] = None,
+               montage: Annotated[Literal[tuple(MONTAGES)], Query(description=(
+                   "bipolar (double banana), transverse, average, cz, ears, or recorded (every channel "
+                   "as recorded)."))] = "bipolar",
+               lff: Annotated[str, Query(description="Low-frequency filter in Hz, or off.")] = "1",
+               hff: Annotated[str, Query(description="High-frequency filter in Hz, or off.")] = "70",
+               notch: Annotated[Literal["50", "60", "off"], Query(description="Notch filter.")] = "off",
+               rate: Annotated[str, Query(description=(
+                   "Display rate at most, Hz, or native (the file's own rate)."))] = str(int(DISPLAY_RATE)),
+               format: Annotated[Literal["binary", "json"], Query(description=(  # noqa: A002 -- the API's name
+                   "binary: a 4-byte little-endian header length, the JSON header, then float32 little-endian "
+                   "samples in µV, channel after channel; json: the header with the samples as arrays."))
+                                 ] = "binary"):
+        """A span of the raw signal in a montage, filtered for display (the page draws it)."""
+        header, data = service.signal(recording_id, start, end, montage, _hz(lff, "lff"), _hz(hff, "hff"),
+                                      None if notch == "off" else float(notch),
+                                      None if rate == "native" else _hz(rate, "rate"))
+        if format == "json":
+            return JSONResponse({**header, "data": [[round(float(v), 3) for v in row] for row in data]})
+        head = json.dumps(header).encode()
+        body = len(head).to_bytes(4, "little") + head + np.ascontiguousarray(data, "<f4").tobytes()
+        return Response(body, media_type="application/octet-stream", headers={"Cache-Control": "private, max-age=60"})
 
     @app.get("/api/recordings/{recording_id}/window.png", tags=["pictures"], response_class=Response)
     def window_png(recording_id: int, start: Start = None, end: End = None):
