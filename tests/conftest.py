@@ -95,6 +95,48 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def write_edf_file(
+    path: Path,
+    labels: Sequence[str] = TUH_LABELS,
+    sfreq: float = 250,
+    signals: np.ndarray | None = None,
+    *,
+    duration: float = 30,
+    patient: str = TUH_PATIENT,
+    startdate: dt.date | None = TUH_STARTDATE,
+    starttime: dt.time = TUH_STARTTIME,
+    seed: int = 0,
+    annotations: Sequence[tuple[float, float | None, str]] | None = None,
+) -> Path:
+    """Write a small synthetic EDF (µV signals, shape (n_labels, n_times); see ``write_edf``) to ``path``."""
+    assert duration <= 60 or signals is not None, "keep synthetic EDFs small"
+    labels = list(labels)
+    if signals is None:
+        signals = synthetic_uv(len(labels), sfreq, duration, seed=seed)
+    signals = np.asarray(signals, dtype=float)
+    assert signals.shape[0] == len(labels) and signals.shape[1] <= 60 * sfreq, signals.shape
+    edf = Edf(
+        [
+            EdfSignal(row, sfreq, label=label, physical_dimension="uV", physical_range=PHYSICAL_RANGE_UV)
+            for label, row in zip(labels, signals, strict=True)
+        ],
+        recording=Recording(startdate=startdate),
+        starttime=starttime,
+        annotations=[EdfAnnotation(*a) for a in annotations] if annotations else None,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    edf.write(path)
+    # The patient field is patched in raw, so tests can write any TUH-style or odd field
+    # (edfio validates EDF+ subfields and would refuse e.g. "Age:0.5" spacing variants).
+    field = patient.encode("latin-1")
+    assert len(field) <= 80
+    with open(path, "r+b") as fh:
+        fh.seek(8)
+        fh.write(field.ljust(80, b" "))
+    return path
+
+
 @pytest.fixture
 def write_edf(tmp_path: Path) -> Callable[..., Path]:
     """Factory writing a small synthetic EDF under ``tmp_path`` and returning its path.
@@ -107,51 +149,12 @@ def write_edf(tmp_path: Path) -> Callable[..., Path]:
     annotation signal).
     """
 
-    def _write(
-        name: str | Path = "rec.edf",
-        *,
-        labels: Sequence[str] = TUH_LABELS,
-        sfreq: float = 250,
-        duration: float = 30,
-        signals: np.ndarray | None = None,
-        patient: str = TUH_PATIENT,
-        startdate: dt.date | None = TUH_STARTDATE,
-        starttime: dt.time = TUH_STARTTIME,
-        seed: int = 0,
-        annotations: Sequence[tuple[float, float | None, str]] | None = None,
-    ) -> Path:
+    def _write(name: str | Path = "rec.edf", *, labels: Sequence[str] = TUH_LABELS, sfreq: float = 250,
+               duration: float = 30, signals: np.ndarray | None = None, **kwargs) -> Path:
         assert duration <= 60, "keep synthetic EDFs small"
-        labels = list(labels)
-        if signals is None:
-            signals = synthetic_uv(len(labels), sfreq, duration, seed=seed)
-        signals = np.asarray(signals, dtype=float)
-        assert signals.shape == (len(labels), int(round(duration * sfreq))), signals.shape
-        edf = Edf(
-            [
-                EdfSignal(
-                    row,
-                    sfreq,
-                    label=label,
-                    physical_dimension="uV",
-                    physical_range=PHYSICAL_RANGE_UV,
-                )
-                for label, row in zip(labels, signals, strict=True)
-            ],
-            recording=Recording(startdate=startdate),
-            starttime=starttime,
-            annotations=[EdfAnnotation(*a) for a in annotations] if annotations else None,
-        )
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        edf.write(path)
-        # The patient field is patched in raw, so tests can write any TUH-style or odd field
-        # (edfio validates EDF+ subfields and would refuse e.g. "Age:0.5" spacing variants).
-        field = patient.encode("latin-1")
-        assert len(field) <= 80
-        with open(path, "r+b") as fh:
-            fh.seek(8)
-            fh.write(field.ljust(80, b" "))
-        return path
+        if signals is not None:
+            assert np.shape(signals) == (len(labels), int(round(duration * sfreq))), np.shape(signals)
+        return write_edf_file(tmp_path / name, labels, sfreq, signals, duration=duration, **kwargs)
 
     return _write
 

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.pipeline import index_archive
@@ -122,14 +123,15 @@ def test_page_search_open_and_similar_in_chromium(server):
         hits = page.locator("article.hit")
         assert hits.count() == min(10, n_visits)
         assert hits.first.locator(".why .sources").inner_text().startswith("report ")  # each hit says why
-        page.wait_for_function("[...document.querySelectorAll('article.hit img')].slice(0, 2)"
-                               ".every(i => i.naturalWidth > 0)")
+        page.wait_for_function("[...document.querySelectorAll('article.hit .viewer')].slice(0, 2)"
+                               ".every(v => v.dataset.loaded !== undefined && v.dataset.loaded !== 'error')")
         page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=False)
         first_id = hits.first.get_attribute("data-id")
         hits.first.locator("a.open").first.click()
         page.wait_for_url(f"**/recordings/{first_id}?**")
         page.wait_for_selector(".report")
-        page.wait_for_function("document.querySelector('.recording img.waveform').naturalWidth > 1000")
+        page.wait_for_function("document.querySelector('.recording .viewer').dataset.loaded !== undefined")
+        assert page.locator(".recording .viewer").get_attribute("data-loaded") != "error"
         assert page.locator(".recording dl.kv").inner_text()
         page.screenshot(path=str(ARTIFACTS / "recording.png"), full_page=True)
         with sqlite3.connect(db / "elmsearch.sqlite") as con:  # the demo archive marks its events (generator v2)
@@ -142,7 +144,7 @@ def test_page_search_open_and_similar_in_chromium(server):
             page.wait_for_function(f"new URLSearchParams(location.search).get('start') !== null && "
                                    f"Math.abs(parseFloat(new URLSearchParams(location.search).get('start')) - "
                                    f"{max(onset - 5, 0)}) < 5.1")
-            assert page.locator(".recording > .events-strip .event-mark").count() >= 1
+            assert page.locator(".recording .strips > .events-strip .event-mark").count() >= 1
             page.go_back()
             page.wait_for_selector(".recording")
         page.click(".recording a.similar")
@@ -165,3 +167,115 @@ def test_page_search_open_and_similar_in_chromium(server):
         browser.close()
     assert not failed, failed
     assert (ARTIFACTS / "search.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def sine_server(tmp_path_factory, demo_model_dir):
+    """A server over an index of one 30 s recording: C3 a 100 µV p-p 10 Hz sine + 40 µV p-p at 50 Hz, the rest flat.
+
+    Mostly flat, the recording is refused for indexing: the viewer still draws it.
+    """
+    from conftest import TUH_LABELS, write_edf_file
+
+    root = tmp_path_factory.mktemp("sine") / "archive"
+    t = np.arange(30 * 250) / 250
+    x = np.zeros((len(TUH_LABELS), len(t)))
+    x[TUH_LABELS.index("EEG C3-REF")] = 50 * np.sin(2 * np.pi * 10 * t) + 20 * np.sin(2 * np.pi * 50 * t)
+    write_edf_file(root / "sine.edf", TUH_LABELS, 250, x)
+    db = tmp_path_factory.mktemp("sine-idx") / "idx"
+    index_archive(root, db, demo_model_dir)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(db), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if _get(base + "/healthz", 2)[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    yield base
+    proc.terminate()
+    proc.wait(30)
+
+
+_TRACE_ROWS = """(name) => {
+  // the rows of dark pixels in a channel's band, per column: a pixel check of what was drawn
+  const c = document.querySelector('.recording canvas.eeg');
+  const drawn = JSON.parse(c.dataset.drawn);
+  const dpr = window.devicePixelRatio || 1;
+  const base = drawn[name][2] * dpr, half = 60 * dpr;
+  const img = c.getContext('2d').getImageData(0, Math.max(0, base - half), c.width, 2 * half).data;
+  const w = c.width, rows = 2 * half;
+  const others = Object.entries(drawn).filter(([k]) => k !== name).map(([, v]) => v[2] * dpr);
+  let top = Infinity, bottom = -Infinity, right = -1;
+  const firstX = Math.round((parseFloat(c.dataset.labelW) + 2) * dpr);
+  for (let y = 0; y < rows; y++) {
+    const yy = Math.max(0, base - half) + y;
+    if (others.some((b) => Math.abs(b - yy) <= 1.5 * dpr)) continue;  // the flat neighbours' lines
+    for (let x = firstX; x < w - 30 * dpr; x++) {
+      const i = 4 * (y * w + x);
+      if (img[i] < 120 && img[i + 1] < 120 && img[i + 2] < 140) {
+        top = Math.min(top, yy); bottom = Math.max(bottom, yy); right = Math.max(right, x);
+      }
+    }
+  }
+  return {top: top / dpr, bottom: bottom / dpr, base: base / dpr, right: right / dpr,
+          pxPerS: parseFloat(c.dataset.pxPerS), labelW: parseFloat(c.dataset.labelW), width: c.clientWidth};
+}"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_viewer_draws_at_clinical_sensitivity_in_chromium(sine_server):
+    """Pixel checks: 100 µV p-p at 7 µV/mm is 14.3 mm; negative up; the notch; a page per arrow; no stretching."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    px_per_mm = 4.0
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(sine_server + "/")
+        page.evaluate(f"localStorage.setItem('elmsearch.pxPerMm', '{px_per_mm}')")  # the calibration
+
+        def view(query):
+            page.goto(sine_server + "/recordings/1?" + query)
+            page.wait_for_function("document.querySelector('.recording .viewer') && "
+                                   "document.querySelector('.recording .viewer').dataset.loaded !== undefined")
+            assert page.locator(".recording .viewer").get_attribute("data-loaded") != "error"
+            return page.evaluate(_TRACE_ROWS, "EEG C3-REF")
+
+        # the refused recording is drawn, with the reason it is not in the index
+        plain = view("montage=recorded&lff=off&hff=off&notch=off&sens=7&start=10")
+        assert "Not in the index" in page.locator(".viewer-banner").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+        notched = view("montage=recorded&lff=off&hff=off&notch=50&sens=7&start=10")
+        span_mm = (notched["bottom"] - notched["top"] + 1) / px_per_mm
+
+        assert span_mm == pytest.approx(100 / 7, rel=0.05)  # 14.3 mm for 100 µV at 7 µV/mm
+        assert (plain["bottom"] - plain["top"] + 1) / px_per_mm == pytest.approx(140 / 7, rel=0.05)  # 50 Hz kept
+        # negative up: +50 µV (a quarter period in) is drawn below the baseline, -50 µV above
+        x_pos = notched["labelW"] + 0.025 * notched["pxPerS"]
+        column = page.evaluate("""([x, base]) => {
+          const c = document.querySelector('.recording canvas.eeg'), dpr = window.devicePixelRatio || 1;
+          const img = c.getContext('2d').getImageData(Math.round(x * dpr), 0, 1, c.height).data;
+          const ys = [];
+          for (let y = 0; y < c.height; y++) if (img[4 * y] < 120 && Math.abs(y / dpr - base) < 60) ys.push(y / dpr);
+          return ys;
+        }""", [x_pos, notched["base"]])
+        assert column and max(column) > notched["base"] + 20  # the positive peak hangs below the line
+        # a page per arrow, 1 s with shift
+        page.locator(".recording .viewer").focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.querySelector('.recording .viewer').dataset.loaded === '20'")
+        assert "start=20.00" in page.url
+        page.keyboard.press("Shift+ArrowLeft")
+        page.wait_for_function("document.querySelector('.recording .viewer').dataset.loaded === '19'")
+        # a page past the end of the 30 s recording keeps the timebase: 5 s drawn over half the page
+        tail = view("montage=recorded&lff=off&hff=off&notch=off&sens=7&start=25&page=10")
+        drawn_s = (tail["right"] - tail["labelW"]) / tail["pxPerS"]
+        assert drawn_s == pytest.approx(5, abs=0.2)
+        browser.close()
+    assert not errors, errors

@@ -65,13 +65,18 @@ function span(hit) {
   return [Math.max(0, hit.start_s - pad), hit.end_s + pad];
 }
 
-function plots(id, start, end) {
-  const q = `start=${start.toFixed(2)}&end=${end.toFixed(2)}`;
-  return el("div", {class: "plots"},
-    el("img", {class: "waveform", alt: `EEG ${start.toFixed(1)}–${end.toFixed(1)} s of recording ${id}`,
-               src: `/api/recordings/${id}/window.png?${q}`, loading: "lazy"}),
-    el("img", {class: "spectrogram", alt: `spectrogram ${start.toFixed(1)}–${end.toFixed(1)} s`,
-               src: `/api/recordings/${id}/spectrogram.png?${q}`, loading: "lazy"}));
+function hitViewer(id, start, end, best) {
+  // the hit's EEG drawn in the browser at 7 µV/mm, 10 s around its best window; fetched when scrolled to
+  const holder = el("div", {class: "hit-eeg"});
+  const s = {start, page: 10, sens: 7, montage: "bipolar", lff: "1", hff: "70", notch: "off", negUp: true, compact: true};
+  const show = () => holder.replaceChildren(eegViewer(id, s, {shade: best, compact: true}));
+  if ("IntersectionObserver" in window) {
+    const seen = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) { seen.disconnect(); show(); }
+    }, {rootMargin: "400px"});
+    seen.observe(holder);
+  } else show();
+  return holder;
 }
 
 function metaLine(h) {
@@ -152,7 +157,8 @@ function eventsTable(events, id, params, length) {
 
 function hitCard(h, query) {
   const [start, end] = span(h);
-  const open = new URLSearchParams({start: start.toFixed(2), end: end.toFixed(2)});
+  const open = new URLSearchParams({start: start.toFixed(2)});
+  if (h.start_s !== null && h.start_s !== undefined) open.set("best", `${h.start_s},${h.end_s}`);
   if (query) open.set("q", query);
   const said = (h.evidence || []).find((e) => e.agrees && e.text);
   if (h.sentence) open.set("hl", h.sentence.replace(/^[^:]*: /, ""));
@@ -165,7 +171,7 @@ function hitCard(h, query) {
     h.sentence ? el("p", {class: "sentence"}, "Best sentence: ", el("mark", {}, h.sentence)) : null,
     h.sources ? why(h) : null,
     el("p", {class: "impression"}, h.impression ? `Impression: ${h.impression}` : "(no report)"),
-    plots(h.recording_id, start, end),
+    hitViewer(h.recording_id, start, end, h.start_s === null || h.start_s === undefined ? null : [h.start_s, h.end_s]),
     el("div", {class: "links"},
        link(`/recordings/${h.recording_id}/similar`, "Similar cases", "similar"),
        link(`/recordings/${h.recording_id}/reports`, "Reports like this", "reports"),
@@ -216,18 +222,32 @@ async function showRecording(id, params) {
   status("Loading…");
   const match = params.get("q");
   const doc = await api(`/api/recordings/${id}` + (match ? `?match=${encodeURIComponent(match)}` : ""));
-  let start = parseFloat(params.get("start") || "0");
-  let end = parseFloat(params.get("end") || String(start + 10));
-  if (!(end > start)) end = start + 10;
+  const state = viewerState(params, doc.duration_s);
   const highlight = params.get("hl") || (doc.match && doc.match.text) || null;
-  const length = end - start;
-  const move = (delta) => {
-    const s = Math.max(0, Math.min(start + delta, (doc.duration_s || end) - length));
-    const next = new URLSearchParams(params);
-    next.set("start", s.toFixed(2));
-    next.set("end", (s + length).toFixed(2));
-    go(`/recordings/${id}?${next}`);
+  const best = (params.get("best") || "").split(",").map(parseFloat);
+  const strip = el("div", {class: "strips"});
+  const drawStrips = () => {
+    const start = state.start, end = state.start + state.page;
+    strip.replaceChildren(eventStrip(doc.events || [], start, end, id, params, state.page),
+      el("div", {class: "overview", title: "the whole recording: events, best window and the span shown"},
+         eventStrip(doc.events || [], 0, doc.duration_s || end, id, params, state.page),
+         best.length === 2 && best.every(Number.isFinite) ? el("div", {class: "best", style:
+           `left:${(100 * best[0] / (doc.duration_s || end)).toFixed(2)}%;` +
+           `width:${Math.max(0.4, 100 * (best[1] - best[0]) / (doc.duration_s || end)).toFixed(2)}%`}) : null,
+         el("div", {class: "shown", style: `left:${(100 * start / (doc.duration_s || end)).toFixed(2)}%;` +
+           `width:${(100 * Math.min(state.page, doc.duration_s || state.page) / (doc.duration_s || end)).toFixed(2)}%`})));
   };
+  const onmove = (s) => {  // the URL keeps the viewer's state: a reload or a link shows the same page
+    const next = new URLSearchParams(params);
+    next.set("start", s.start.toFixed(2));
+    for (const [k, v] of [["page", s.page], ["sens", s.sens], ["montage", s.montage], ["lff", s.lff], ["hff", s.hff],
+                          ["notch", s.notch], ["negup", s.negUp ? "1" : "0"]]) next.set(k, String(v));
+    next.delete("end");
+    history.replaceState(null, "", `/recordings/${id}?${next}`);
+    drawStrips();
+  };
+  const viewer = eegViewer(id, state, {shade: best.length === 2 && best.every(Number.isFinite) ? best : null, onmove});
+  drawStrips();
   const kv = el("dl", {class: "kv"});
   for (const [k, v] of [["patient", doc.patient], ["session", doc.session], ["date", doc.date],
                         ["age / sex", [doc.age, doc.sex].filter((x) => x !== null).join(" ")],
@@ -237,22 +257,16 @@ async function showRecording(id, params) {
   }
   $("#results").replaceChildren(el("article", {class: "recording card", "data-id": id},
     el("h2", {}, `Recording ${id}`), kv,
-    el("div", {class: "span-nav"},
-       el("button", {type: "button", onclick: () => move(-length)}, "◀ earlier"),
-       el("span", {}, `${start.toFixed(1)}–${end.toFixed(1)} s`),
-       el("button", {type: "button", onclick: () => move(length)}, "later ▶")),
-    eventStrip(doc.events || [], start, end, id, params, length),
-    plots(id, start, end),
-    el("div", {class: "overview", title: "the whole recording: events, and the span shown"},
-       eventStrip(doc.events || [], 0, doc.duration_s || end, id, params, length),
-       el("div", {class: "shown", style: `left:${(100 * start / (doc.duration_s || end)).toFixed(2)}%;` +
-          `width:${(100 * length / (doc.duration_s || end)).toFixed(2)}%`})),
+    viewer, strip,
     el("div", {class: "links"},
        link(`/recordings/${id}/similar`, "Similar cases", "similar"),
-       link(`/recordings/${id}/reports`, "Reports like this", "reports")),
+       link(`/recordings/${id}/reports`, "Reports like this", "reports"),
+       el("a", {href: `/api/recordings/${id}/window.png?start=${state.start}&end=${state.start + Math.min(state.page, 60)}`,
+                class: "export"}, "PNG (export)")),
     ...(doc.warnings || []).map((w) => el("p", {class: "warning"}, `Read with a warning: ${w}`)),
-    el("h3", {}, `Events (${(doc.events || []).length})`), eventsTable(doc.events || [], id, params, length),
+    el("h3", {}, `Events (${(doc.events || []).length})`), eventsTable(doc.events || [], id, params, state.page),
     el("h3", {}, "Report"), reportView(doc.report, highlight)));
+  viewer.focus({preventScroll: true});  // ← → page, shift 1 s, + − sensitivity
   status(doc.match ? `Sentence nearest to “${match}” highlighted (score ${doc.match.score.toFixed(3)})` : "");
 }
 
