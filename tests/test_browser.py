@@ -164,6 +164,11 @@ def test_page_search_open_and_similar_in_chromium(server):
         page.wait_for_selector("article.hit")
         assert page.locator("#q").input_value() == "normal EEG"
         assert all("F" in m for m in page.locator("article.hit .meta").all_inner_texts())
+        external = []
+        page.on("request", lambda r: not r.url.startswith(base) and external.append(r.url))
+        page.goto(base + "/docs")  # the API docs render from files shipped in a package: offline
+        page.wait_for_selector(".swagger-ui .info .title")
+        assert "elmsearch" in page.locator(".swagger-ui .info .title").inner_text() and not external, external
         browser.close()
     assert not failed, failed
     assert (ARTIFACTS / "search.png").stat().st_size > 10_000

@@ -29,6 +29,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -119,8 +120,9 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
             remove_folder(app_.state.upload_dir)
             app_.state.upload_dir = None
 
-    app = FastAPI(title="elmsearch", version="0.1.0", lifespan=lifespan,
-                  description="Search clinical EEG archives by report text and by EEG (read-only).")
+    # /docs and /redoc from files shipped in the fastapi-offline package: no CDN, they work offline
+    app = FastAPIOffline(title="elmsearch", version="0.1.0", lifespan=lifespan,
+                         description="Search clinical EEG archives by report text and by EEG (read-only).")
     app.state.upload_dir = None  # a private 0700 folder, made on the first upload
     app.state.upload_slots = slots
     app.add_middleware(HostGuard, allowed=allowed_hosts(host, allow_hosts))
