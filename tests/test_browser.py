@@ -152,6 +152,10 @@ def test_page_search_open_and_similar_in_chromium(server):
         page.wait_for_selector("article.hit")
         similar_ids = page.locator("article.hit").evaluate_all("els => els.map(e => e.dataset.id)")
         assert similar_ids and first_id not in similar_ids
+        # the query's EEG above the prior cases, drawn the same way
+        page.wait_for_function("document.querySelector('.query-eeg .viewer') && "
+                               "document.querySelector('.query-eeg .viewer').dataset.loaded === '0'")
+        assert page.locator(".query-eeg .viewer").get_attribute("data-id") == first_id
         page.go_back()
         page.wait_for_selector(".recording")
         with sqlite3.connect(db / "elmsearch.sqlite") as con:
@@ -278,6 +282,10 @@ def test_viewer_draws_at_clinical_sensitivity_in_chromium(sine_server):
         assert "start=20.00" in page.url
         page.keyboard.press("Shift+ArrowLeft")
         page.wait_for_function("document.querySelector('.recording .viewer').dataset.loaded === '19'")
+        # a click on the overview of the whole recording shows the page around that time
+        bar = page.locator(".overview").bounding_box()
+        page.locator(".overview").click(position={"x": bar["width"] * 0.5, "y": bar["height"] / 2})
+        page.wait_for_function("document.querySelector('.recording .viewer').dataset.loaded === '10'")
         # a page past the end of the 30 s recording keeps the timebase: 5 s drawn over half the page
         tail = view("montage=recorded&lff=off&hff=off&notch=off&sens=7&start=25&page=10")
         drawn_s = (tail["right"] - tail["labelW"]) / tail["pxPerS"]

@@ -226,16 +226,27 @@ async function showRecording(id, params) {
   const highlight = params.get("hl") || (doc.match && doc.match.text) || null;
   const best = (params.get("best") || "").split(",").map(parseFloat);
   const strip = el("div", {class: "strips"});
+  const jump = (e) => {  // a click on the overview shows the page around that time
+    if (e.target.closest("a")) return;
+    const box = e.currentTarget.getBoundingClientRect();
+    const t = (e.clientX - box.left) / box.width * total();
+    viewer.state.start = Math.max(0, Math.min(t - state.page / 2, total() - state.page));
+    onmove(viewer.state);
+    viewer.load();
+  };
+  // the recording's length: stored for an indexed one, else from the signal once drawn (a refused file)
+  const total = () => doc.duration_s || state.duration || state.start + state.page;
   const drawStrips = () => {
     const start = state.start, end = state.start + state.page;
     strip.replaceChildren(eventStrip(doc.events || [], start, end, id, params, state.page),
-      el("div", {class: "overview", title: "the whole recording: events, best window and the span shown"},
-         eventStrip(doc.events || [], 0, doc.duration_s || end, id, params, state.page),
+      el("div", {class: "overview", title: "the whole recording: events, best window and the span shown (click to go)",
+                 onclick: jump},
+         eventStrip(doc.events || [], 0, total(), id, params, state.page),
          best.length === 2 && best.every(Number.isFinite) ? el("div", {class: "best", style:
-           `left:${(100 * best[0] / (doc.duration_s || end)).toFixed(2)}%;` +
-           `width:${Math.max(0.4, 100 * (best[1] - best[0]) / (doc.duration_s || end)).toFixed(2)}%`}) : null,
-         el("div", {class: "shown", style: `left:${(100 * start / (doc.duration_s || end)).toFixed(2)}%;` +
-           `width:${(100 * Math.min(state.page, doc.duration_s || state.page) / (doc.duration_s || end)).toFixed(2)}%`})));
+           `left:${(100 * best[0] / total()).toFixed(2)}%;` +
+           `width:${Math.max(0.4, 100 * (best[1] - best[0]) / total()).toFixed(2)}%`}) : null,
+         el("div", {class: "shown", style: `left:${(100 * start / total()).toFixed(2)}%;` +
+           `width:${(100 * Math.min(state.page, total()) / total()).toFixed(2)}%`})));
   };
   const onmove = (s) => {  // the URL keeps the viewer's state: a reload or a link shows the same page
     const next = new URLSearchParams(params);
@@ -246,7 +257,8 @@ async function showRecording(id, params) {
     history.replaceState(null, "", `/recordings/${id}?${next}`);
     drawStrips();
   };
-  const viewer = eegViewer(id, state, {shade: best.length === 2 && best.every(Number.isFinite) ? best : null, onmove});
+  const viewer = eegViewer(id, state, {shade: best.length === 2 && best.every(Number.isFinite) ? best : null, onmove,
+                                      onload: drawStrips});
   drawStrips();
   const kv = el("dl", {class: "kv"});
   for (const [k, v] of [["patient", doc.patient], ["session", doc.session], ["date", doc.date],
@@ -277,6 +289,13 @@ async function showRelated(id, view, params) {
   status(`${doc.hits.length} hits`);
   showHits(doc, view === "similar" ? `Prior cases like recording ${id} (other patients)`
                                    : `Reports that describe recording ${id}`);
+  if (view === "similar") {  // the query's EEG above the prior cases, at the same sensitivity and timebase
+    const title = $("#results .title");
+    title.after(el("section", {class: "card query-eeg"},
+      el("h3", {}, "Query: ", link(`/recordings/${id}`, `recording ${id}`, "open"),
+         el("span", {class: "meta"}, " · 7 µV/mm, 10 s, as each prior case below")),
+      hitViewer(id, 0, 10, null)));
+  }
 }
 
 async function showHome() {

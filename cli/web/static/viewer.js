@@ -150,6 +150,7 @@ function eegViewer(id, s, options = {}) {
         (got.header.missing.length ? `Not in this file: ${got.header.missing.join(", ")}` : "");
       position.textContent = `${s.start.toFixed(1)}–${(s.start + s.page).toFixed(1)} s of ${got.header.duration_s.toFixed(1)} s`;
       redraw();
+      if (options.onload) options.onload(s);
       box.dataset.loaded = String(s.start);
     } catch (err) {
       if (ticket === pending) { banner.textContent = err.message; box.dataset.loaded = "error"; }
