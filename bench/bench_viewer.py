@@ -3,8 +3,8 @@
 Run: ``python bench/bench_viewer.py [--hours 24] [--sfreq 256] [--runs 20] [--out FILE.json]``.
 
 1. A 24 h EDF (``bench_long.write_long_edf``: 21 channels at 256 Hz, 0.9 GB, deleted afterwards):
-   the first 10 s page through ``SearchService.signal`` in a fresh process (cold: MNE opens the
-   file), then page turns (warm: the opened file is kept), p50/p95 over ``--runs`` pages spread
+   the first 10 s page through ``SearchService.signal`` in a fresh process warmed as ``elmsearch
+   serve`` warms it (the file itself cold: MNE opens it), then page turns (warm: the opened file is kept), p50/p95 over ``--runs`` pages spread
    over the day; default montage and filters (double banana, LFF 1 Hz, HFF 70 Hz).
 2. A demo index (16 short recordings) served by ``elmsearch serve``;
    Chromium (Playwright) opens a 10-hit search and waits until every hit's EEG is drawn:
@@ -39,7 +39,7 @@ def _page_times(db: Path, runs: int, duration_s: float) -> dict:
 import json, time, numpy as np
 t0 = time.perf_counter()
 from indexer.service import SearchService
-svc = SearchService.open({str(db)!r})
+svc = SearchService.open({str(db)!r}).warm()  # as `elmsearch serve` does before its first request
 t1 = time.perf_counter()
 header, data = svc.signal(1, 0.0, 10.0)
 first = time.perf_counter() - t1

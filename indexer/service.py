@@ -243,6 +243,8 @@ class SearchService:
             model.encode_text(["warm up"])  # the language model's session, too
         for name in INDEX_NAMES:
             self.index.faiss(name)
+        import mne  # noqa: F401 -- the viewer's reader: the first page drawn does not wait for its import
+        import scipy.signal  # noqa: F401
         return self
 
     # ---- queries (documents) -------------------------------------------------------------
