@@ -4,8 +4,9 @@ Run: ``python bench/bench_viewer.py [--hours 24] [--sfreq 256] [--runs 20] [--ou
 
 1. A 24 h EDF (``bench_long.write_long_edf``: 21 channels at 256 Hz, 0.9 GB, deleted afterwards):
    the first 10 s page through ``SearchService.signal`` in a fresh process warmed as ``elmsearch
-   serve`` warms it (the file itself cold: MNE opens it), then page turns (warm: the opened file is kept), p50/p95 over ``--runs`` pages spread
-   over the day; default montage and filters (double banana, LFF 1 Hz, HFF 70 Hz).
+   serve`` warms it (the file itself cold: MNE opens it), then page turns (warm: the opened file
+   is kept), p50/p95 over ``--runs`` pages spread over the day; default montage and filters
+   (double banana, LFF 1 Hz, HFF 70 Hz).
 2. A demo index (16 short recordings) served by ``elmsearch serve``;
    Chromium (Playwright) opens a 10-hit search and waits until every hit's EEG is drawn:
    the time from the search to the last drawn canvas, p50 over 5 loads.

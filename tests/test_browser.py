@@ -42,11 +42,8 @@ def _get(url: str, timeout: float = 30) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-@pytest.fixture(scope="module")
-def server(demo_archive, demo_model_dir, tmp_path_factory):
-    """``elmsearch serve`` in its own process on a free loopback port."""
-    db = tmp_path_factory.mktemp("browser") / "idx"
-    index_archive(demo_archive.root, db, demo_model_dir)
+def _serve(db: Path):
+    """``elmsearch serve`` of ``db`` in its own process on a free loopback port: (process, base URL)."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(db), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -57,12 +54,19 @@ def server(demo_archive, demo_model_dir, tmp_path_factory):
             pytest.fail(f"elmsearch serve exited: {proc.stdout.read()}")
         try:
             if _get(base + "/healthz", 2)[0] == 200:
-                break
+                return proc, base
         except OSError:
             time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("elmsearch serve did not answer within 120 s")
+    proc.kill()
+    pytest.fail("elmsearch serve did not answer within 120 s")
+
+
+@pytest.fixture(scope="module")
+def server(demo_archive, demo_model_dir, tmp_path_factory):
+    """``elmsearch serve`` in its own process on a free loopback port."""
+    db = tmp_path_factory.mktemp("browser") / "idx"
+    index_archive(demo_archive.root, db, demo_model_dir)
+    proc, base = _serve(db)
     yield base, db
     proc.terminate()
     proc.wait(30)
@@ -193,17 +197,7 @@ def sine_server(tmp_path_factory, demo_model_dir):
     write_edf_file(root / "sine.edf", TUH_LABELS, 250, x)
     db = tmp_path_factory.mktemp("sine-idx") / "idx"
     index_archive(root, db, demo_model_dir)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", str(db), "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if _get(base + "/healthz", 2)[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
+    proc, base = _serve(db)
     yield base
     proc.terminate()
     proc.wait(30)
