@@ -94,13 +94,12 @@ def test_real_files_in_every_montage_they_support():
 
 
 def test_signal_api_binary_json_and_refused_files(write_edf, sine_edf, demo_model_dir, tmp_path):
+    from conftest import synthetic_uv
     from fastapi.testclient import TestClient
 
     from cli.web.app import create_app
     from indexer.pipeline import index_archive
     from indexer.service import SearchService
-
-    from conftest import synthetic_uv
 
     sine_edf.unlink()  # mostly flat: refused by the indexer's checks; an indexable one with the same Fp1
     x = synthetic_uv(len(LABELS_1020), 250, 30, seed=3)
