@@ -149,6 +149,7 @@ def test_page_search_open_and_similar_in_chromium(server):
                                    f"Math.abs(parseFloat(new URLSearchParams(location.search).get('start')) - "
                                    f"{max(onset - 5, 0)}) < 5.1")
             assert page.locator(".recording .strips > .events-strip .event-mark").count() >= 1
+            page.wait_for_function("document.querySelector('.recording canvas.eeg').dataset.events > 0")  # on the traces
             page.go_back()
             page.wait_for_selector(".recording")
         page.click(".recording a.similar")

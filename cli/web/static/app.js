@@ -258,7 +258,7 @@ async function showRecording(id, params) {
     drawStrips();
   };
   const viewer = eegViewer(id, state, {shade: best.length === 2 && best.every(Number.isFinite) ? best : null, onmove,
-                                      onload: drawStrips});
+                                      onload: drawStrips, events: doc.events || []});
   drawStrips();
   const kv = el("dl", {class: "kv"});
   for (const [k, v] of [["patient", doc.patient], ["session", doc.session], ["date", doc.date],

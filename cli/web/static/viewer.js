@@ -34,7 +34,7 @@ async function fetchSignal(id, s) {
   return {header, data};
 }
 
-function drawSignal(canvas, sig, s, shade) {
+function drawSignal(canvas, sig, s, shade, events) {
   // one row per derivation (a gap between chains is half a row), time across the whole page
   const {header, data} = sig;
   const dpr = window.devicePixelRatio || 1;
@@ -56,10 +56,24 @@ function drawSignal(canvas, sig, s, shade) {
   const pxPerS = plotW / s.page;  // the timebase: a page always spans the plot, a short tail is not stretched
   const t0 = header.start_s;
   if (shade) {  // the best-matching window
-    g.fillStyle = "rgba(255, 214, 102, 0.35)";
+    g.fillStyle = "rgba(110, 165, 230, 0.16)";
     const a = labelW + Math.max(shade[0] - s.start, 0) * pxPerS, b = labelW + Math.min(shade[1] - s.start, s.page) * pxPerS;
     if (b > a) g.fillRect(a, 0, b - a, height - 20);
   }
+  let marked = 0;
+  g.font = "11px system-ui, sans-serif";
+  g.textBaseline = "top";
+  for (const e of events || []) {  // what a technologist marked, behind the traces, labelled at the top
+    const a = Math.max(e.onset, s.start), b = Math.min(e.onset + Math.max(e.duration, 0), s.start + s.page);
+    if (b < s.start || a > s.start + s.page) continue;
+    const x = labelW + (a - s.start) * pxPerS, w = Math.max((b - a) * pxPerS, 2);
+    g.fillStyle = "rgba(201, 138, 0, 0.13)";
+    g.fillRect(x, 0, w, height - 20);
+    g.fillStyle = "#8a5a00";
+    g.fillText(e.meaning && e.meaning !== e.label ? `${e.label} (${e.meaning})` : e.label, x + 2, 1 + 12 * (marked % 2));
+    marked += 1;
+  }
+  canvas.dataset.events = String(marked);
   g.strokeStyle = "#e3e7ec";
   g.lineWidth = 1;
   for (let sec = Math.ceil(s.start); sec <= s.start + s.page; sec += 1) {  // a line every second
@@ -130,7 +144,7 @@ function select(name, options, value, label, onchange) {
 }
 
 function eegViewer(id, s, options = {}) {
-  // a viewer of one recording; options: {shade: [a, b], onmove(state), compact}
+  // a viewer of one recording; options: {shade: [a, b], events: [...], onmove(state), onload(state), compact}
   const box = el("div", {class: "viewer", "data-id": id, tabindex: "0"});
   const canvas = el("canvas", {class: "eeg", role: "img", "aria-label": `EEG of recording ${id}`});
   const info = el("p", {class: "viewer-info"});
@@ -138,7 +152,7 @@ function eegViewer(id, s, options = {}) {
   const position = el("span", {class: "position"});
   let sig = null;
   let pending = 0;
-  const redraw = () => { if (sig) info.textContent = drawSignal(canvas, sig, s, options.shade); };
+  const redraw = () => { if (sig) info.textContent = drawSignal(canvas, sig, s, options.shade, options.events); };
   const load = async () => {
     const ticket = ++pending;
     try {
