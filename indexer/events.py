@@ -25,6 +25,7 @@ MATCH_SHARE = 0.5  # an event whose text holds at least this share of the query'
 MAX_EVENT_CANDIDATES = 5000  # events read per query (those whose text holds a query word), newest first
 
 _ready: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_has_warnings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class NoEventsError(LookupError):
@@ -60,9 +61,13 @@ def recording_events(session: Session, recording_id: int) -> list[Event]:
 
 def recording_warnings(session: Session, recording_id: int) -> list[str]:
     """What was read with a warning for one recording (one line each)."""
-    cols = {c["name"] for c in inspect(session.connection()).get_columns(Recording.__tablename__)}
-    if "warnings" not in cols:
-        return []
+    engine = session.get_bind()
+    engine = getattr(engine, "engine", engine)
+    if not _has_warnings.get(engine):  # checked once per engine while missing, then cached
+        cols = {c["name"] for c in inspect(session.connection()).get_columns(Recording.__tablename__)}
+        if "warnings" not in cols:
+            return []
+        _has_warnings[engine] = True
     text = session.scalar(select(Recording.warnings).where(Recording.id == recording_id))
     return [line for line in (text or "").splitlines() if line]
 

@@ -642,6 +642,17 @@ class Index:
             raise NotFoundError(f"recording {recording_id}: no such id in {self.store.folder}")
         return row[0], str(row[1]), row[2]
 
+    def events(self, recording_id: int) -> dict:
+        """The events of a recording and its reading warnings (without the rest of ``show``)."""
+        from indexer.events import recording_events, recording_warnings
+
+        with self.store.session() as s:
+            if s.get(Recording, int(recording_id)) is None:
+                raise NotFoundError(f"recording {recording_id}: no such id in {self.store.folder}")
+            return {"recording_id": int(recording_id),
+                    "events": [e.to_dict() for e in recording_events(s, int(recording_id))],
+                    "warnings": recording_warnings(s, int(recording_id))}
+
     def show(self, recording_id: int) -> dict:
         """Everything stored about a recording: metadata, report by section, windows, events, warnings."""
         from indexer.events import recording_events, recording_warnings

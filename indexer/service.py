@@ -299,8 +299,7 @@ class SearchService:
 
     def events(self, recording_id: int) -> dict:
         """The events of a recording and its reading warnings (``GET /api/recordings/{id}/events``)."""
-        doc = self.index.show(check_id(recording_id))
-        return {"recording_id": doc["recording_id"], "events": doc["events"], "warnings": doc["warnings"]}
+        return self.index.events(check_id(recording_id))
 
     def stats(self) -> dict:
         """Counts, failures, model and index files (``elmsearch stats --json``)."""

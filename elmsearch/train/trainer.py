@@ -501,9 +501,8 @@ def _event_loss(model: ELMModel, items: list[TrainItem], batch, trunk, event_fea
         if not it.events:
             continue
         pick = rng.choice(len(it.events), min(max_events, len(it.events)), replace=False)
-        rows = [it.events[j][0] for j in pick]
-        ids += [event_id[it.events[j][1]] for j in pick if it.events[j][1] in event_id]
-        rows = [r for r, j in zip(rows, pick, strict=True) if it.events[j][1] in event_id]
+        rows = [it.events[j][0] for j in pick]  # event_id holds every training item's event text
+        ids += [event_id[it.events[j][1]] for j in pick]
         if trunk is not None:
             xs.append(torch.from_numpy(trunk[i][rows]))
         else:
