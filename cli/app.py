@@ -462,8 +462,12 @@ def _run_index(archive: Path, db: Path, model: Path, reports: Path | None, worke
             dt_ = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, rate=f"{hours[1] / dt_:.1f} rec/s, {hours[0] / dt_:.2f} h EEG/s")
 
-        return index_archive(archive, db, model, reports, n_jobs=workers, prune=prune, db_url=db_url,
-                             precision=precision, on_item=tick, on_plan=plan, **options)
+        summary = index_archive(archive, db, model, reports, n_jobs=workers, prune=prune, db_url=db_url,
+                                precision=precision, on_item=tick, on_plan=plan, **options)
+    from indexer.calibration import prepare
+
+    prepare(db, db_url)  # the percentiles of the first queries do not wait for it
+    return summary
 
 
 def _print_index(summary) -> None:
@@ -700,6 +704,15 @@ def _why(h) -> str:
     return " — ".join(parts)
 
 
+def _print_nearest(nearest: dict | None) -> None:
+    """The warning for a query recording unlike the archive (``ScoreReference.nearest``)."""
+    if nearest and nearest["unlike_archive"]:
+        out.print(f"[yellow]warning:[/yellow] this recording is unlike the archive: its nearest prior case scores "
+                  f"{nearest['score']:.3f}, below {100 - nearest['percentile']:.0f} % of the archive's own recordings' "
+                  f"nearest ({nearest['reference']:.3f} at the 5th percentile); the cases below are the least "
+                  "unlike, not alike", highlight=False)
+
+
 def _print_hits(doc: dict, as_json: bool, title: str) -> None:
     """Print a ranked-query document (``indexer.service.hits_document``)."""
     if as_json:
@@ -709,7 +722,7 @@ def _print_hits(doc: dict, as_json: bool, title: str) -> None:
 
     hits = [Hit(**h) for h in doc["hits"]]
     table = Table(title=title)
-    for name in ("#", "score", "id", "patient", "date", "age/sex", "window (s)"):
+    for name in ("#", "score", "pct", "id", "patient", "date", "age/sex", "window (s)"):
         table.add_column(name, no_wrap=True)
     why = any(h.sources for h in hits)
     table.add_column(escape("why: report sentence [status], report / EEG probability") if why else
@@ -721,9 +734,11 @@ def _print_hits(doc: dict, as_json: bool, title: str) -> None:
         if why:
             text = _why(h)
         age = "" if h.age is None else f"{h.age:g}"
-        table.add_row(str(h.rank), f"{h.score:.3f}", str(h.recording_id), h.patient or "", (h.date or "")[:10],
+        pct = "" if h.percentile is None else f"{h.percentile:.0f}"
+        table.add_row(str(h.rank), f"{h.score:.3f}", pct, str(h.recording_id), h.patient or "", (h.date or "")[:10],
                       f"{age} {h.sex or ''}".strip(), window, text)
     out.print(table)
+    _print_nearest(doc.get("nearest"))
     if hits:
         out.print("paths: " + ", ".join(f"{h.rank}={h.path}" for h in hits[:3]) + (" ..." if len(hits) > 3 else ""),
                   highlight=False, soft_wrap=True)

@@ -121,13 +121,16 @@ class Hit:
     sources: dict | None = None
     evidence: list[dict] | None = None
     also: list[int] | None = None
+    percentile: float | None = None  # among the archive's scores of its query kind (indexer.calibration)
 
     def to_dict(self) -> dict:
         """JSON-ready dict with the documented keys.
 
         ``sentence`` only on report hits; ``sources`` (the score of each source), ``evidence``
         (the report sentences that speak to the query, with their assertion status) and
-        ``also`` (other recordings of the same visit) only on text-search hits.
+        ``also`` (other recordings of the same visit) only on text-search hits. ``percentile``:
+        the score's percentile among the archive's own scores of its query kind
+        (``indexer.calibration``), None where the archive has no reference for it.
         """
         d = dataclasses.asdict(self)
         d["score"] = round(float(self.score), 6)
@@ -183,6 +186,7 @@ class Index:
         self._query_model = None
         self._model_checked = False  # config_hash hashes every weight (~5 ms): once per Index
         self._faiss: dict[str, object] = {}
+        self._reference = None
         self._loading = threading.RLock()  # lazy loads happen once when threads share an Index
         # A run newer than the FAISS files is writing (or died): every hit is checked in SQL,
         # since that run may have changed or removed the rows behind some FAISS ids.
@@ -248,6 +252,16 @@ class Index:
 
     def _text_cache_dir(self):
         return self.store.folder / "cache" if self.text_cache is None else self.text_cache
+
+    @property
+    def reference(self):
+        """The archive's own scores by query kind (``indexer.calibration.ScoreReference``)."""
+        from indexer.calibration import ScoreReference
+
+        with self._loading:
+            if self._reference is None:
+                self._reference = ScoreReference(self)
+            return self._reference
 
     def faiss(self, name: str):
         """A FAISS index of this store, read once."""

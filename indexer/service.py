@@ -32,6 +32,7 @@ from elmsearch.io.display import DISPLAY_RATE
 from indexer.filters import FilterError
 from indexer.search import Filters, Hit, Index, NotFoundError, QueryError
 from indexer.store import INDEX_NAMES
+from indexer.uploads import KeptUploads
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class SearchService:
         self._stamp = _manifest_stamp(index.store.folder)
         self._reload = threading.Lock()
         self.max_upload_bytes = int(max_upload_bytes)
+        self.uploads = KeptUploads()  # uploads whose page the page shows (``upload_file(keep=True)``)
 
     @property
     def index(self) -> Index:
@@ -254,7 +256,8 @@ class SearchService:
         if not str(text).strip():
             raise ValueError("q: give a description to search for")
         hits = self.index.search_text(text, _check_k(k), level, filters, source)
-        return hits_document(text, hits, source if level == "recording" else "eeg")
+        kind = f"{'search' if level == 'recording' else 'window'}/{source}"
+        return self._document(text, hits, kind, source if level == "recording" else "eeg")
 
     def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
                 include_same_patient: bool = False, one_per_patient: bool = True,
@@ -263,14 +266,15 @@ class SearchService:
         recording_id = None if recording_id is None else check_id(recording_id)
         hits = self.index.similar(fname, recording_id, _check_k(k), include_same_patient, one_per_patient,
                                       filters)
-        return hits_document(label or _label(fname, recording_id), hits)
+        plain = not include_same_patient and one_per_patient and not (filters and filters.active)
+        return self._document(label or _label(fname, recording_id), hits, "similar", nearest=plain)
 
     def reports(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 5,
                 filters: Filters | None = None, label: str | None = None) -> dict:
         """EEG → report (``elmsearch reports --json``)."""
         recording_id = None if recording_id is None else check_id(recording_id)
         hits = self.index.search_reports(fname, recording_id, _check_k(k), filters)
-        return hits_document(label or _label(fname, recording_id), hits)
+        return self._document(label or _label(fname, recording_id), hits, "reports")
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
                  recording_id: int | None = None, label: str | None = None) -> dict:
@@ -281,6 +285,22 @@ class SearchService:
             raise ValueError("prompts: give at least two (one per class)")
         probs = self.index.classify(prompts, fname, recording_id)
         return classify_document(label or _label(fname, recording_id), prompts, probs)
+
+    def _document(self, query: str, hits: list[Hit], kind: str, source: str | None = None,
+                  nearest: bool = False) -> dict:
+        """``hits_document`` with each hit's percentile among the archive's scores of ``kind``.
+
+        ``nearest``: add ``"nearest"``, where the query's best hit stands among the archive's own
+        nearest hits (``ScoreReference.nearest``; ``unlike_archive`` flags a query recording
+        unlike every recording in the archive).
+        """
+        reference = self.index.reference
+        for h in hits:
+            h.percentile = reference.percentile(kind, h.score)
+        doc = hits_document(query, hits, source)
+        if nearest and hits:
+            doc["nearest"] = reference.nearest(hits[0].score)
+        return doc
 
     def show(self, recording_id: int, match: str | None = None, offset: int = 0,
              limit: int = REPORT_PAGE_CHARS) -> dict:
@@ -341,10 +361,13 @@ class SearchService:
             return self.upload_file(path, filename, k, filters)
 
     def upload_file(self, path: str | os.PathLike, filename: str, k: int = 10,
-                    filters: Filters | None = None) -> dict:
+                    filters: Filters | None = None, keep: bool = False) -> dict:
         """``upload`` of an upload already written to a private file ``path`` (the HTTP server streams it).
 
-        Errors name ``filename`` (the client's name), never ``path``.
+        Errors name ``filename`` (the client's name), never ``path``. ``keep``: the service takes
+        the file over (``self.uploads``) so that its EEG can be drawn and its answers read again
+        under the returned ``"upload_id"`` (``upload_document``, ``upload_signal``); it is still
+        never indexed, and deleted when it expires.
         """
         name = Path(str(filename)).name
         k = _check_k(k)
@@ -356,10 +379,26 @@ class SearchService:
             raise UploadError(f"upload {name}: {reason}") from None
         query.path = name
         out = {"filename": name, "n_windows": None if query.window_emb is None else int(len(query.window_emb)),
-               "similar": hits_document(name, self.index.similar(k=k, filters=filters, query=query))}
+               "similar": self._document(name, self.index.similar(k=k, filters=filters, query=query), "similar",
+                                         nearest=not (filters and filters.active))}
         if self.index.manifest.get("has_text"):
-            out["reports"] = hits_document(name, self.index.search_reports(k=k, filters=filters, query=query))
+            out["reports"] = self._document(name, self.index.search_reports(k=k, filters=filters, query=query),
+                                            "reports")
+        if keep:
+            out["upload_id"] = self.uploads.keep(path, name, out)
         return out
+
+    def upload_document(self, upload_id: str) -> dict:
+        """The answers of a kept upload (``upload_file(keep=True)``), as they were given."""
+        return self.uploads.get(upload_id).doc
+
+    def upload_signal(self, upload_id: str, start_s: float = 0.0, end_s: float | None = None,
+                      montage: str = "bipolar", lff: float | None = 1.0, hff: float | None = 70.0,
+                      notch: float | None = None, rate: float | None = DISPLAY_RATE) -> tuple[dict, np.ndarray]:
+        """``signal`` of a kept upload: its header has ``upload_id`` and ``filename``, status ``upload``."""
+        kept = self.uploads.get(upload_id)
+        header, data = _display(str(kept.path), start_s, end_s, montage, lff, hff, notch, rate, kept.filename)
+        return {**header, "upload_id": upload_id, "filename": kept.filename, "status": "upload", "error": None}, data
 
     # ---- the signal, for the viewer --------------------------------------------------------
     def signal(self, recording_id: int, start_s: float = 0.0, end_s: float | None = None, montage: str = "bipolar",
@@ -377,21 +416,10 @@ class SearchService:
         data : array of float32, shape (n_chans, n_times)
             Microvolts.
         """
-        from elmsearch.errors import RecordingError
-        from elmsearch.io.display import DisplayError, read_display
-
         recording_id = check_id(recording_id)
         path, status, error = self.index.recording_file(recording_id)
-        end = start_s + 10.0 if end_s is None else end_s
-        try:
-            with _display_lock:
-                got = read_display(path, float(start_s), float(end), montage, lff, hff, notch, rate,
-                                   raw=_open_display(path, _mtime(path)))
-        except DisplayError as err:
-            raise QueryError(str(err)) from None
-        except RecordingError as err:
-            raise QueryError(f"recording {recording_id}: {err}") from None
-        return {**got.header(), "recording_id": recording_id, "status": status, "error": error}, got.data
+        header, data = _display(path, start_s, end_s, montage, lff, hff, notch, rate, f"recording {recording_id}")
+        return {**header, "recording_id": recording_id, "status": status, "error": error}, data
 
     # ---- pictures ------------------------------------------------------------------------
     def _span(self, recording_id: int, start_s: float | None, end_s: float | None) -> tuple[str, float, float]:
@@ -428,6 +456,24 @@ def _mtime(path: str) -> int:
 
 
 _display_lock = threading.Lock()  # one reader of the cached MNE raws at a time
+
+
+def _display(path: str, start_s: float, end_s: float | None, montage: str, lff: float | None, hff: float | None,
+             notch: float | None, rate: float | None, name: str) -> tuple[dict, np.ndarray]:
+    """``read_display`` of a file through the cache of open raws; errors are one ``QueryError`` line."""
+    from elmsearch.errors import RecordingError
+    from elmsearch.io.display import DisplayError, read_display
+
+    end = start_s + 10.0 if end_s is None else end_s
+    try:
+        with _display_lock:
+            got = read_display(path, float(start_s), float(end), montage, lff, hff, notch, rate,
+                               raw=_open_display(path, _mtime(path)))
+    except DisplayError as err:
+        raise QueryError(str(err).replace(path, name)) from None
+    except RecordingError as err:
+        raise QueryError(f"{name}: {str(err).replace(path, name)}") from None
+    return got.header(), got.data
 
 
 @lru_cache(maxsize=8)

@@ -149,7 +149,8 @@ def test_page_search_open_and_similar_in_chromium(server):
                                    f"Math.abs(parseFloat(new URLSearchParams(location.search).get('start')) - "
                                    f"{max(onset - 5, 0)}) < 5.1")
             assert page.locator(".recording .strips > .events-strip .event-mark").count() >= 1
-            page.wait_for_function("document.querySelector('.recording canvas.eeg').dataset.events > 0")  # on the traces
+            # the event on the traces
+            page.wait_for_function("document.querySelector('.recording canvas.eeg').dataset.events > 0")
             page.go_back()
             page.wait_for_selector(".recording")
         page.click(".recording a.similar")
@@ -285,5 +286,80 @@ def test_viewer_draws_at_clinical_sensitivity_in_chromium(sine_server):
         tail = view("montage=recorded&lff=off&hff=off&notch=off&sens=7&start=25&page=10")
         drawn_s = (tail["right"] - tail["labelW"]) / tail["pxPerS"]
         assert drawn_s == pytest.approx(5, abs=0.2)
+        browser.close()
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def real_server(shared_data, demo_model_dir, tmp_path_factory):
+    """A server over an index of two real EEGMAT recordings and MNE's six odd EDF/BDF files (some refused)."""
+    root = tmp_path_factory.mktemp("real") / "archive"
+    root.mkdir()
+    for f in ["Subject00_2.edf", "Subject01_2.edf"]:
+        shutil.copy(shared_data / "eegmat" / f, root / f)
+    for f in sorted((shared_data / "mne_edf_cases").iterdir()):
+        shutil.copy(f, root / f.name)
+    db = tmp_path_factory.mktemp("real-idx") / "idx"
+    index_archive(root, db, demo_model_dir)
+    proc, base = _serve(db)
+    yield base, db
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_viewer_on_real_files_and_a_kept_upload_in_chromium(real_server, shared_data):
+    """Every real file the index knows is drawn (refused ones with their reason); an upload has its own URL."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    base, db = real_server
+    with sqlite3.connect(db / "elmsearch.sqlite") as con:
+        rows = con.execute("SELECT id, path, status FROM recordings ORDER BY id").fetchall()
+    assert len(rows) == 8 and any(s == "failed" for _, _, s in rows) and any(s == "indexed" for _, _, s in rows)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        drawn = {}
+        for rid, path, status in rows:
+            # a file refused for the bipolar montage is still looked at as recorded
+            page.goto(f"{base}/recordings/{rid}" + ("" if status == "indexed" else "?montage=recorded"))
+            page.wait_for_function("document.querySelector('.recording .viewer') && "
+                                   "document.querySelector('.recording .viewer').dataset.loaded !== undefined")
+            loaded = page.locator(".recording .viewer").get_attribute("data-loaded")
+            banner = page.locator(".recording .viewer-banner").inner_text()
+            drawn[Path(path).name] = (status, loaded, banner)
+            if status == "failed":
+                assert "Not in the index" in banner, (path, banner)
+        page.screenshot(path=str(ARTIFACTS / "viewer-real.png"), full_page=True)
+        unreadable = {n: v for n, v in drawn.items() if v[1] == "error"}
+        assert len(unreadable) <= 1, unreadable  # only a file with no EEG channel to show may say why instead
+        assert all(v[1] == "0" for n, v in drawn.items() if n.startswith("Subject"))
+
+        # an upload: drawn, answered, and its page has an address that a reload keeps
+        page.goto(base + "/")
+        page.set_input_files("#file", str(shared_data / "eegmat" / "Subject02_2.edf"))
+        page.wait_for_url("**/uploads/**")
+        page.wait_for_function("document.querySelector('.upload .viewer') && "
+                               "document.querySelector('.upload .viewer').dataset.loaded === '0'")
+        assert "Subject02_2.edf" in page.locator(".upload h2").inner_text()
+        page.wait_for_selector("article.hit")
+        page.wait_for_function("document.querySelector('.query-eeg .viewer') && "
+                               "document.querySelector('.query-eeg .viewer').dataset.loaded === '0'")
+        url = page.url
+        page.locator(".upload .viewer").focus()
+        page.keyboard.press("ArrowRight")  # the upload pages like a recording, and the URL follows
+        page.wait_for_function("document.querySelector('.upload .viewer').dataset.loaded === '10'")
+        page.reload()
+        page.wait_for_function("document.querySelector('.upload .viewer') && "
+                               "document.querySelector('.upload .viewer').dataset.loaded === '10'")
+        assert page.url.split("?")[0] == url.split("?")[0]
+        assert page.locator("article.hit .percentile").count() >= 1  # scores with their percentile
+        page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
+        token = url.split("/uploads/")[1].split("?")[0]
+        status, body = _get(f"{base}/api/uploads/{token}")
+        assert status == 200 and b'"upload_id"' in body
+        assert _get(f"{base}/api/uploads/{'x' * 22}")[0] == 404
         browser.close()
     assert not errors, errors

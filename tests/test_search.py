@@ -17,7 +17,7 @@ from indexer.pipeline import index_archive
 from indexer.search import Filters, Index, QueryError
 
 HIT_KEYS = {"rank", "score", "recording_id", "patient", "session", "date", "age", "sex", "montage", "path",
-            "start_s", "end_s", "impression"}
+            "start_s", "end_s", "impression", "percentile"}
 
 
 @pytest.fixture(scope="module")

@@ -151,6 +151,67 @@ def test_upload_is_answered_and_never_indexed(served, demo_archive):
         svc.max_upload_bytes = limit
 
 
+def test_a_kept_upload_is_drawn_and_answered_again_until_it_expires(served, demo_archive):
+    db, svc, client = served
+    edf = sorted(demo_archive.root.rglob("*.edf"))[4]
+    r = client.post("/api/upload", files={"file": ("kept.edf", edf.read_bytes(), "application/octet-stream")},
+                    params={"k": 3, "keep": "true"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    token = doc["upload_id"]
+    assert _get(client, f"/api/uploads/{token}").json() == doc  # the answers, as given
+    sig = _get(client, f"/api/uploads/{token}/signal?start=2&end=7&format=json").json()
+    assert sig["filename"] == "kept.edf" and sig["status"] == "upload" and sig["start_s"] == 2
+    assert len(sig["data"]) == len(sig["ch_names"]) and len(sig["data"][0]) == sig["n_times"] > 0
+    assert "kept.edf" not in _get(client, "/api/stats").text  # never indexed
+    kept = svc.uploads.get(token).path
+    assert kept.is_file() and oct(kept.stat().st_mode & 0o777) == "0o600"
+    assert _get(client, f"/uploads/{token}").headers["content-type"].startswith("text/html")
+    max_kept, svc.uploads.max_kept = svc.uploads.max_kept, 1
+    try:  # a newer upload pushes the older one out: its file is deleted, its address says why
+        r2 = client.post("/api/upload", files={"file": ("b.edf", edf.read_bytes(), "application/octet-stream")},
+                         params={"k": 1, "keep": "true"})
+        assert r2.status_code == 200
+        gone = _get(client, f"/api/uploads/{token}", 404).json()["detail"]
+        assert "upload the file again" in gone and not kept.exists()
+        assert _get(client, f"/api/uploads/{r2.json()['upload_id']}").json()["filename"] == "b.edf"
+    finally:
+        svc.uploads.max_kept = max_kept
+    assert _get(client, "/api/uploads/../etc", 404)  # only a token's characters name an upload
+    assert client.get("/api/uploads/a.b").status_code in {404, 422}
+
+
+def test_percentiles_against_the_archives_own_scores(served, monkeypatch):
+    from indexer.calibration import FILE, ScoreReference
+    from indexer.search import Index
+
+    db, svc, client = served
+    ids = [h["recording_id"] for h in svc.similar(recording_id=1, k=50)["hits"]] + [1]
+    flagged = 0
+    for rid in ids:
+        doc = svc.similar(recording_id=rid, k=5)
+        pcts = [h["percentile"] for h in doc["hits"]]
+        assert all(0 <= p <= 100 for p in pcts) and pcts == sorted(pcts, reverse=True)  # scores fall, so do they
+        near = doc["nearest"]
+        assert near["score"] == doc["hits"][0]["score"]
+        assert near["unlike_archive"] == (near["score"] < near["reference"])
+        flagged += near["unlike_archive"]
+    assert flagged <= max(1, 0.1 * len(ids))  # the archive's own recordings are mostly like it (5 % by design)
+    assert "nearest" not in svc.similar(recording_id=1, k=5, include_same_patient=True)
+    search = svc.search("focal slowing", k=5)
+    assert all(h["percentile"] is not None for h in search["hits"])
+    assert all(h["percentile"] is not None for h in svc.reports(recording_id=1, k=3)["hits"])
+    ref = svc.index.reference
+    top = float(ref.scores("nearest").max())
+    assert ref.percentile("nearest", top) == 100.0 and ref.percentile("nearest", -2.0) == 0.0
+    assert ref.nearest(-2.0)["unlike_archive"] and not ref.nearest(top)["unlike_archive"]
+    # kept beside the index: a new process reads it instead of running the archive's queries again
+    assert (db / "cache" / FILE).is_file()
+    monkeypatch.setattr(ScoreReference, "_build", lambda *a: pytest.fail("rebuilt"))
+    again = ScoreReference(Index.open(db))
+    assert again.percentile("search/hybrid", search["hits"][0]["score"]) == search["hits"][0]["percentile"]
+
+
 def test_the_page_is_served_without_external_assets(served):
     _, _, client = served
     for url in ("/", "/?q=spike", "/recordings/1", "/recordings/1/similar", "/recordings/1/reports"):

@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 import anyio.to_thread
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -53,6 +54,47 @@ class ClassifyRequest(BaseModel):
 
     recording_id: int
     prompts: list[str] = Field(min_length=2, description="Class descriptions, two or more, in order.")
+
+
+UploadId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="An upload's upload_id.")]
+
+
+class SignalParams:
+    """The query parameters of a signal route (``SearchService.signal``)."""
+
+    def __init__(
+        self,
+        start: Annotated[float, Query(ge=0, description="Span start (s).")] = 0.0,
+        end: Annotated[float | None, Query(gt=0, description=(
+            "Span end (s; default start + 10); an end past the recording stops at its end."))] = None,
+        montage: Annotated[Literal[tuple(MONTAGES)], Query(description=(
+            "bipolar (double banana), transverse, average, cz, ears, or recorded (every channel "
+            "as recorded)."))] = "bipolar",
+        lff: Annotated[str, Query(description="Low-frequency filter in Hz, or off.")] = "1",
+        hff: Annotated[str, Query(description="High-frequency filter in Hz, or off.")] = "70",
+        notch: Annotated[Literal["50", "60", "off"], Query(description="Notch filter.")] = "off",
+        rate: Annotated[str, Query(description=(
+            "Display rate at most, Hz, or native (the file's own rate)."))] = str(int(DISPLAY_RATE)),
+        format: Annotated[Literal["binary", "json"], Query(description=(  # noqa: A002 -- the API's name
+            "binary: a 4-byte little-endian header length, the JSON header, then float32 little-endian "
+            "samples in µV, channel after channel; json: the header with the samples as arrays."))] = "binary",
+    ):
+        self.start, self.end, self.montage, self.format = start, end, montage, format
+        self.lff, self.hff = _hz(lff, "lff"), _hz(hff, "hff")
+        self.notch = None if notch == "off" else float(notch)
+        self.rate = None if rate == "native" else _hz(rate, "rate")
+
+    def args(self) -> tuple:
+        """``(start_s, end_s, montage, lff, hff, notch, rate)`` for the service."""
+        return self.start, self.end, self.montage, self.lff, self.hff, self.notch, self.rate
+
+
+def _signal_response(header: dict, data: np.ndarray, format: str) -> Response:  # noqa: A002
+    if format == "json":
+        return JSONResponse({**header, "data": [[round(float(v), 3) for v in row] for row in data]})
+    head = json.dumps(header).encode()
+    body = len(head).to_bytes(4, "little") + head + np.ascontiguousarray(data, "<f4").tobytes()
+    return Response(body, media_type="application/octet-stream", headers={"Cache-Control": "private, max-age=60"})
 
 
 def _query_parameter(field: FilterField):
@@ -117,6 +159,7 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
         try:
             yield
         finally:
+            service.uploads.close()
             remove_folder(app_.state.upload_dir)
             app_.state.upload_dir = None
 
@@ -230,50 +273,41 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
 
     @app.post("/api/upload", tags=["queries"], responses={200: {"model": schemas.UploadDocument}},
               openapi_extra=UPLOAD_BODY)
-    async def upload(request: Request, k: K = 10):
+    async def upload(request: Request, k: K = 10, keep: Annotated[bool, Query(description=(
+            "Keep the file and its answers for this session (an hour after their last use): the answer's "
+            "upload_id then names them (/api/uploads/{upload_id}, its /signal, and the page /uploads/{upload_id})."
+            ))] = False):
         """Similar cases and reports for a new EDF; it is never added to the index.
 
         The body is streamed to a private file (never held in memory) and refused with 413 as
         soon as it passes ``--max-upload-mb``; at most ``upload_slots`` uploads are handled at
         once (the others wait, then get 503 with ``Retry-After``). The file is deleted when the
-        answer is sent.
+        answer is sent, unless ``keep``.
         """
         async with slots.slot():
             if app.state.upload_dir is None:
                 app.state.upload_dir = private_folder()
             async with receive_upload(request, app.state.upload_dir, service.max_upload_bytes) as (path, name):
                 try:
-                    doc = await run_in_threadpool(service.upload_file, path, name, k)
+                    doc = await run_in_threadpool(service.upload_file, path, name, k, None, keep)
                 except (ElmsearchError, ValueError) as err:
                     return error(400, err, [(str(path), name)])
         return JSONResponse(doc)
 
     @app.get("/api/recordings/{recording_id}/signal", tags=["recordings"], response_class=Response)
-    def signal(recording_id: int,
-               start: Annotated[float, Query(ge=0, description="Span start (s).")] = 0.0,
-               end: Annotated[float | None, Query(gt=0, description=(
-                   "Span end (s; default start + 10); an end past the recording stops at its end."))] = None,
-               montage: Annotated[Literal[tuple(MONTAGES)], Query(description=(
-                   "bipolar (double banana), transverse, average, cz, ears, or recorded (every channel "
-                   "as recorded)."))] = "bipolar",
-               lff: Annotated[str, Query(description="Low-frequency filter in Hz, or off.")] = "1",
-               hff: Annotated[str, Query(description="High-frequency filter in Hz, or off.")] = "70",
-               notch: Annotated[Literal["50", "60", "off"], Query(description="Notch filter.")] = "off",
-               rate: Annotated[str, Query(description=(
-                   "Display rate at most, Hz, or native (the file's own rate)."))] = str(int(DISPLAY_RATE)),
-               format: Annotated[Literal["binary", "json"], Query(description=(  # noqa: A002 -- the API's name
-                   "binary: a 4-byte little-endian header length, the JSON header, then float32 little-endian "
-                   "samples in µV, channel after channel; json: the header with the samples as arrays."))
-                                 ] = "binary"):
+    def signal(recording_id: int, p: Annotated[SignalParams, Depends()]):
         """A span of the raw signal in a montage, filtered for display (the page draws it)."""
-        header, data = service.signal(recording_id, start, end, montage, _hz(lff, "lff"), _hz(hff, "hff"),
-                                      None if notch == "off" else float(notch),
-                                      None if rate == "native" else _hz(rate, "rate"))
-        if format == "json":
-            return JSONResponse({**header, "data": [[round(float(v), 3) for v in row] for row in data]})
-        head = json.dumps(header).encode()
-        body = len(head).to_bytes(4, "little") + head + np.ascontiguousarray(data, "<f4").tobytes()
-        return Response(body, media_type="application/octet-stream", headers={"Cache-Control": "private, max-age=60"})
+        return _signal_response(*service.signal(recording_id, *p.args()), p.format)
+
+    @app.get("/api/uploads/{upload_id}", tags=["uploads"], responses={200: {"model": schemas.UploadDocument}})
+    def upload_document(upload_id: UploadId):
+        """The answers of an upload sent with ``keep=true``, as they were given (while it is kept)."""
+        return JSONResponse(service.upload_document(upload_id))
+
+    @app.get("/api/uploads/{upload_id}/signal", tags=["uploads"], response_class=Response)
+    def upload_signal(upload_id: UploadId, p: Annotated[SignalParams, Depends()]):
+        """The signal of an upload sent with ``keep=true`` (as ``/api/recordings/{id}/signal``)."""
+        return _signal_response(*service.upload_signal(upload_id, *p.args()), p.format)
 
     @app.get("/api/recordings/{recording_id}/window.png", tags=["pictures"], response_class=Response)
     def window_png(recording_id: int, start: Start = None, end: End = None):
@@ -291,7 +325,9 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
     @app.get("/", include_in_schema=False)
     @app.get("/recordings/{recording_id}", include_in_schema=False)
     @app.get("/recordings/{recording_id}/{view}", include_in_schema=False)
-    def page(recording_id: int | None = None, view: Literal["similar", "reports"] | None = None):
+    @app.get("/uploads/{upload_id}", include_in_schema=False)
+    def page(recording_id: int | None = None, view: Literal["similar", "reports"] | None = None,
+             upload_id: UploadId | None = None):
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app

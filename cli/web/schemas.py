@@ -17,12 +17,25 @@ class Document(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Nearest(Document):
+    """Where a query recording's best hit stands among the archive's own recordings' best hits."""
+
+    score: float
+    percentile: float = Field(description="Share (0-100) of the archive's nearest-hit scores at or below it.")
+    unlike_archive: bool = Field(description=(
+        "Below the archive's 5th percentile: less like its nearest recording than 95 % of the archive's "
+        "recordings are like theirs."))
+    reference: float = Field(description="The archive's nearest-hit score at its 5th percentile.")
+
+
 class HitsDocument(Document):
     """A ranked query: what it was and its hits."""
 
     query: str
     hits: list[Hit]
     source: str | None = Field(None, description="Text search: what ranked the hits (hybrid, reports or eeg).")
+    nearest: Nearest | None = Field(None, description=(
+        "Prior cases of a recording: its best hit among the archive's own best hits (absent with filters)."))
 
 
 class Score(Document):
@@ -46,6 +59,8 @@ class UploadDocument(Document):
     n_windows: int | None
     similar: HitsDocument
     reports: HitsDocument | None = None
+    upload_id: str | None = Field(None, description=(
+        "Sent with keep=true: names the kept upload (/api/uploads/{upload_id}, its /signal, /uploads/{upload_id})."))
 
 
 class Section(Document):

@@ -526,6 +526,11 @@ def _spacy_stop_words() -> frozenset[str]:
     return frozenset(namespace["STOP_WORDS"])
 
 
+def has_cue(text: str) -> bool:
+    """Whether a text holds a negation, uncertainty or other cue phrase (reading it needs the pipeline)."""
+    return _plain_query(text) is None
+
+
 def _plain_query(text: str) -> QueryTerms | None:
     """The terms of a query that holds no cue phrase (all affirmed), or None when it holds one."""
     if "cues" not in _plain:

@@ -3,6 +3,7 @@
 //   /recordings/ID?start=&end=   one recording (waveform, spectrogram, report)
 //   /recordings/ID/similar       prior cases like it
 //   /recordings/ID/reports       reports that describe it
+//   /uploads/TOKEN               an uploaded EDF (kept for this session, never indexed): its EEG and answers
 // Everything comes from the JSON API (/api/...); text is inserted as text, never as HTML.
 "use strict";
 
@@ -65,11 +66,11 @@ function span(hit) {
   return [Math.max(0, hit.start_s - pad), hit.end_s + pad];
 }
 
-function hitViewer(id, start, end, best) {
+function hitViewer(id, start, end, best, label) {
   // the hit's EEG drawn in the browser at 7 µV/mm, 10 s around its best window; fetched when scrolled to
   const holder = el("div", {class: "hit-eeg"});
   const s = {start, page: 10, sens: 7, montage: "bipolar", lff: "1", hff: "70", notch: "off", negUp: true, compact: true};
-  const show = () => holder.replaceChildren(eegViewer(id, s, {shade: best, compact: true}));
+  const show = () => holder.replaceChildren(eegViewer(id, s, {shade: best, compact: true, label}));
   if ("IntersectionObserver" in window) {
     const seen = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) { seen.disconnect(); show(); }
@@ -166,6 +167,7 @@ function hitCard(h, query) {
   const window = h.start_s === null || h.start_s === undefined ? "" : ` · best window ${h.start_s}–${h.end_s} s`;
   return el("article", {class: "hit", "data-id": h.recording_id},
     el("h3", {}, el("span", {class: "score", title: h.sources ? "probability of a match (reports and EEG)" : "cosine similarity"}, h.score.toFixed(3)),
+       percentileBadge(h),
        link(`/recordings/${h.recording_id}?${open}`, `#${h.rank} recording ${h.recording_id}`, "open"),
        el("span", {class: "meta"}, metaLine(h) + window)),
     h.sentence ? el("p", {class: "sentence"}, "Best sentence: ", el("mark", {}, h.sentence)) : null,
@@ -178,9 +180,26 @@ function hitCard(h, query) {
        link(`/recordings/${h.recording_id}?${open}`, "Open recording", "open")));
 }
 
+function percentileBadge(h) {
+  // where the raw score stands among the archive's scores for this kind of query
+  if (h.percentile === null || h.percentile === undefined) return null;
+  return el("span", {class: "percentile", title: "percentile among the top hits that this archive's own queries " +
+    "of this kind get (100: higher than all of them)"}, `${Math.round(h.percentile)}th pct`);
+}
+
+function unlikeWarning(nearest) {
+  // a query recording whose nearest prior case is farther than the archive's recordings' nearest ones
+  if (!nearest || !nearest.unlike_archive) return null;
+  return el("p", {class: "warning unlike"}, `This recording is unlike the archive: its nearest prior case scores ` +
+    `${nearest.score.toFixed(3)}, below ${Math.round(100 - nearest.percentile)} % of the archive's own recordings' ` +
+    `nearest (${nearest.reference.toFixed(3)} at the 5th percentile). The cases below are the least unlike, not alike.`);
+}
+
 function showHits(doc, title, query) {
   const results = $("#results");
   results.replaceChildren(el("h2", {class: "title"}, title));
+  const warning = unlikeWarning(doc.nearest);
+  if (warning) results.append(warning);
   if (!doc.hits.length) results.append(el("p", {}, "No recordings match."));
   for (const h of doc.hits) results.append(hitCard(h, query));
 }
@@ -218,6 +237,16 @@ function reportView(report, highlight) {
   return box;
 }
 
+function stateParams(params, s) {
+  // the page's parameters with the viewer's state (start, page, sensitivity, montage, filters, polarity)
+  const next = new URLSearchParams(params);
+  next.set("start", s.start.toFixed(2));
+  for (const [k, v] of [["page", s.page], ["sens", s.sens], ["montage", s.montage], ["lff", s.lff], ["hff", s.hff],
+                        ["notch", s.notch], ["negup", s.negUp ? "1" : "0"]]) next.set(k, String(v));
+  next.delete("end");
+  return next;
+}
+
 async function showRecording(id, params) {
   status("Loading…");
   const match = params.get("q");
@@ -249,12 +278,7 @@ async function showRecording(id, params) {
            `width:${(100 * Math.min(state.page, total()) / total()).toFixed(2)}%`})));
   };
   const onmove = (s) => {  // the URL keeps the viewer's state: a reload or a link shows the same page
-    const next = new URLSearchParams(params);
-    next.set("start", s.start.toFixed(2));
-    for (const [k, v] of [["page", s.page], ["sens", s.sens], ["montage", s.montage], ["lff", s.lff], ["hff", s.hff],
-                          ["notch", s.notch], ["negup", s.negUp ? "1" : "0"]]) next.set(k, String(v));
-    next.delete("end");
-    history.replaceState(null, "", `/recordings/${id}?${next}`);
+    history.replaceState(null, "", `/recordings/${id}?${stateParams(params, s)}`);
     drawStrips();
   };
   const viewer = eegViewer(id, state, {shade: best.length === 2 && best.every(Number.isFinite) ? best : null, onmove,
@@ -289,13 +313,7 @@ async function showRelated(id, view, params) {
   status(`${doc.hits.length} hits`);
   showHits(doc, view === "similar" ? `Prior cases like recording ${id} (other patients)`
                                    : `Reports that describe recording ${id}`);
-  if (view === "similar") {  // the query's EEG above the prior cases, at the same sensitivity and timebase
-    const title = $("#results .title");
-    title.after(el("section", {class: "card query-eeg"},
-      el("h3", {}, "Query: ", link(`/recordings/${id}`, `recording ${id}`, "open"),
-         el("span", {class: "meta"}, " · 7 µV/mm, 10 s, as each prior case below")),
-      hitViewer(id, 0, 10, null)));
-  }
+  if (view === "similar") $("#results .title").after(queryEeg(id, `recording ${id}`, `/recordings/${id}`));
 }
 
 async function showHome() {
@@ -305,24 +323,59 @@ async function showHome() {
 }
 
 async function uploadFile(file) {
+  // sent with keep=true: the server keeps the file (never indexed) for this session, and its page has a URL
   const body = new FormData();
   body.append("file", file);
   status(`Reading ${file.name}…`);
-  const doc = await api("/api/upload", {method: "POST", body});
+  const doc = await api("/api/upload?keep=true", {method: "POST", body});
+  go(`/uploads/${encodeURIComponent(doc.upload_id)}`);
+}
+
+function queryEeg(id, label, href) {
+  // the query's EEG above its prior cases, at the same sensitivity and timebase
+  return el("section", {class: "card query-eeg"},
+    el("h3", {}, "Query: ", href ? link(href, label, "open") : label,
+       el("span", {class: "meta"}, " · 7 µV/mm, 10 s, as each prior case below")),
+    hitViewer(id, 0, 10, null, `EEG of ${label}`));
+}
+
+async function showUpload(token, params) {
+  status("Loading…");
+  const doc = await api(`/api/uploads/${encodeURIComponent(token)}`);
+  const base = `/api/uploads/${encodeURIComponent(token)}`;
+  const state = viewerState(params, null);
+  const onmove = (s) => history.replaceState(null, "", `/uploads/${encodeURIComponent(token)}?${stateParams(params, s)}`);
+  const viewer = eegViewer(base, state, {onmove, label: `EEG of ${doc.filename}`});
   const results = $("#results");
-  showHits(doc.similar, `Prior cases like ${doc.filename} (${doc.n_windows} windows; not added to the index)`);
+  results.replaceChildren(el("article", {class: "recording card upload", "data-upload": token},
+    el("h2", {}, `Upload: ${doc.filename}`),
+    el("p", {class: "meta"}, `${doc.n_windows} windows; not added to the index; kept on this server for an hour ` +
+       "after its last use (this page's address works until then)."), viewer));
+  const similar = el("section", {class: "similar"});
+  const prior = el("div");
+  prior.append(el("h2", {class: "title"}, `Prior cases like ${doc.filename} (other patients)`));
+  const warning = unlikeWarning(doc.similar.nearest);
+  if (warning) prior.append(warning);
+  prior.append(queryEeg(base, doc.filename, null));
+  if (!doc.similar.hits.length) prior.append(el("p", {}, "No recordings match."));
+  for (const h of doc.similar.hits) prior.append(hitCard(h));
+  similar.append(prior);
   if (doc.reports) {
-    results.append(el("h2", {class: "title"}, `Reports that describe ${doc.filename}`));
-    for (const h of doc.reports.hits) results.append(hitCard(h));
+    similar.append(el("h2", {class: "title"}, `Reports that describe ${doc.filename}`));
+    for (const h of doc.reports.hits) similar.append(hitCard(h));
   }
+  results.append(similar);
+  viewer.focus({preventScroll: true});
   status("");
 }
 
 async function route() {
   const params = new URLSearchParams(location.search);
   const m = location.pathname.match(/^\/recordings\/(\d+)(?:\/(similar|reports))?\/?$/);
+  const u = location.pathname.match(/^\/uploads\/([A-Za-z0-9_-]+)\/?$/);
   try {
-    if (m && m[2]) await showRelated(m[1], m[2], params);
+    if (u) await showUpload(u[1], params);
+    else if (m && m[2]) await showRelated(m[1], m[2], params);
     else if (m) await showRecording(m[1], params);
     else if (params.get("q")) await runSearch(params);
     else await showHome();

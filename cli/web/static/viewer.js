@@ -1,5 +1,6 @@
 // elmsearch EEG viewer: the raw signal drawn in the browser at clinical sensitivity and timebase.
 //   GET /api/recordings/ID/signal?start&end&montage&lff&hff&notch  ->  [u32 header length][JSON header][float32 µV]
+//   (an upload kept for this session: /api/uploads/TOKEN/signal, the same answer)
 // Sensitivity is in µV/mm on the screen: the screen's pixels per millimetre come from a calibration the
 // user matches with a ruler (stored in this browser); negative is drawn up by default, as EEG is read.
 "use strict";
@@ -18,10 +19,15 @@ function pxPerMm() {
   return stored > 0.5 && stored < 50 ? stored : 96 / 25.4;
 }
 
+function signalUrl(id) {
+  // a recording id, or the API path of what has a /signal (an upload: "/api/uploads/TOKEN")
+  return typeof id === "string" && id.startsWith("/api/") ? `${id}/signal` : `/api/recordings/${id}/signal`;
+}
+
 async function fetchSignal(id, s) {
   const q = new URLSearchParams({start: s.start.toFixed(3), end: (s.start + s.page).toFixed(3), montage: s.montage,
                                  lff: s.lff, hff: s.hff, notch: s.notch});
-  const response = await fetch(`/api/recordings/${id}/signal?${q}`);
+  const response = await fetch(`${signalUrl(id)}?${q}`);
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
     try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
@@ -146,7 +152,7 @@ function select(name, options, value, label, onchange) {
 function eegViewer(id, s, options = {}) {
   // a viewer of one recording; options: {shade: [a, b], events: [...], onmove(state), onload(state), compact}
   const box = el("div", {class: "viewer", "data-id": id, tabindex: "0"});
-  const canvas = el("canvas", {class: "eeg", role: "img", "aria-label": `EEG of recording ${id}`});
+  const canvas = el("canvas", {class: "eeg", role: "img", "aria-label": options.label || `EEG of recording ${id}`});
   const info = el("p", {class: "viewer-info"});
   const banner = el("p", {class: "viewer-banner"});
   const position = el("span", {class: "position"});
