@@ -34,6 +34,7 @@ def headline(result: dict) -> dict:
     r = result["retrieval"]
     out = {"text_to_eeg_R@10": r["text_to_eeg"]["R@10"], "eeg_to_report_R@10": r["eeg_to_report"]["R@10"]}
     out.update({f"zero_shot_{c}": m["auroc"] for c, m in result.get("zero_shot", {}).items()})
+    out.update({f"zero_shot_windows_{c}": m["auroc"] for c, m in result.get("zero_shot_windows", {}).items()})
     if "finding_precision" in result:
         out["finding_P@5"] = result["finding_precision"]["ours"]["P@5"]
     out["same_patient_R@5"] = result["same_patient"]["ours"]["R@5"]
@@ -116,7 +117,9 @@ def report(result: dict, seed: int) -> None:
     print(f"text->EEG R@10 {r['text_to_eeg']['R@10']:.3f} MRR {r['text_to_eeg']['MRR']:.3f}; "
           f"EEG->report R@10 {r['eeg_to_report']['R@10']:.3f} MRR {r['eeg_to_report']['MRR']:.3f}")
     for c, m in result.get("zero_shot", {}).items():
-        print(f"zero-shot {c}: AUROC {m['auroc']:.3f} balanced accuracy {m['balanced_accuracy']:.3f} (n {m['n']})")
+        w = result.get("zero_shot_windows", {}).get(c, {}).get("auroc", float("nan"))
+        print(f"zero-shot {c}: AUROC {m['auroc']:.3f} (from the windows {w:.3f}) balanced accuracy "
+              f"{m['balanced_accuracy']:.3f} (n {m['n']})")
     print(f"prior cases compare: {result['similar_representation']}")
     for name, m in result.get("finding_precision", {}).items():
         sp = result["same_patient"][name]

@@ -76,7 +76,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, default=float))
     zs = result["zero_shot"]["arithmetic"]
-    print(f"zero-shot rest vs arithmetic: AUROC {zs['auroc']:.3f}, balanced accuracy {zs['balanced_accuracy']:.3f}")
+    zw = result["zero_shot_windows"]["arithmetic"]
+    print(f"zero-shot rest vs arithmetic: AUROC {zs['auroc']:.3f} (from the windows {zw['auroc']:.3f}), "
+          f"balanced accuracy {zs['balanced_accuracy']:.3f}")
     for name, rows_ in result["probe"]["arithmetic"].items():
         r = rows_[0]
         print(f"probe, 4 labels/class, {name}: AUROC {r['auroc']:.3f} ± {r['auroc_sd']:.3f}, "

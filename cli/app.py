@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -23,10 +24,13 @@ from cli.options import (
     DbUrlOpt,
     DemoDirOpt,
     DeviceOpt,
+    FormatOpt,
     JsonOpt,
     KOpt,
     Level,
     ModelDirOpt,
+    OutFormat,
+    PathsOpt,
     Precision,
     Recipe,
     RecordingIdOpt,
@@ -49,8 +53,9 @@ PROG = "elmsearch"
 app = typer.Typer(help="elmsearch: search clinical EEG archives by report text and by EEG.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: Rich never breaks a text line (the terminal wraps it; a file or pipe gets it whole)
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 _debug = {"traceback": False}  # set by --verbose: unexpected errors print their traceback
 
 
@@ -158,7 +163,7 @@ def _warn_empty(archive: Path) -> bool:
     return message is not None
 
 
-@app.command()
+@app.command(short_help="What an archive holds, and what is refused and why.")
 def scan(
     archive: Annotated[Path, typer.Argument(help="Archive folder or one EDF/BDF file.")],
     reports: ReportsOpt = None,
@@ -183,7 +188,7 @@ def scan(
     _print_scan(summary, as_json)
 
 
-@app.command()
+@app.command(short_help="What elmsearch reads from one recording.")
 def inspect(
     fname: Annotated[Path, typer.Argument(help="An EDF/BDF file.")],
     as_json: JsonOpt = False,
@@ -217,9 +222,11 @@ def inspect(
         out.print_json(json.dumps(doc))
         return
     table = Table(show_header=False, title=doc["path"])
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for k, v in doc.items():
         if k not in {"events", "warnings"}:
-            table.add_row(k, str(v))
+            table.add_row(k, _key_text(v) if k == "key" else str(v))
     table.add_row("events", str(len(doc["events"])))
     for w in doc["warnings"]:
         table.add_row("warning", escape(w))
@@ -227,7 +234,7 @@ def inspect(
     _print_events(doc["events"])
 
 
-@app.command()
+@app.command(short_help="Demo archive → trained model → index → queries.")
 def demo(
     directory: DemoDirOpt = Path("elmsearch-demo"),
     n_recordings: Annotated[int, typer.Option("--n-recordings", min=8, help="Recordings.")] = 100,
@@ -240,7 +247,7 @@ def demo(
     """
     import time
 
-    from indexer.demo import TEXT_QUERY, demo_archive, demo_model, demo_query_recording
+    from indexer.demo import TEXT_QUERY, demo_archive, demo_model, demo_next_steps, demo_query_recording
 
     t0 = time.perf_counter()
     console.print(f"[bold]1/4 demo archive[/bold] in {directory / 'archive'} ({n_recordings} recordings, seed {seed})")
@@ -260,7 +267,8 @@ def demo(
                   f"(untrained {before['R@10']:.2f}), MRR {after['MRR']:.2f} (untrained {before['MRR']:.2f})")
     console.print(f"[bold]3/4 indexing[/bold] into {db}")
     summary = _run_index(made.root, db, model_dir, None, workers, False, None)
-    console.print(f"     added {summary.added}, unchanged {summary.skipped}, failed {summary.failed}; "
+    console.print(f"     added {summary.added}, unchanged {summary.skipped - summary.still_refused}, "
+                  f"refused {summary.failed + summary.still_refused}; "
                   f"{summary.counts.get('eeg_window', 0)} windows, {summary.counts.get('segment', 0)} report sentences")
     console.print("[bold]4/4 queries[/bold]")
     svc = _open_service(db)
@@ -272,7 +280,9 @@ def demo(
                 f"EEG → report: elmsearch reports {rel} --db {db}")
     _print_hits(_query(lambda: svc.similar(query, k=5, label=str(rel))), False,
                 f"prior cases (other patients): elmsearch similar {rel} --db {db}")
-    console.print(f"done in {time.perf_counter() - t0:.0f} s. Try: elmsearch search \"focal slowing\" --db {db}")
+    console.print(f"done in {time.perf_counter() - t0:.0f} s. Next, try:")
+    for line in demo_next_steps(db, query):
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _load_model_or_fail(model_dir: Path):
@@ -285,7 +295,7 @@ def _load_model_or_fail(model_dir: Path):
         raise _fail(str(err).splitlines()[0]) from None
 
 
-@app.command()
+@app.command(short_help="Train the EEG-language model on an archive's reports.")
 def train(
     archive: Annotated[Path, typer.Argument(help="Archive with EDFs and reports.")],
     out: Annotated[Path, typer.Option("--out", help="MODEL_DIR to write (resumed if it holds a checkpoint).")],
@@ -321,6 +331,11 @@ def train(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt when present.")] = True,
+    window_store: Annotated[Path | None, typer.Option("--window-store", help=(
+        "Keep the preprocessed windows in this folder, read a batch at a time, instead of in memory "
+        "(an archive of any size; a later run reuses them)."))] = None,
+    window_store_gb: Annotated[float, typer.Option("--window-store-gb", min=0.001, help=(
+        "Size limit of --window-store in GiB."))] = 200.0,
 ) -> None:
     """Train the EEG-language model contrastively on an archive (ELM's MIL objective)."""
     if not archive.exists():
@@ -350,7 +365,8 @@ def train(
                 archive, out, model, init, recipe.value, reports=reports, text_model=text_model,
                 text_pooling=text_pooling.value if text_pooling else None, text_max_length=text_max_length,
                 spectral=spectral, learn_temperature=learn_temperature, seed=seed, device=device, resume=resume,
-                on_plan=plan, on_step=tick, epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows,
+                window_store=window_store, window_store_gb=window_store_gb, on_plan=plan, on_step=tick,
+                epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows,
                 max_text=max_segments, val_fraction=val_fraction, patience=patience,
                 freeze_eeg=freeze_eeg or None, freeze_eeg_epochs=freeze_eeg_epochs)
         except ElmsearchError as err:
@@ -362,7 +378,7 @@ def train(
                   + f" ({metrics['n_val']} held-out recordings); model in {out}")
 
 
-@app.command()
+@app.command(short_help="Zero-shot: the probability of each prompt.")
 def classify(
     fname: Annotated[Path, typer.Argument(help="An EDF/BDF recording.")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", callback=check_prompts,
@@ -371,6 +387,9 @@ def classify(
     db: Annotated[Path | None, typer.Option("--db", help="Index folder: use the model it was built with "
                                             "(default ./elmsearch-index when no --model).")] = None,
     backend: BackendOpt = Backend.auto,
+    windows: Annotated[float | None, typer.Option("--windows", min=0, max=100, help=(
+        "Score each prompt from this percentile of its similarities to the recording's windows (100: its best "
+        "window), mixed with the pooled recording's: for intermittent findings."))] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
@@ -378,13 +397,13 @@ def classify(
 
     if model is None:
         svc = _open_service(db or DEFAULT_DB, backend=backend)
-        doc = _query(lambda: svc.classify(prompt, fname=fname))
+        doc = _query(lambda: svc.classify(prompt, fname=fname, windows=windows))
     else:
         from indexer.service import classify_file
 
         net = _load_model_or_fail(model)
         try:
-            doc = classify_file(net, fname, prompt, backend.value)
+            doc = classify_file(net, fname, prompt, backend.value, windows)
         except ElmsearchError as err:
             raise _fail(str(err)) from None
     if as_json:
@@ -396,7 +415,7 @@ def classify(
     out.print(table)
 
 
-@app.command()
+@app.command(short_help="Linear probe with a label-efficiency curve.")
 def probe(
     archive: Annotated[Path, typer.Argument(help="Archive with the labelled recordings.")],
     labels: Annotated[
@@ -475,6 +494,8 @@ def _print_index(summary) -> None:
     table = Table(title="index run", show_header=False)
     for k in ("added", "updated", "skipped", "failed", "removed"):
         table.add_row(k, str(d[k]))
+    if d["still_refused"]:
+        table.add_row("of the skipped: still refused", f"{d['still_refused']} (--retry-failed reads them again)")
     table.add_row("hours of EEG embedded", f"{d['hours']:.2f}")
     for k, v in d["timings"].items():
         table.add_row(k.replace("_s", " (s)"), f"{v:.2f}")
@@ -494,7 +515,7 @@ def _print_index(summary) -> None:
     _print_skipped(summary.skipped_files)
 
 
-@app.command()
+@app.command(short_help="Index an archive (incremental): SQL + FAISS.")
 def index(
     archive: Annotated[Path | None, typer.Argument(help="Archive folder (or one EDF/BDF file).",
                                                    show_default=False)] = None,
@@ -587,15 +608,16 @@ def index(
 
 
 def _open_store(db: Path, db_url: str | None):
-    from indexer.store import IndexStateError, IndexStore
+    from indexer.store import IndexStateError, IndexStore, locate_index
 
+    folder, hint = locate_index(db)
     try:
-        return IndexStore.open(db, db_url)
+        return IndexStore.open(folder, db_url)
     except IndexStateError as err:
-        raise _fail(str(err)) from None
+        raise _fail(f"{err}{hint}") from None
 
 
-@app.command()
+@app.command(short_help="Counts, failures with reasons, model, indices.")
 def stats(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
     """Counts, failures with reasons, model, index types and sizes."""
     doc = _open_store(db, db_url).stats()
@@ -603,8 +625,9 @@ def stats(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json:
         out.print_json(json.dumps(doc))
         return
     table = Table(title=f"index {db}", show_header=False)
-    for k in ("recordings", "failed", "reports", "segments", "windows", "patients", "hours"):
-        table.add_row(k, str(doc[k]))
+    labels = {"with_report": "recordings with a report", "reports": "distinct reports", "segments": "report sentences"}
+    for k in ("recordings", "with_report", "failed", "reports", "segments", "windows", "patients", "hours"):
+        table.add_row(labels.get(k, k), str(doc[k]))
     table.add_row("model", f"{doc['model']['hash']} ({doc['model']['path']})")
     table.add_row("database", doc["db"])
     table.add_row("consistency", doc["consistency"] if doc["consistency"] == "ok" else f"[red]{doc['consistency']}")
@@ -619,7 +642,7 @@ def stats(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json:
         out.print(fails)
 
 
-@app.command()
+@app.command(short_help="Prove an index consistent (checksums, one model).")
 def verify(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
     """Prove an index consistent: checksums, one model, every row in FAISS, vectors equal to the database."""
     from indexer.store import IndexStateError, IndexStore
@@ -641,7 +664,7 @@ def verify(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json
         raise typer.Exit(code=1)
 
 
-@app.command()
+@app.command(short_help="Embeddings and metadata as Parquet.")
 def export(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Parquet files (new, empty, or an earlier "
                                           "export): they hold report text and patient data.", show_default=False)],
@@ -665,12 +688,13 @@ DEFAULT_DB = Path("elmsearch-index")
 
 def _open_service(db: Path, db_url: str | None = None, backend: Backend = Backend.auto):
     from indexer.service import SearchService
-    from indexer.store import IndexStateError
+    from indexer.store import IndexStateError, locate_index
 
+    folder, hint = locate_index(db)
     try:
-        return SearchService.open(db, db_url, backend.value)
+        return SearchService.open(folder, db_url, backend.value)
     except IndexStateError as err:
-        raise _fail(str(err)) from None
+        raise _fail(f"{err}{hint}") from None
 
 
 def _query(run):
@@ -683,27 +707,6 @@ def _query(run):
         raise _fail(str(err).splitlines()[0]) from None
 
 
-def _why(h) -> str:
-    """A text-search hit's evidence in one cell: its best report sentence and the source scores."""
-    parts = []
-    sentences = [e for e in h.evidence or [] if e.get("text")]
-    events = [e["event"] for e in h.evidence or [] if e.get("event")]
-    for e in sentences[:1]:
-        parts.append(f"[bold]{escape(e['text'])}[/bold] {escape('[' + e['status'] + ']')}")
-    for ev in events[:1]:
-        label = ev["label"] + (f" ({ev['meaning']})" if ev["meaning"] and ev["meaning"] != ev["label"] else "")
-        parts.append(f"[bold]{escape(label)}[/bold] {escape('[event ' + format(ev['onset'], '.1f') + ' s]')}")
-    src = h.sources or {}
-    if "eeg" not in src:  # a window hit
-        parts.append(f"EEG cosine {src.get('eeg_cosine', h.score):.2f}")
-    else:
-        report = "no report read" if src.get("report") is None else f"report {src['report']:.2f}"
-        parts.append(f"{report} / EEG {src['eeg']:.2f}")
-    if h.also:
-        parts.append(f"same visit: {', '.join(map(str, h.also))}")
-    return " — ".join(parts)
-
-
 def _print_nearest(nearest: dict | None) -> None:
     """The warning for a query recording unlike the archive (``ScoreReference.nearest``)."""
     if nearest and nearest["unlike_archive"]:
@@ -713,38 +716,26 @@ def _print_nearest(nearest: dict | None) -> None:
                   "unlike, not alike", highlight=False)
 
 
-def _print_hits(doc: dict, as_json: bool, title: str) -> None:
-    """Print a ranked-query document (``indexer.service.hits_document``)."""
-    if as_json:
+def _key_text(key) -> str:
+    """A recording key as people read it: its parts that are set (``S001R03``, not ``S001R03///``)."""
+    parts = key.split("/") if isinstance(key, str) else list(key or [])
+    return "/".join(p for p in parts if p)
+
+
+def _print_hits(doc: dict, as_json: bool, title: str, fmt: OutFormat = OutFormat.text, paths: bool = False) -> None:
+    """Print a ranked-query document (``indexer.service.hits_document``) as ``cli.render`` lays it out."""
+    from cli.render import print_hits, print_tsv
+
+    if as_json or fmt == OutFormat.json:
         out.print_json(json.dumps(doc))
-        return
-    from indexer.search import Hit
-
-    hits = [Hit(**h) for h in doc["hits"]]
-    table = Table(title=title)
-    for name in ("#", "score", "pct", "id", "patient", "date", "age/sex", "window (s)"):
-        table.add_column(name, no_wrap=True)
-    why = any(h.sources for h in hits)
-    table.add_column(escape("why: report sentence [status], report / EEG probability") if why else
-                     "best sentence / impression" if any(h.sentence for h in hits) else "impression", ratio=1)
-    for h in hits:
-        window = f"{h.start_s:g}–{h.end_s:g}" if h.start_s is not None else ""
-        first = " ".join((h.impression or "").split())
-        text = f"[bold]{escape(h.sentence)}[/bold] — {escape(first)}" if h.sentence else escape(first)
-        if why:
-            text = _why(h)
-        age = "" if h.age is None else f"{h.age:g}"
-        pct = "" if h.percentile is None else f"{h.percentile:.0f}"
-        table.add_row(str(h.rank), f"{h.score:.3f}", pct, str(h.recording_id), h.patient or "", (h.date or "")[:10],
-                      f"{age} {h.sex or ''}".strip(), window, text)
-    out.print(table)
-    _print_nearest(doc.get("nearest"))
-    if hits:
-        out.print("paths: " + ", ".join(f"{h.rank}={h.path}" for h in hits[:3]) + (" ..." if len(hits) > 3 else ""),
-                  highlight=False, soft_wrap=True)
+    elif fmt == OutFormat.tsv:
+        print_tsv(doc, out)
+    else:
+        print_hits(doc, title, out, paths)
+        _print_nearest(doc.get("nearest"))
 
 
-@app.command()
+@app.command(short_help="Text → EEG: recordings that match a description.")
 @with_filters
 def search(
     text: Annotated[str, typer.Argument(help='A description, e.g. "generalized 3 Hz spike and wave".')],
@@ -756,14 +747,17 @@ def search(
     filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = OutFormat.text,
+    paths: PathsOpt = False,
 ) -> None:
     """Text → EEG: recordings whose EEG matches a description, with the best-matching window."""
     svc = _open_service(db, backend=backend)
     f = _query(lambda: parse_filters(**filters))
-    _print_hits(_query(lambda: svc.search(text, k, level.value, f, source.value)), as_json, f"text → EEG: {text}")
+    _print_hits(_query(lambda: svc.search(text, k, level.value, f, source.value)), as_json, f"text → EEG: {text}",
+                fmt, paths)
 
 
-@app.command()
+@app.command(short_help="EEG → report: the reports that describe a recording.")
 @with_filters
 def reports(
     fname: Annotated[Path | None, typer.Argument(help="An EDF/BDF file (indexed or new).")] = None,
@@ -773,15 +767,17 @@ def reports(
     filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = OutFormat.text,
+    paths: PathsOpt = False,
 ) -> None:
     """EEG → report: the reports that best describe a recording, best sentence first."""
     svc = _open_service(db, backend=backend)
     f = _query(lambda: parse_filters(**filters))
     doc = _query(lambda: svc.reports(fname, recording, k, f))
-    _print_hits(doc, as_json, f"EEG → report: {doc['query']}")
+    _print_hits(doc, as_json, f"EEG → report: {doc['query']}", fmt, paths)
 
 
-@app.command()
+@app.command(short_help="Prior cases: the most similar earlier recordings.")
 @with_filters
 def similar(
     fname: Annotated[Path | None, typer.Argument(help="An EDF/BDF file (indexed or new).")] = None,
@@ -793,15 +789,17 @@ def similar(
     filters: dict | None = None,
     backend: BackendOpt = Backend.auto,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = OutFormat.text,
+    paths: PathsOpt = False,
 ) -> None:
     """Prior cases: the most similar recordings of other patients (one per patient)."""
     svc = _open_service(db, backend=backend)
     f = _query(lambda: parse_filters(**filters))
     doc = _query(lambda: svc.similar(fname, recording, k, include_same_patient, not all_per_patient, f))
-    _print_hits(doc, as_json, f"prior cases like {doc['query']}")
+    _print_hits(doc, as_json, f"prior cases like {doc['query']}", fmt, paths)
 
 
-@app.command()
+@app.command(short_help="Everything stored about a recording.")
 def show(
     recording_id: Annotated[int, typer.Argument(help="Recording id (from search, similar, stats).")],
     db: DbOpt = DEFAULT_DB,
@@ -819,9 +817,11 @@ def show(
         out.print_json(json.dumps(doc))
         return
     table = Table(show_header=False, title=f"recording {recording_id}")
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a path or a hash is folded onto the next line, never cut
     for key, v in doc.items():
         if key not in {"report", "windows", "match", "events", "warnings"}:
-            table.add_row(key, "" if v is None else str(v))
+            table.add_row(key, _key_text(v) if key == "key" else "" if v is None else str(v))
     w = doc["windows"]
     table.add_row("windows", f"{len(w)} × {w[0]['end_s'] - w[0]['start_s']:g} s" if w else "0")
     table.add_row("events", str(len(doc["events"])))
@@ -872,7 +872,7 @@ def _read_prompts(fname: Path) -> dict[str, list[str]]:
         raise _fail(str(err)) from None
 
 
-@app.command(name="eval")
+@app.command(name="eval", short_help="Quality of an index against ground-truth labels.")
 def evaluate(
     labels: Annotated[Path, typer.Option("--labels", exists=True, dir_okay=False,
                                          help="CSV: path or subject,session,montage,token + 0/1 columns.")],
@@ -951,9 +951,11 @@ def evaluate(
         t.add_row("mean", "", *(f"{ev[x][key]:.3f}" for x in sources))
         out.print(t)
     if result.get("zero_shot"):
-        t = Table("column", "AUROC", "balanced acc.", "n", title="zero-shot")
+        t = Table("column", "AUROC", "AUROC from the windows", "balanced acc.", "n", title="zero-shot")
         for c, m in result["zero_shot"].items():
-            t.add_row(c, f"{m['auroc']:.3f}", f"{m['balanced_accuracy']:.3f}", str(m["n"]))
+            w = result.get("zero_shot_windows", {}).get(c)
+            t.add_row(c, f"{m['auroc']:.3f}", f"{w['auroc']:.3f}" if w else "", f"{m['balanced_accuracy']:.3f}",
+                      str(m["n"]))
         out.print(t)
     t = Table("column", "features", "labels", "AUROC", "balanced acc.", title="linear probe (held-out patients)")
     for c, curves in result["probe"].items():
@@ -965,7 +967,7 @@ def evaluate(
     out.print("written: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="The search page and the HTTP API (read-only).")
 def serve(
     db: DbOpt = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to listen on (another than 127.0.0.1 exposes the archive "
@@ -1044,7 +1046,12 @@ def _usage_line(err: Exception) -> int:
         return code
     message = err.format_message().replace(": Value error, ", ": ")  # Typer's wording for enum/date values
     if code == 2:  # a usage error: point at the command's help
-        message += f" (see '{ctx.command_path if ctx is not None else PROG} --help')"
+        root_opt = re.search(r"No such option: (-v|--verbose|-q|--quiet)\b", message)
+        if root_opt:  # an option of elmsearch itself, given after the command
+            cmd = ctx.info_name if ctx is not None else "COMMAND"
+            message += f" ({root_opt.group(1)} goes before the command: {PROG} {root_opt.group(1)} {cmd} ...)"
+        else:
+            message += f" (see '{ctx.command_path if ctx is not None else PROG} --help')"
     _error_line(message)
     return code
 

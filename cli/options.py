@@ -43,6 +43,14 @@ Source = StrEnum("Source", [(s, s) for s in SOURCES])  # what ranks a text searc
 Source.__doc__ = "What ranks a text search (``indexer.hybrid.SOURCES``)."
 
 
+class OutFormat(StrEnum):
+    """How a query command prints its hits."""
+
+    text = "text"
+    tsv = "tsv"
+    json = "json"
+
+
 class Level(StrEnum):
     """What a text search ranks."""
 
@@ -102,6 +110,9 @@ def check_prompts(value: list[str]) -> list[str]:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable keys).")]
+FormatOpt = Annotated[OutFormat, typer.Option("--format", help=(
+    "text: a block per hit, wrapped to the terminal (plain lines in a pipe); tsv: a line per hit; json: as --json."))]
+PathsOpt = Annotated[bool, typer.Option("--paths", help="Show each hit's full file path.")]
 BackendOpt = Annotated[Backend, typer.Option(
     "--backend", help="EEG encoder engine: auto (the fastest that matches torch fp32 on this machine, "
     "measured once), torch, openvino or onnxruntime (torch when missing or not matching).")]

@@ -174,6 +174,9 @@ class Recording(Base):
     # spectral profile for prior-case search (models with a spectral view); deferred, so an
     # index written before the column existed can still be read
     profile: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # band-power map (elmsearch.signal.bandpower.bandpower_profile, float32): what the index fits its
+    # prior-case space on (indexer.similar_space); NULL in rows written before it existed
+    bandpower: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     patient: Mapped[Patient | None] = relationship()
     visit: Mapped[Visit | None] = relationship()

@@ -44,3 +44,15 @@ def demo_query_recording(archive: DemoArchive, model_dir: str | os.PathLike) -> 
         rows = list(csv.DictReader(fh))
     rows.sort(key=lambda r: (r["subject"] not in held_out, r["spike_wave"] != "1", r["path"]))
     return archive.root / rows[0]["path"]
+
+
+def demo_next_steps(db: str | os.PathLike, query: str | os.PathLike) -> list[str]:
+    """The commands to try after the demo, for its index folder and one of its recordings (shell-quoted)."""
+    import shlex
+
+    d, q = shlex.quote(str(db)), shlex.quote(str(query))
+    return [f'elmsearch search "focal slowing" --db {d}',
+            f'elmsearch search "no epileptiform discharges" --db {d} --source reports',
+            f"elmsearch similar {q} --db {d}",
+            f"elmsearch show 1 --db {d}",
+            f"elmsearch serve --db {d}      # then open http://127.0.0.1:8000/"]

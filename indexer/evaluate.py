@@ -33,7 +33,7 @@ from elmsearch.errors import RecordingError
 from elmsearch.io.recording import make_windows
 from elmsearch.io.windowed import read_recording
 from elmsearch.models.factory import load_model
-from elmsearch.models.zeroshot import zero_shot
+from elmsearch.models.zeroshot import zero_shot, zero_shot_windows
 from elmsearch.signal.bandpower import band_power
 from elmsearch.train.metrics import chance_recall, retrieval_metrics, same_patient_recall
 from elmsearch.train.probe import ProbeData, label_efficiency, score_binary
@@ -339,15 +339,15 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         q = (select(Recording, Patient.key, Report.emb).outerjoin(Patient, Recording.patient_id == Patient.id)
              .outerjoin(Report, Recording.report_id == Report.id)
              .where(Recording.status == Status.INDEXED).order_by(Recording.id))
-        spectral = index.similar_representation == "spectral"
-        if spectral:
+        profiled = index.similar_representation != "embedding"  # eeg_profile: spectral, bandpower or fusion
+        if profiled:
             q = q.options(undefer(Recording.profile))
         recs, profiles = [], []
         for r, patient, rep_emb in s.execute(q):
             row = table.get(r.path) or table.get(r.key)
             if row is not None:
                 recs.append((r.id, r.path, patient or r.path, from_blob(r.emb), rep_emb, r.report_id, row))
-                profiles.append(from_blob(r.profile) if spectral and r.profile else None)
+                profiles.append(from_blob(r.profile) if profiled and r.profile else None)
         if not recs:
             raise ValueError(f"{labels_csv}: no row matches an indexed recording (check --root)")
         windows = {rid: [] for rid, *_ in recs}
@@ -375,6 +375,13 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
             ok = y >= 0
             p = zero_shot(index.model, emb[ok], list(prompts[c]))[:, 1]
             result["zero_shot"][c] = {**score_binary(y[ok], p), "prompts": list(prompts[c]), "n": int(ok.sum())}
+        # from the minutes (``zero_shot_windows``): each prompt's best window beside the pooled recording
+        result["zero_shot_windows"] = {}
+        for c, y in labels.items():
+            ok = np.flatnonzero(y >= 0)
+            p = np.array([zero_shot_windows(index.model, np.stack(windows[recs[i][0]]), list(prompts[c]), emb[i])[1]
+                          for i in ok])
+            result["zero_shot_windows"][c] = {**score_binary(y[ok], p), "n": int(len(ok))}
 
     feats = {"ours": [np.stack(windows[x[0]]) for x in recs]}
     # one vector per recording, for the prior-case measurements: "ours" is what `similar` compares

@@ -44,6 +44,7 @@ from elmsearch.models.embedding import embed_windows
 from elmsearch.models.factory import load_model
 from elmsearch.models.identity import config_hash, cpu_has_bf16
 from elmsearch.models.model import ELMModel
+from elmsearch.signal.bandpower import bandpower_profile
 from elmsearch.signal.preprocessing import PreprocessingParams
 from elmsearch.text.assertion import assertion_scopes, scopes_to_json, sentence_status
 from elmsearch.text.report import FINDING_HEADINGS, parse_report
@@ -192,8 +193,27 @@ def embed_report(model: ELMModel, parsed) -> tuple[np.ndarray | None, np.ndarray
     return seg_emb, rep / max(float(np.linalg.norm(rep)), 1e-12)
 
 
+def similar_extra(store: IndexStore, model, model_hash: str, changed: bool) -> dict:
+    """The manifest's prior-case entries: the model's spectral profile, else the space fitted on the archive.
+
+    ``changed``: the run changed the index, so the space is fitted again (``indexer.similar_space``)
+    and every recording's prior-case vector rewritten; otherwise the manifest's entries are kept.
+    """
+    if model.similar_representation == "spectral":
+        return {"similar_representation": "spectral", "similar_space": None}
+    previous = store.read_manifest_or_none() or {}
+    if not changed and previous.get("model_hash") == model_hash and "similar_space" in previous:
+        return {"similar_representation": previous.get("similar_representation", "embedding"),
+                "similar_space": previous["similar_space"]}
+    from indexer.similar_space import DEFAULT, refresh
+
+    trained = bool((model.config.similar or {}).get("measured"))  # `train` measured its choice: the default
+    space = refresh(store, model_hash, model.similar_representation if trained else DEFAULT)
+    return {"similar_representation": space.kind if space is not None else "embedding",
+            "similar_space": space.to_dict() if space is not None else None}
+
 def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os.PathLike, precision: str,
-              backend: str, pooling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+              backend: str, pooling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Window and recording embeddings of one prepared recording.
 
     Returns
@@ -203,6 +223,8 @@ def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os
     rec_emb : array of float32, shape (256,)
     profile : array of float32, shape (256,) | None
         The spectral profile, when the model's prior-case search uses it.
+    bandpower : array of float32, shape (200,)
+        The band-power map of the same windows (``bandpower_profile``; ``indexer.similar_space``).
 
     Raises
     ------
@@ -216,7 +238,10 @@ def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os
     profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
     if profile is not None and not np.isfinite(profile).all():
         raise RecordingError(fname, "the spectral profile is not finite")
-    return window_emb, index, rec_emb, profile
+    bandpower = bandpower_profile(windows, model.config.eeg.sfreq, index)
+    if not np.isfinite(bandpower).all():
+        raise RecordingError(fname, "the band-power map is not finite")
+    return window_emb, index, rec_emb, profile, bandpower
 
 
 def embed_prepared(p: Prepared, model: ELMModel, precision: str, backend: str, pooling: str,
@@ -281,9 +306,10 @@ class IndexSummary:
 
     added: int = 0
     updated: int = 0
-    skipped: int = 0
+    skipped: int = 0  # unchanged since the last run (``still_refused`` of them refused then)
     failed: int = 0
     removed: int = 0
+    still_refused: int = 0
     hours: float = 0.0
     timings: dict = dataclasses.field(default_factory=dict)
     failures: list = dataclasses.field(default_factory=list)
@@ -470,7 +496,7 @@ class Indexer:
                 patient, visit = self._patient_visit(s, p.entry, None)
                 rec.patient_id, rec.visit_id = patient.id, visit.id if visit else None
                 rec.status, rec.error, rec.n_windows, rec.emb = Status.FAILED, p.error.replace("\x00", ""), 0, None
-                rec.profile = None
+                rec.profile = rec.bandpower = None
                 rec.report_id = None
                 return "failed", 0.0
             patient, visit = self._patient_visit(s, p.entry, meta)
@@ -488,9 +514,11 @@ class Indexer:
             report = self._report(s, p.entry, text, p.text_emb)
             rec.report_id = report.id if report else None
             _write_events(s, rec, p)
-            window_emb, index, rec_emb, profile = p.eeg
+            window_emb, index, rec_emb, profile, bandpower = p.eeg
             rec.emb = to_blob(rec_emb)
+            # the model's spectral profile; else the index's prior-case vector, written at the run's end
             rec.profile = to_blob(profile) if profile is not None else None
+            rec.bandpower = to_blob(bandpower)
             rec.n_windows = len(window_emb)
             s.flush()
             w = self.window_seconds
@@ -636,6 +664,7 @@ class Indexer:
                     and not (retry_failed and ex.status == Status.FAILED)):
                 if ex.status != Status.INDEXED or stamps.get(ex.id) == sidecar_stamp(entry.path):
                     summary.skipped += 1
+                    summary.still_refused += ex.status == Status.FAILED
                     continue
                 # the same bytes, but its event files changed (or its events were never read):
                 # prepared again without hashing or reading its signal (``prepare``'s known_stat)
@@ -644,7 +673,9 @@ class Indexer:
             summary.removed = self._prune(root)
         if on_plan:
             on_plan(len(todo), summary.skipped)
-        logger.info("%d recordings to index, %d unchanged", len(todo), summary.skipped)
+        logger.info("%d recordings to index, %d unchanged%s", len(todo), summary.skipped,
+                    f" ({summary.still_refused} of them refused before: --retry-failed reads them again)"
+                    if summary.still_refused else "")
         return run_id, summary, todo
 
     def backfill_assertions(self, batch_size: int | None = None) -> int:
@@ -719,10 +750,10 @@ class Indexer:
             summary.failed += self._fail_not_reembedded(summary)
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
+        similar = similar_extra(self.store, self.model, self.model_hash, changed)
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
-                                            force=changed, run_id=run_id,
-                                            extra={"report_text": self.report_text,
-                                                   "similar_representation": self.model.similar_representation,
+                                            force=changed, run_id=run_id, fresh={"eeg_profile"} if changed else (),
+                                            extra={"report_text": self.report_text, **similar,
                                                    **_text_model(self.model)})
         self.timings["faiss_s"] = time.perf_counter() - t0
         if summary.counts.get("eeg_recording"):
@@ -909,5 +940,6 @@ def rebuild_faiss(db_dir: str | os.PathLike, db_url: str | None = None) -> dict:
         manifest = store.read_manifest_or_none() or {}
         rebuild_fulltext(store.engine)
         return store.rebuild(model_hash, str(model_path), model.config, force=True, run_id=last.id,
-                             extra={"report_text": manifest.get("report_text", has_text),
-                                    "similar_representation": model.similar_representation, **_text_model(model)})
+                             fresh={"eeg_profile"}, extra={"report_text": manifest.get("report_text", has_text),
+                                                           **similar_extra(store, model, model_hash, True),
+                                                           **_text_model(model)})

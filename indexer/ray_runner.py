@@ -100,6 +100,7 @@ SHARD_SCHEMA = pa.schema([
     ("window_index", pa.binary()),  # int64, shape (n_windows,)
     ("recording_emb", pa.binary()),  # float32, shape (dim,)
     ("profile", pa.binary()),  # float32, shape (dim,): the spectral profile, when prior cases use it
+    ("bandpower", pa.binary()),  # float32, shape (200,): the band-power map (indexer.similar_space)
     ("text_embedded", pa.bool_()),  # the report text was embedded (the two below may still be null)
     ("segment_emb", pa.binary()),  # float32, shape (n_sentences, dim)
     ("report_emb", pa.binary()),  # float32, shape (dim,)
@@ -250,7 +251,7 @@ def _blob(a: np.ndarray | None, dtype=np.float32) -> bytes | None:
 
 def shard_row(pid: str, ordinal: int, n_files: int, p: Prepared, timings: dict) -> dict:
     """One file's row of a shard (``SHARD_SCHEMA``) from an embedded ``Prepared``."""
-    window_emb, window_index, rec_emb, profile = p.eeg if p.eeg is not None else (None, None, None, None)
+    window_emb, window_index, rec_emb, profile, bandpower = p.eeg if p.eeg is not None else (None,) * 5
     seg_emb, rep_emb = p.text_emb if p.text_emb is not None else (None, None)
     return {"partition": pid, "ordinal": ordinal, "n_files": n_files, "path": archive_path(p.entry.path),
             "size": int(p.size), "mtime": float(p.mtime), "content_hash": p.content_hash, "error": p.error,
@@ -260,6 +261,7 @@ def shard_row(pid: str, ordinal: int, n_files: int, p: Prepared, timings: dict) 
             "window_emb": _blob(window_emb), "window_index": _blob(window_index, np.int64),
             "recording_emb": None if rec_emb is None else to_blob(rec_emb),
             "profile": None if profile is None else to_blob(profile),
+            "bandpower": None if bandpower is None else to_blob(bandpower),
             "text_embedded": p.text_emb is not None, "segment_emb": _blob(seg_emb), "report_emb": _blob(rep_emb),
             "events": None if p.events is None else json.dumps({
                 "events": [e.to_dict() for e in p.events], "warnings": p.warnings, "stamp": p.events_stamp})}
@@ -274,7 +276,8 @@ def prepared_from_row(row: dict, entry: ArchiveEntry) -> Prepared:
         rec = np.frombuffer(row["recording_emb"], np.float32)
         p.eeg = (np.frombuffer(row["window_emb"], np.float32).reshape(-1, len(rec)),
                  np.frombuffer(row["window_index"], np.int64), rec,
-                 None if row.get("profile") is None else np.frombuffer(row["profile"], np.float32))
+                 None if row.get("profile") is None else np.frombuffer(row["profile"], np.float32),
+                 None if row.get("bandpower") is None else np.frombuffer(row["bandpower"], np.float32))
     if row["text_embedded"]:
         rep = None if row["report_emb"] is None else np.frombuffer(row["report_emb"], np.float32)
         seg = None if row["segment_emb"] is None else np.frombuffer(row["segment_emb"], np.float32)

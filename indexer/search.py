@@ -149,7 +149,7 @@ class Query:
     patient: str | None
     path: str | None
     window_emb: np.ndarray | None = None
-    profile: np.ndarray | None = None  # the spectral profile, for indices whose prior cases use it
+    profile: np.ndarray | None = None  # the prior-case vector, for indices whose prior cases use eeg_profile
 
 
 def _check_filters(s, filters: Filters) -> None:
@@ -271,13 +271,16 @@ class Index:
             return self._faiss[name]
 
     # ---- helpers --------------------------------------------------------------------------
-    def _text_query(self, text: str) -> np.ndarray:
+    def _require_text(self) -> None:
         if not self.manifest.get("has_text"):
             from elmsearch.models.protocol import NoTextModelError
 
             raise NoTextModelError(f"{self.store.folder} was built with an EEG-only model "
                                    f"({self.manifest['model_path']}); text queries need a model trained "
                                    "with `elmsearch train`")
+
+    def _text_query(self, text: str) -> np.ndarray:
+        self._require_text()
         return self.query_model.encode_query(text)
 
     def _filtered_ids(self, s, name: str, filters: Filters, among: np.ndarray | None = None) -> np.ndarray:
@@ -517,16 +520,31 @@ class Index:
         model = self.query_model
         emb = embed_recording(model, path, pooling="attention" if model.has_text else "mean", backend=self.backend)
         patient = path_info_for(path).subject or emb.recording.meta.subject
-        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb, emb.profile)
+        profile = emb.profile
+        if self.similar_representation in {"bandpower", "fusion"}:  # the archive's space, as its own rows
+            profile = self.similar_space.transform(emb.recording_emb, emb.bandpower)[0]
+        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb, profile)
 
     @property
     def similar_representation(self) -> str:
-        """What ``similar`` compares: ``"spectral"`` profiles or ``"embedding"`` (the manifest's choice)."""
+        """What ``similar`` compares (the manifest's choice): ``"embedding"``, or profiles in ``eeg_profile``.
+
+        ``"spectral"`` (the model's spectral profile), ``"bandpower"`` or ``"fusion"`` (the space
+        the index fitted on its archive, ``indexer.similar_space``).
+        """
         rep = self.manifest.get("similar_representation", "embedding")
-        return rep if rep == "spectral" and self.manifest["counts"].get("eeg_profile") else "embedding"
+        return rep if rep != "embedding" and self.manifest["counts"].get("eeg_profile") else "embedding"
+
+    @property
+    def similar_space(self):
+        """The prior-case space fitted on the archive (``SimilarSpace``), or None."""
+        from indexer.similar_space import SimilarSpace
+
+        d = self.manifest.get("similar_space")
+        return SimilarSpace.from_dict(d) if d else None
 
     def _profile(self, r: Recording) -> np.ndarray | None:
-        return from_blob(r.profile) if self.similar_representation == "spectral" and r.profile else None
+        return from_blob(r.profile) if self.similar_representation != "embedding" and r.profile else None
 
     def similar(self, fname: str | os.PathLike | None = None, recording_id: int | None = None, k: int = 10,
                 include_same_patient: bool = False, one_per_patient: bool = True,
@@ -538,8 +556,8 @@ class Index:
         """
         query = query or self.resolve(fname, recording_id)
         filters = filters or Filters()
-        spectral = query.profile is not None and self.similar_representation == "spectral"
-        name, q = ("eeg_profile", query.profile) if spectral else ("eeg_recording", query.emb)
+        profiled = query.profile is not None and self.similar_representation != "embedding"
+        name, q = ("eeg_profile", query.profile) if profiled else ("eeg_recording", query.emb)
         with self.store.session() as s:
             # never the query's own bytes either: a copy of the file elsewhere is not a prior case
             query_hash = None
@@ -618,11 +636,24 @@ class Index:
             return hits
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
-                 recording_id: int | None = None) -> np.ndarray:
-        """Zero-shot probabilities of each prompt for a recording (prompt order)."""
-        from elmsearch.models.zeroshot import zero_shot
+                 recording_id: int | None = None, windows: float | None = None) -> np.ndarray:
+        """Zero-shot probabilities of each prompt for a recording (prompt order).
 
-        return zero_shot(self.query_model, self.resolve(fname, recording_id).emb, prompts)
+        ``windows``: score each prompt from this percentile of its similarities to the
+        recording's windows, mixed with the pooled embedding's (``zero_shot_windows``).
+        """
+        from elmsearch.models.zeroshot import zero_shot, zero_shot_windows
+
+        self._require_text()  # before a file is read
+        query = self.resolve(fname, recording_id)
+        if windows is None:
+            return zero_shot(self.query_model, query.emb, prompts)
+        w = query.window_emb
+        if w is None:
+            with self.store.session() as s:
+                w = np.stack([from_blob(e) for e in s.scalars(select(Window.emb).where(
+                    Window.recording_id == query.recording_id).order_by(Window.ordinal))])
+        return zero_shot_windows(self.query_model, w, prompts, query.emb, float(windows))
 
     def match_sentence(self, recording_id: int, text: str) -> dict | None:
         """The sentence of a recording's report nearest to a text query, or None (no report).

@@ -34,7 +34,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,6 +116,23 @@ def load_manifest(folder: str | os.PathLike) -> dict | None:
         raise IndexStateError(f"{f}: not an elmsearch manifest; run `elmsearch index --rebuild-faiss --db {folder}`")
     return m
 
+
+def locate_index(folder: str | os.PathLike) -> tuple[Path, str]:
+    """The index folder a user meant, and a hint for the error when there is none.
+
+    ``folder`` itself when it holds a manifest; else its ``index/`` subfolder when that does
+    (``elmsearch-demo`` holds the demo's ``index``); else ``folder``, with a hint naming the
+    demo's index when ``./elmsearch-demo/index`` exists.
+    """
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        return folder, ""
+    if (folder / "index" / MANIFEST).is_file():
+        return folder / "index", ""
+    demo = Path("elmsearch-demo") / "index"
+    if (demo / MANIFEST).is_file() and folder.resolve() != demo.resolve():
+        return folder, f" (the demo's index is {demo}: add --db {demo})"
+    return folder, ""
 
 class IndexStore:
     """Database and FAISS files of one index.
@@ -422,7 +439,7 @@ class IndexStore:
         return int(n), int(bad or 0), first
 
     def rebuild(self, model_hash: str, model_path: str, model_config: dict, force: bool = True,
-                run_id: int | None = None, extra: dict | None = None) -> dict:
+                run_id: int | None = None, extra: dict | None = None, fresh: Collection[str] = ()) -> dict:
         """Bring the FAISS indices in line with the database and write the manifest (manifest last).
 
         With ``force=False`` and a manifest that already agrees with the database, no FAISS file
@@ -434,7 +451,8 @@ class IndexStore:
         ready, so an error (or a crash) before that leaves the previous files and manifest as
         they were; data files no index file names any more are deleted after the manifest.
         ``run_id``, the ``IndexRun`` that made this state, goes into the manifest:
-        ``verify(full=False)`` compares it with the newest run in the database. Returns the
+        ``verify(full=False)`` compares it with the newest run in the database. ``fresh``: indices
+        built anew, never updated (rows changed without a new ``indexed_at``). Returns the
         vector counts.
         """
         if not force:
@@ -460,7 +478,7 @@ class IndexStore:
         with private_umask():
             try:
                 for name in INDEX_NAMES:
-                    old = (previous.get("indices") or {}).get(name) if same_model else None
+                    old = (previous.get("indices") or {}).get(name) if same_model and name not in fresh else None
                     staged.append(self._sync_index(name, model_hash, counts[name], old, since))
             except BaseException:
                 for st in staged:
@@ -885,6 +903,9 @@ class IndexStore:
             doc = {
                 "recordings": n[Status.INDEXED], "failed": n[Status.FAILED],
                 "reports": s.scalar(select(func.count()).select_from(Report)),
+                # recordings with a report (what `scan` counts; the recordings of one visit share one)
+                "with_report": s.scalar(select(func.count()).select_from(Recording).where(
+                    Recording.status == Status.INDEXED, Recording.report_id.is_not(None))),
                 "segments": s.scalar(select(func.count()).select_from(Segment)),
                 "windows": s.scalar(select(func.count()).select_from(Window)),
                 "patients": s.scalar(select(func.count()).select_from(Patient)),

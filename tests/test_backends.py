@@ -153,10 +153,26 @@ def test_auto_returns_a_verified_backend_and_records_it(fresh_model, tmp_path, m
     from elmsearch.models.identity import config_hash
 
     rec = json.loads((tmp_path / "eeg-backends" / f"{config_hash(fresh_model)}.json").read_text())
-    assert rec["auto"][f"fp32-{torch.get_num_threads()}t"] == f"{enc.name}/{enc.precision}"
+    slot = f"fp32-{torch.get_num_threads()}t-{B.engines_key()}"
+    assert rec["auto"][slot] == f"{enc.name}/{enc.precision}"
+    assert set(rec["speed"][slot]) >= {"torch/fp32"}
     B._memo.pop(fresh_model, None)
+    real = B.throughput
     monkeypatch.setattr(B, "throughput", lambda *a, **k: pytest.fail("auto measured twice"))
     assert B.get_encoder(fresh_model, "auto", "fp32").name == enc.name
+    B._memo.pop(fresh_model, None)
+    # another engine version installed: measured again, in interleaved rounds that keep each one's best
+    monkeypatch.setattr(B, "engines_key", lambda: "torch=9.9,onnxruntime=9.9")
+    seen = []
+
+    def timed(enc_, x, *a, **k):
+        seen.append(enc_.name)
+        return real(enc_, x[:32], *a, **k)
+
+    monkeypatch.setattr(B, "throughput", timed)
+    B.get_encoder(fresh_model, "auto", "fp32")
+    n = len(set(seen))
+    assert len(seen) == B.AUTO_ROUNDS * n and seen[:n] == seen[n : 2 * n]  # engine after engine, round after round
     B._memo.pop(fresh_model, None)
 
 

@@ -67,3 +67,34 @@ def test_short_windows_and_errors():
         band_power(x[:, :, :20], SFREQ)  # 5 Hz resolution: nothing in 1-4 Hz
     with pytest.raises(ValueError, match="Nyquist"):
         band_power(x, SFREQ, bands={"gamma": (60.0, 90.0)})
+
+
+@pytest.mark.parametrize("nperseg", [64, 199, 200, 500])
+def test_welch_in_numpy_equals_scipy(nperseg):
+    from scipy.signal import welch as scipy_welch
+
+    from elmsearch.signal.bandpower import welch
+
+    x = np.random.default_rng(0).normal(size=(3, 4, 500))
+    f_ref, p_ref = scipy_welch(x, fs=100, nperseg=nperseg, axis=-1)
+    f, p = welch(x, 100, nperseg)
+    np.testing.assert_allclose(f, f_ref)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-10, atol=1e-15)
+
+
+def test_bandpower_profile_is_absolute_then_relative_log_power():
+    from elmsearch.signal.bandpower import PROFILE_BANDS, band_power, bandpower_profile
+
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(6, 20, 500))
+    t = np.arange(500) / 100
+    w[:, 3] += 5 * np.sin(2 * np.pi * 10 * t)  # alpha on channel 3
+    prof = bandpower_profile(w, 100.0, index=np.array([0, 2, 4]))
+    nb = len(PROFILE_BANDS)
+    assert prof.shape == (2 * 20 * nb,) and prof.dtype == np.float32
+    lp = band_power(w[[0, 2, 4]], 100.0, PROFILE_BANDS).reshape(3, 20, nb)
+    np.testing.assert_allclose(prof[: 20 * nb], lp.mean(0).ravel(), rtol=1e-5)
+    rel = prof[20 * nb :].reshape(20, nb)
+    assert np.all(rel <= 0) and rel[3, 2] > -0.05  # channel 3: nearly all its power in alpha
+    with pytest.raises(ValueError, match="at least one window"):
+        bandpower_profile(w, 100.0, index=np.array([], np.int64))

@@ -121,7 +121,7 @@ def test_filter_by_event(events_index):
         res = runner.invoke(app, ["search", "seizure", "--db", str(db), "--level", level, "-k", "3"],
                             env={"COLUMNS": "200"})
         assert res.exit_code == 0, res.output
-        assert "[event" in res.output and ("seiz (seizure)" in res.output or "seizure [event" in res.output)
+        assert "why: event: seiz (seizure) at " in res.output or "why: event: seizure at " in res.output
 
 
 def test_text_search_finds_the_marked_minutes(events_index):

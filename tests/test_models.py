@@ -254,3 +254,28 @@ def test_mean_pool_fallback_for_eeg_only_models():
     rec = model.pool_windows(emb, "attention")  # EEG-only: attention untrained -> mean
     mean = emb.mean(0) / np.linalg.norm(emb.mean(0))
     np.testing.assert_allclose(rec, mean, atol=1e-6)
+
+
+def test_zero_shot_from_the_windows_finds_what_pooling_dilutes(demo_model_dir):
+    """One window like prompt B among many like prompt A: the windows see B, the pooled recording less so."""
+    from elmsearch.models import load_model
+    from elmsearch.models.zeroshot import prompt_embeddings, zero_shot, zero_shot_windows
+
+    model = load_model(demo_model_dir)
+    prompts = ["normal EEG", "generalized 3 Hz spike and wave discharges", "diffuse slowing"]
+    p = prompt_embeddings(model, prompts)
+    windows = np.stack([p[0]] * 19 + [p[1]])
+    pooled = windows.mean(0) / np.linalg.norm(windows.mean(0))
+    from_pool = zero_shot(model, pooled, prompts)
+    from_windows = zero_shot_windows(model, windows, prompts, pooled)
+    assert from_windows.shape == (3,) and from_windows.sum() == pytest.approx(1.0)
+    assert from_windows[1] > from_pool[1] + 0.05
+    only = zero_shot_windows(model, windows, prompts, percentile=100, weight=1.0)  # the best window alone
+    logits = (windows @ p.T).max(0) / model.temperature
+    np.testing.assert_allclose(only, np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(), rtol=1e-5)
+    median = zero_shot_windows(model, windows, prompts, percentile=50, weight=1.0)
+    assert median[0] > median[1]  # half the windows are not enough for an intermittent finding
+    with pytest.raises(ValueError, match="percentile"):
+        zero_shot_windows(model, windows, prompts, percentile=101)
+    with pytest.raises(ValueError, match="two prompts"):
+        zero_shot_windows(model, windows, prompts[:1])

@@ -83,7 +83,15 @@ def test_classify_and_stats(served, demo_archive):
     assert r.status_code == 200, r.text
     doc = r.json()
     assert [s["prompt"] for s in doc["scores"]] == prompts
-    assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5)
+    assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5) and doc["windows"] is None
+    three = [*prompts, "sleep with spindles"]  # from the minutes, any number of prompts
+    win = client.post("/api/classify", json={"recording_id": 1, "prompts": three, "windows": 95}).json()
+    assert win["windows"] == 95 and len(win["scores"]) == 3
+    assert sum(s["probability"] for s in win["scores"]) == pytest.approx(1, abs=1e-5)
+    edf = sorted(demo_archive.root.rglob("*.edf"))[0]
+    assert _cli("classify", str(edf), "-p", three[0], "-p", three[1], "-p", three[2], "--db", str(db),
+                "--windows", "95")["windows"] == 95
+    assert client.post("/api/classify", json={"recording_id": 1, "prompts": three, "windows": 150}).status_code == 422
     assert _get(client, "/api/stats").json() == _cli("stats", "--db", str(db))
     assert _get(client, "/healthz").json()["status"] == "ok"
     spec = _get(client, "/openapi.json").json()

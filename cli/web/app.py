@@ -54,6 +54,9 @@ class ClassifyRequest(BaseModel):
 
     recording_id: int
     prompts: list[str] = Field(min_length=2, description="Class descriptions, two or more, in order.")
+    windows: float | None = Field(None, ge=0, le=100, description=(
+        "Score each prompt from this percentile of its similarities to the recording's windows (100: its "
+        "best window), mixed with the pooled recording's: intermittent findings. None: the pooled recording."))
 
 
 UploadId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="An upload's upload_id.")]
@@ -269,7 +272,7 @@ def create_app(service: SearchService, threads: int | None = None, host: str | N
     @app.post("/api/classify", tags=["queries"], responses={200: {"model": schemas.ClassifyDocument}})
     def classify(body: ClassifyRequest):
         """Zero-shot: the probability of each prompt for a recording, in prompt order."""
-        return JSONResponse(service.classify(body.prompts, recording_id=body.recording_id))
+        return JSONResponse(service.classify(body.prompts, recording_id=body.recording_id, windows=body.windows))
 
     @app.post("/api/upload", tags=["queries"], responses={200: {"model": schemas.UploadDocument}},
               openapi_extra=UPLOAD_BODY)

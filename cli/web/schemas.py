@@ -49,6 +49,8 @@ class ClassifyDocument(Document):
     """Zero-shot probabilities in prompt order."""
 
     recording: str
+    windows: float | None = Field(None, description=(
+        "The window percentile each prompt was scored from (with the pooled recording), None: the pooled one."))
     scores: list[Score]
 
 
@@ -155,7 +157,8 @@ class Stats(Document):
 
     recordings: int
     failed: int
-    reports: int
+    reports: int = Field(description="Distinct reports (the recordings of one visit share one).")
+    with_report: int = Field(description="Indexed recordings that have a report (what `scan` counts).")
     segments: int
     windows: int
     patients: int

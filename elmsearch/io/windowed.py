@@ -246,7 +246,22 @@ class WindowFile:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, rows: slice) -> np.ndarray:
+    def __getitem__(self, rows) -> np.ndarray:
+        """Rows ``windows[i:j]`` (contiguous) or ``windows[idx]`` (an array of row numbers), read now."""
+        if not isinstance(rows, slice):  # row numbers: one read per run of consecutive rows
+            idx = np.asarray(rows, np.int64).reshape(-1)
+            if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
+                raise IndexError(f"row out of range for {len(self)} windows")
+            idx = np.where(idx < 0, idx + len(self), idx)
+            out = np.empty((len(idx), *self.shape[1:]), self.dtype)
+            order = np.argsort(idx, kind="stable")
+            sorted_idx = idx[order]
+            breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+            for run in np.split(np.arange(len(idx)), breaks):
+                if len(run):
+                    a = int(sorted_idx[run[0]])
+                    out[order[run]] = self[a : a + len(run)]
+            return out
         start, stop, step = rows.indices(len(self))
         if step != 1:
             raise IndexError("only contiguous slices")

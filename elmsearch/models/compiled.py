@@ -175,7 +175,7 @@ class QueryModel(ModelParts):
 
     def encode_text(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         """Embed texts, shape (n_texts, 256), float32, like ``ELMModel.encode_text``."""
-        self._require_text()
+        self.require_text()
         texts = [texts] if isinstance(texts, str) else list(texts)
         feats = cached_embed(texts, self._db, self._features, int(self.meta["text"]["dim"]))
         z = self.project_text(feats.astype(np.float32))

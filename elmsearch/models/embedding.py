@@ -13,6 +13,7 @@ from elmsearch.errors import CorruptFileError
 from elmsearch.io.checks import usable_windows
 from elmsearch.io.chunks import LONG_RECORDING_S
 from elmsearch.io.windowed import WindowedRecording, WindowFile
+from elmsearch.signal.bandpower import bandpower_profile
 from elmsearch.signal.preprocessing import PreprocessingParams
 
 if TYPE_CHECKING:  # torch is imported only where a torch model runs
@@ -37,6 +38,8 @@ class EmbeddedRecording:
     profile : array of float32, shape (256,) | None
         The spectral profile (``ELMModel.spectral_profile``) when the model's prior-case
         search uses it.
+    bandpower : array of float32, shape (200,) | None
+        The band-power map (``elmsearch.signal.bandpower.bandpower_profile``) of the same windows.
     """
 
     recording: WindowedRecording
@@ -44,6 +47,7 @@ class EmbeddedRecording:
     recording_emb: np.ndarray
     window_index: np.ndarray | None = None
     profile: np.ndarray | None = None
+    bandpower: np.ndarray | None = None
 
 
 def model_params(model: ELMModel) -> PreprocessingParams:
@@ -115,7 +119,8 @@ def embed_recording(model: ELMModel, fname: str | os.PathLike, pooling: str = "a
     def embed(windows, keep: np.ndarray) -> EmbeddedRecording:
         window_emb, index = embed_windows(model, windows, fname, precision, keep, backend=backend)
         profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
-        return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index, profile)
+        bandpower = bandpower_profile(windows, model.config.eeg.sfreq, index)
+        return EmbeddedRecording(rec, window_emb, model.pool_windows(window_emb, pooling), index, profile, bandpower)
 
     if rec.meta.duration <= LONG_RECORDING_S:
         return embed(*rec.windows())

@@ -155,7 +155,7 @@ class ELMModel(nn.Module, ModelParts):
         NoTextModelError
             The model has no trained text projection.
         """
-        self._require_text()
+        self.require_text()
         if isinstance(texts, str):
             texts = [texts]
         feats = torch.as_tensor(self.text_encoder.embed(list(texts)), device=self.device)

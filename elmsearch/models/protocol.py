@@ -105,7 +105,8 @@ class ModelParts:
         """One query text's normalised embedding, shape (256,), float32 (``encode_text`` of one text)."""
         return self.encode_text([text])[0]
 
-    def _require_text(self) -> None:
+    def require_text(self) -> None:
+        """Raise ``NoTextModelError`` (one line) unless the model has a trained text side."""
         if not self.has_text:
             raise NoTextModelError(
                 "this model has EEG weights only (the ELM release); text features need a model "

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.signal import welch
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def band_power(
     masks = _band_masks(np.fft.rfftfreq(nperseg, 1.0 / sfreq), sfreq, bands, nperseg)
     out = np.empty((n_windows, n_chans, len(masks)), dtype=np.float64)
     if n_windows:
-        freqs, psd = welch(x, fs=sfreq, nperseg=nperseg, axis=-1)
+        freqs, psd = welch(x, sfreq, nperseg)
         df = freqs[1] - freqs[0]
         for b, mask in enumerate(masks):
             out[..., b] = psd[..., mask].sum(axis=-1) * df
@@ -97,6 +96,30 @@ def band_feature_names(ch_names: Sequence[str], bands: Mapping[str, tuple[float,
     return [f"{ch} {band}" for ch in ch_names for band in bands]
 
 
+def welch(x: np.ndarray, sfreq: float, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's power spectral density along the last axis, as ``scipy.signal.welch`` with its defaults.
+
+    Periodic Hann window, 50 % overlap, each segment's mean removed, one-sided density, the mean
+    over segments; in numpy, so that a query file's band powers do not import SciPy (the tests
+    check it against SciPy).
+
+    Returns
+    -------
+    freqs : array, shape (nperseg // 2 + 1,)
+    psd : array, shape (..., nperseg // 2 + 1)
+    """
+    x = np.asarray(x, np.float64)
+    step = nperseg - nperseg // 2
+    n_seg = (x.shape[-1] - nperseg // 2) // step
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(nperseg) / nperseg)
+    starts = np.arange(n_seg) * step
+    segs = x[..., starts[:, None] + np.arange(nperseg)]  # (..., n_seg, nperseg)
+    segs = (segs - segs.mean(-1, keepdims=True)) * window
+    psd = np.abs(np.fft.rfft(segs, axis=-1)) ** 2 / (sfreq * (window**2).sum())
+    psd[..., 1 : nperseg // 2 + (nperseg % 2)] *= 2  # one-sided: every bin but DC (and Nyquist, even n)
+    return np.fft.rfftfreq(nperseg, 1.0 / sfreq), psd.mean(-2)
+
+
 def _band_masks(freqs: np.ndarray, sfreq: float, bands: Mapping[str, tuple[float, float]],
                 nperseg: int) -> list[np.ndarray]:
     masks = []
@@ -111,3 +134,53 @@ def _band_masks(freqs: np.ndarray, sfreq: float, bands: Mapping[str, tuple[float
                              f"{sfreq / nperseg:g} Hz resolution; use longer windows")
         masks.append(mask)
     return masks
+
+
+PROFILE_BANDS: dict[str, tuple[float, float]] = {**CLASSIC_BANDS, "gamma": (30.0, 45.0)}
+"""The bands of ``bandpower_profile``: the clinical four and 30-45 Hz."""
+
+
+def bandpower_profile(windows, sfreq: float, index: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
+    """A recording's band-power map for prior cases: absolute and relative log power, mean over windows.
+
+    The quantitative-EEG map of a recording: per channel and ``PROFILE_BANDS`` band, the mean
+    over windows of ``log10`` band power, then the same relative to the channel's 1-45 Hz power.
+    Unlike a model's spectral profile it needs no fitted statistics; the index standardises it
+    over its archive (``indexer.similar_space``).
+
+    Parameters
+    ----------
+    windows : array-like, shape (n_windows, n_chans, n_times)
+        Preprocessed windows (anything that gives arrays for slices, e.g. windows spilled to disk).
+    sfreq : float
+        Their sampling rate in Hz.
+    index : array of int | None
+        The windows to use (default: all).
+    batch_size : int
+        Windows read at once.
+
+    Returns
+    -------
+    array of float32, shape (2 * n_chans * 5,)
+        Absolute log powers (channel-major, as ``band_power``), then relative ones.
+
+    Raises
+    ------
+    ValueError
+        No window to use.
+    """
+    keep = np.zeros(len(windows), bool)
+    keep[np.arange(len(windows)) if index is None else np.asarray(index, np.int64)] = True
+    if not keep.any():
+        raise ValueError("a band-power profile needs at least one window")
+    total = None
+    for i in range(0, len(windows), batch_size):
+        k = keep[i : i + batch_size]
+        if not k.any():
+            continue
+        lp = band_power(np.asarray(windows[i : i + batch_size])[k], sfreq, PROFILE_BANDS).astype(np.float64)
+        lp = lp.reshape(len(lp), -1, len(PROFILE_BANDS))  # (n, n_chans, n_bands)
+        rel = lp - np.log10(np.sum(10.0**lp, axis=-1, keepdims=True))
+        both = np.concatenate([lp.reshape(len(lp), -1), rel.reshape(len(lp), -1)], axis=1)
+        total = both.sum(0) if total is None else total + both.sum(0)
+    return (total / keep.sum()).astype(np.float32)

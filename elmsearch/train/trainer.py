@@ -37,6 +37,7 @@ from elmsearch.signal.preprocessing import PreprocessingParams
 from elmsearch.text.report import parse_report
 from elmsearch.train.loss import clip_loss, mil_infonce
 from elmsearch.train.metrics import retrieval_metrics, same_patient_recall
+from elmsearch.train.window_store import WindowStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class TrainItem:
         ``subject/session/montage/token``.
     patient : str
         Grouping for the patient-level split.
-    windows : array of float16, shape (n_windows, 20, n_times)
+    windows : array of float16, shape (n_windows, 20, n_times), or a ``WindowFile`` of them
+        (``WindowStore``): anything that gives arrays for ``windows[i:j]`` and ``windows[rows]``
     segments : list of str
         Report segments (heading prepended).
     path : str
@@ -144,11 +146,19 @@ def demo_config(seed: int = 0, device: str = "auto") -> TrainConfig:
 
 def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str,
                reports: str | os.PathLike | None = None, params: PreprocessingParams | None = None,
-               on_item: Callable[[str, bool], None] | None = None) -> list[TrainItem]:
+               on_item: Callable[[str, bool], None] | None = None, store: WindowStore | None = None
+               ) -> list[TrainItem]:
     """Read the recordings that have a report, as windows + segments (+ the windows inside their events).
 
     Recordings without a report, without finding segments, or that cannot be read
-    are skipped with a one-line warning.
+    are skipped with a one-line warning. With ``store`` the windows stay on disk
+    (``TrainItem.windows`` is a ``WindowFile`` read a batch at a time) and a recording
+    already in the store is not preprocessed again; without, they are held in memory.
+
+    Raises
+    ------
+    WindowStoreFull
+        The store reached its size limit.
     """
     items = []
     for entry in discover(root, reports):
@@ -160,7 +170,11 @@ def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str
                 logger.warning("%s: no report segments, not used for training", entry.path)
             else:
                 rec = WindowedRecording(entry.path, params, window_s=window_seconds)
-                windows = rec.windows()[0].astype(np.float16)
+                if store is None:
+                    windows = rec.windows()[0].astype(np.float16)
+                else:
+                    windows = store.windows(entry.path, (params or PreprocessingParams()).to_dict(), window_seconds,
+                                            lambda rec=rec: rec.windows()[0])
                 subject = entry.info.subject or rec.meta.subject or entry.path.stem
                 marked = read_events(entry.path, rec.header, getattr(rec.source, "raw", None), rec.meta.duration)
                 pairs = [(i, e.text) for i, e in event_windows(marked.events, len(windows), window_seconds)]
@@ -590,6 +604,7 @@ def train_archive(archive: str | os.PathLike, out_dir: str | os.PathLike, model_
                   reports: str | os.PathLike | None = None, text_model: str | os.PathLike | None = None,
                   text_pooling: str | None = None, text_max_length: int | None = None, spectral: bool = True,
                   learn_temperature: bool = False, seed: int = 0, device: str = "auto", resume: bool = True,
+                  window_store: str | os.PathLike | None = None, window_store_gb: float = 200.0,
                   on_plan: Callable[[str, TrainConfig, int], None] | None = None,
                   on_step: Callable[[dict], None] | None = None, **overrides) -> dict:
     """Train an EEG-language model on an archive: what ``elmsearch train`` runs.
@@ -608,6 +623,9 @@ def train_archive(archive: str | os.PathLike, out_dir: str | os.PathLike, model_
         A name of ``RECIPES`` or ``"auto"``.
     learn_temperature : bool
         Learn the contrastive temperature.
+    window_store, window_store_gb : path-like, float
+        Keep the preprocessed windows in this folder (``WindowStore``, at most this many GiB)
+        instead of memory; a later run reuses them.
     on_plan : callable, optional
         ``on_plan(recipe name, TrainConfig, n recordings)`` once the plan is made.
     on_step : callable, optional
@@ -624,7 +642,13 @@ def train_archive(archive: str | os.PathLike, out_dir: str | os.PathLike, model_
     net.config.learn_temperature = learn_temperature
     net.log_temperature.requires_grad_(learn_temperature)
     logger.info("reading %s (%g s windows)", archive, net.window_seconds)
-    items = load_items(archive, net.window_seconds, net.config.text.segment_mode, reports)
+    store = None
+    if window_store is not None:
+        store = WindowStore(window_store, int(window_store_gb * 2**30))
+    items = load_items(archive, net.window_seconds, net.config.text.segment_mode, reports, store=store)
+    if store is not None:
+        logger.info("window store %s: %d recordings read from it, %d written (%.2f GiB)", store.folder, store.hits,
+                    store.writes, store.size() / 2**30)
     name = choose_recipe(len(items), init is not None) if recipe == "auto" else recipe
     cfg = recipe_config(name, seed, device, **overrides)
     if on_plan is not None:

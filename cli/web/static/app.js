@@ -319,7 +319,8 @@ async function showRelated(id, view, params) {
 async function showHome() {
   $("#results").replaceChildren();
   const s = await api("/api/stats");
-  status(`${s.recordings} recordings, ${s.hours.toFixed(1)} h of EEG, ${s.reports} reports. Type a description above.`);
+  status(`${s.recordings} recordings (${s.with_report} with a report; ${s.reports} distinct reports, a visit's ` +
+    `recordings share one), ${s.hours.toFixed(1)} h of EEG. Type a description above.`);
 }
 
 async function uploadFile(file) {
