@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import traceback
@@ -371,6 +372,8 @@ def train(
                 freeze_eeg=freeze_eeg or None, freeze_eeg_epochs=freeze_eeg_epochs)
         except ElmsearchError as err:
             raise _fail(str(err)) from None
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: process 0 reports
+        return
     val = metrics.get("val") or {}
     t2e = val.get("text_to_eeg", {})
     console.print(f"best epoch {metrics['best_epoch']}: validation text->EEG "
@@ -731,8 +734,8 @@ def _print_hits(doc: dict, as_json: bool, title: str, fmt: OutFormat = OutFormat
     elif fmt == OutFormat.tsv:
         print_tsv(doc, out)
     else:
+        _print_nearest(doc.get("nearest"))  # before the hits it speaks of
         print_hits(doc, title, out, paths)
-        _print_nearest(doc.get("nearest"))
 
 
 @app.command(short_help="Text → EEG: recordings that match a description.")

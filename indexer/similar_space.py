@@ -34,7 +34,7 @@ import dataclasses
 import logging
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db import Recording, Status, from_blob, to_blob
 
@@ -48,6 +48,8 @@ MIN_PATIENTS = 5  # patients with two or more recordings needed to measure the c
 MAX_QUERIES = 2000  # recordings used as queries in that measurement
 K = 5
 DIM = 256
+FIT_MAX = 50_000  # recordings the space is fitted on at most (drawn at random above that)
+CHUNK = 900  # recordings read and written at once
 
 
 def _arr(a: np.ndarray) -> str:
@@ -188,37 +190,49 @@ def fit(emb: np.ndarray, bandpower: np.ndarray, patients: np.ndarray, seed: int 
     return space
 
 
-def refresh(store, model_hash: str, default: str = DEFAULT) -> SimilarSpace | None:
+def refresh(store, model_hash: str, default: str = DEFAULT, seed: int = 0) -> SimilarSpace | None:
     """Fit the space on an index's indexed recordings and write their prior-case vectors.
 
-    ``default``: as in ``fit``.
-
-    Returns None (prior cases by the embeddings) when fewer than 3 recordings are indexed or
-    some have no band-power map (rows written before it existed: ``elmsearch index --reembed``).
+    ``default``: as in ``fit``. The space is fitted on up to ``FIT_MAX`` recordings drawn at
+    random (every one below that); every recording's vector is then written, ``CHUNK`` at a
+    time, so memory stays bounded whatever the archive. Returns None (prior cases by the
+    embeddings) when fewer than 3 recordings are indexed or some have no band-power map (rows
+    written before it existed: ``elmsearch index --reembed``).
     """
     from db import Patient
 
+    indexed = (Recording.status == Status.INDEXED, Recording.model_hash == model_hash)
     with store.session() as s:
-        rows = s.execute(select(Recording.id, Recording.emb, Recording.bandpower, Patient.key)
-                         .outerjoin(Patient, Recording.patient_id == Patient.id)
-                         .where(Recording.status == Status.INDEXED, Recording.model_hash == model_hash)
-                         .order_by(Recording.id)).all()
-    if len(rows) < 3:
-        space = None
-    elif any(r[2] is None for r in rows):
+        ids = np.array(s.scalars(select(Recording.id).where(*indexed).order_by(Recording.id)).all(), np.int64)
+        missing = s.scalar(select(func.count()).select_from(Recording).where(*indexed, Recording.bandpower.is_(None)))
+    space = None
+    if len(ids) >= 3 and missing:
         logger.warning("prior cases: by the embeddings; %d recordings have no band-power map (written by an "
-                       "older version): `elmsearch index --reembed` fits the prior-case space",
-                       sum(r[2] is None for r in rows))
-        space = None
-    else:
-        ids = [r[0] for r in rows]
-        emb = np.stack([from_blob(r[1]) for r in rows])
-        bp = np.stack([from_blob(r[2]) for r in rows])
-        space = fit(emb, bp, np.array([r[3] or "" for r in rows], dtype=object), default=default)
-    vectors = space.transform(emb, bp) if space is not None and space.kind != "embedding" else None
+                       "older version): `elmsearch index --reembed` fits the prior-case space", missing)
+    elif len(ids) >= 3:
+        fit_ids = ids if len(ids) <= FIT_MAX else np.sort(np.random.default_rng(seed).choice(ids, FIT_MAX, False))
+        emb, bp, patients = [], [], []
+        with store.session() as s:
+            for start in range(0, len(fit_ids), CHUNK):
+                chunk = fit_ids[start : start + CHUNK].tolist()
+                for e, b, p in s.execute(select(Recording.emb, Recording.bandpower, Patient.key)
+                                         .outerjoin(Patient, Recording.patient_id == Patient.id)
+                                         .where(Recording.id.in_(chunk)).order_by(Recording.id)):
+                    emb.append(from_blob(e))
+                    bp.append(from_blob(b))
+                    patients.append(p or "")
+        space = fit(np.stack(emb), np.stack(bp), np.array(patients, dtype=object), default=default)
+        del emb, bp
     with store.session() as s, s.begin():
-        if vectors is None:
+        if space is None or space.kind == "embedding":
             s.execute(update(Recording).where(Recording.profile.is_not(None)).values(profile=None))
-        else:
-            s.execute(update(Recording), [{"id": i, "profile": to_blob(v)} for i, v in zip(ids, vectors, strict=True)])
+            return space
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK].tolist()
+            rows = s.execute(select(Recording.id, Recording.emb, Recording.bandpower)
+                             .where(Recording.id.in_(chunk)).order_by(Recording.id)).all()
+            vectors = space.transform(np.stack([from_blob(r[1]) for r in rows]),
+                                      np.stack([from_blob(r[2]) for r in rows]))
+            s.execute(update(Recording), [{"id": r[0], "profile": to_blob(v)}
+                                          for r, v in zip(rows, vectors, strict=True)])
     return space

@@ -183,3 +183,21 @@ def test_a_refused_file_is_counted_as_refused_on_a_rerun(demo_model_dir, tmp_pat
     first = index_archive(tmp_path / "arch", tmp_path / "idx", demo_model_dir)
     again = index_archive(tmp_path / "arch", tmp_path / "idx", demo_model_dir)
     assert (first.failed, again.skipped, again.still_refused, again.failed) == (1, 2, 1, 0)
+
+
+def test_the_demo_ends_with_the_commands_to_try_and_they_run(tmp_path):
+    """`elmsearch demo` (8 recordings) closes with the commands to try next, and the first of them runs."""
+    env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "cli", "demo", "--n-recordings", "8"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tail = proc.stderr.split("Next, try:")[1].strip().splitlines()
+    assert tail[0].strip() == 'elmsearch search "focal slowing" --db elmsearch-demo/index'
+    assert any(line.strip().startswith("elmsearch similar elmsearch-demo/archive/") for line in tail)
+    assert any(line.strip().startswith("elmsearch serve --db elmsearch-demo/index") for line in tail)
+    stray = [line for line in proc.stderr.splitlines() if line.startswith("[") or "loss_type" in line]
+    assert not stray, stray  # no library chatter at the default verbosity
+    assert "paths: " not in proc.stdout and "…" not in proc.stdout
+    again = subprocess.run([sys.executable, "-m", "cli", "-q", "search", "focal slowing", "--db", "elmsearch-demo"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and again.stdout.startswith("text → EEG: focal slowing")

@@ -68,11 +68,11 @@ def _peak(fn) -> int:
 def test_training_from_the_store_matches_memory_and_does_not_grow_with_the_archive(bigger_archive, tmp_path):
     from elmsearch.train.trainer import load_items
 
-    in_memory = _train(load_items(bigger_archive.root, 5.0, "sentence"), tmp_path / "m1", epochs=2)
+    in_memory = _train(load_items(bigger_archive.root, 5.0, "sentence"), tmp_path / "m1")
     store = WindowStore(tmp_path / "store")
     items = load_items(bigger_archive.root, 5.0, "sentence", store=store)  # fills the store
     assert store.writes == len(items) and store.hits == 0
-    from_disk = _train(items, tmp_path / "m2", epochs=2)
+    from_disk = _train(items, tmp_path / "m2")
     for split in ("val", "untrained_val"):  # the same training, same seed, windows from disk
         assert _flat(from_disk[split]) == pytest.approx(_flat(in_memory[split]), abs=1e-6)
     window_bytes = sum(len(it.windows) * it.windows.row_bytes for it in items)
@@ -84,3 +84,29 @@ def test_training_from_the_store_matches_memory_and_does_not_grow_with_the_archi
     assert full < 1.25 * small, (small, full)  # the memory does not follow the archive
     in_ram = _peak(lambda: _train(load_items(bigger_archive.root, 5.0, "sentence"), tmp_path / "r"))
     assert in_ram > full + window_bytes / 2, (in_ram, full, window_bytes)  # what the store saves
+
+
+def test_two_processes_train_one_model_with_torchrun_on_cpu(demo_archive, tmp_path):
+    """torch.distributed with gloo: each process trains on its share, the weights stay identical, rank 0 writes."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "model"
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "cli", "-v", "train", str(demo_archive.root), "--out", str(out), "--recipe", "heads",
+                           "--epochs", "2", "--device", "cpu", "--window-store", str(tmp_path / "store")],
+                          cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = dict(re.findall(r"process (\d) of 2: weights and buffers (\w+)", proc.stderr))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]  # gradients averaged, buffers shared
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and (out / "model.safetensors").is_file()
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [-1, 0, 1] and all(r.get("world_size") == 2 for r in log[1:])
+    assert proc.stderr.count("best epoch") == 1  # one process reports

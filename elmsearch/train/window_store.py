@@ -54,8 +54,14 @@ class WindowStore:
         self.hits = self.writes = 0
 
     def size(self) -> int:
-        """Bytes the store's window files take now."""
-        return sum(f.stat().st_size for f in self.folder.glob("*.npy"))
+        """Bytes the store's window files take now (files being written by another run included)."""
+        total = 0
+        for f in self.folder.iterdir():
+            try:
+                total += f.stat().st_size if f.suffix == ".npy" else 0
+            except FileNotFoundError:  # renamed or removed by another writer meanwhile
+                continue
+        return total
 
     @staticmethod
     def key(fname: str | os.PathLike, preprocessing: dict, window_seconds: float) -> str:
