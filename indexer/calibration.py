@@ -71,7 +71,7 @@ def _sample_ids(s, column, where, n: int, rng: np.random.Generator) -> list[int]
     seen: set[int] = set()
     for _ in range(8):  # a few rounds: ids of removed rows and rows that fail ``where`` are skipped
         want = min(int(top), 4 * (n - len(got)) + 16)
-        draw = [int(i) for i in rng.choice(np.arange(1, top + 1), size=want, replace=False) if int(i) not in seen]
+        draw = [i for i in dict.fromkeys(rng.integers(1, top + 1, size=want).tolist()) if i not in seen]
         seen.update(draw)
         for chunk in range(0, len(draw), 900):
             got += s.scalars(select(column).where(column.in_(draw[chunk : chunk + 900]), *where)).all()
