@@ -346,20 +346,25 @@ def train(
     from elmsearch.errors import ElmsearchError
     from elmsearch.train.trainer import train_archive
 
+    epochs_planned = [0]
+
     def plan(name, cfg, n_items) -> None:
+        epochs_planned[0] = cfg.epochs
         console.print(f"{n_items} recordings with reports; recipe {name}: up to {cfg.epochs} epochs, lr {cfg.lr:g}, "
                       + ("encoder frozen" if cfg.freeze_eeg else f"encoder trained from epoch {cfg.freeze_eeg_epochs}"),
                       highlight=False, soft_wrap=True)
 
-    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s"),
+    # steps over the whole run (every planned epoch), so the time left is the run's, not the epoch's
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s"),
                   TimeRemainingColumn(), console=console,
                   disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
-        task = progress.add_task("train", total=None, epoch=0, loss=float("nan"), rate=0.0)
+        task = progress.add_task("train", total=None, epoch=0, epochs="?", loss=float("nan"), rate=0.0)
 
         def tick(s: dict) -> None:
-            progress.update(task, completed=s["step"], total=s["steps"], epoch=s["epoch"], loss=s["loss"],
-                            rate=s["windows_per_s"])
+            n = max(epochs_planned[0], s["epoch"] + 1)
+            progress.update(task, completed=s["epoch"] * s["steps"] + s["step"], total=n * s["steps"],
+                            epoch=s["epoch"] + 1, epochs=n, loss=s["loss"], rate=s["windows_per_s"])
 
         try:
             metrics = train_archive(
