@@ -96,6 +96,3 @@ class KeptUploads:
             for kept in self._kept.values():
                 kept.path.unlink(missing_ok=True)
             self._kept.clear()
-
-    def __len__(self) -> int:
-        return len(self._kept)
