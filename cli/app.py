@@ -41,6 +41,8 @@ from cli.options import (
     Source,
     TextPooling,
     WindowOpt,
+    WindowStoreGbOpt,
+    WindowStoreOpt,
     WorkersOpt,
     check_fractions,
     check_jobs,
@@ -332,11 +334,8 @@ def train(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt when present.")] = True,
-    window_store: Annotated[Path | None, typer.Option("--window-store", help=(
-        "Keep the preprocessed windows in this folder, read a batch at a time, instead of in memory "
-        "(an archive of any size; a later run reuses them)."))] = None,
-    window_store_gb: Annotated[float, typer.Option("--window-store-gb", min=0.001, help=(
-        "Size limit of --window-store in GiB."))] = 200.0,
+    window_store: WindowStoreOpt = None,
+    window_store_gb: WindowStoreGbOpt = None,
 ) -> None:
     """Train the EEG-language model contrastively on an archive (ELM's MIL objective)."""
     if not archive.exists():
@@ -371,7 +370,7 @@ def train(
                 archive, out, model, init, recipe.value, reports=reports, text_model=text_model,
                 text_pooling=text_pooling.value if text_pooling else None, text_max_length=text_max_length,
                 spectral=spectral, learn_temperature=learn_temperature, seed=seed, device=device, resume=resume,
-                window_store=window_store, window_store_gb=window_store_gb, on_plan=plan, on_step=tick,
+                window_store=window_store, window_store_gb=window_store_gb or 200.0, on_plan=plan, on_step=tick,
                 epochs=epochs, batch_size=batch_size, lr=lr, max_eeg=max_windows,
                 max_text=max_segments, val_fraction=val_fraction, patience=patience,
                 freeze_eeg=freeze_eeg or None, freeze_eeg_epochs=freeze_eeg_epochs)
@@ -512,6 +511,11 @@ def _print_index(summary) -> None:
     wall = d["timings"].get("wall_s") or 0
     if wall:
         table.add_row("throughput", f"{d['hours'] / wall:.3f} h EEG/s")
+    if d["window_store"]:
+        ws = d["window_store"]
+        size = f"{ws['bytes'] / 2**20:.1f} MiB" if ws["bytes"] < 2**30 else f"{ws['bytes'] / 2**30:.2f} GiB"
+        table.add_row("window store", f"{ws['folder']}: {ws['read']} read, {ws['written']} written, "
+                      f"{size} of {ws['max_gib']:g} GiB" + (" (full)" if ws.get("full") else ""))
     out.print(table)
     if summary.failures:
         from elmsearch.archive.discovery import display_path
@@ -555,6 +559,8 @@ def index(
                                           "re-embed every recording with --model into a new generation, made "
                                           "current when the run ends (queries use the old one until then).")
                        ] = False,
+    window_store: WindowStoreOpt = None,
+    window_store_gb: WindowStoreGbOpt = None,
     rebuild_faiss: Annotated[bool, typer.Option("--rebuild-faiss", help="Rebuild the FAISS files, the full-text "
                                                 "index and the manifest from the database (after `elmsearch verify` "
                                                 "found them damaged); no ARCHIVE needed.")] = False,
@@ -586,6 +592,10 @@ def index(
         raise typer.Exit(code=2)
     if reembed and runner != Runner.local:
         raise _fail("--reembed runs with --runner local")
+    if (window_store is not None or window_store_gb is not None) and runner != Runner.local:
+        raise _fail("--window-store runs with --runner local")
+    if window_store is not None and window_store.exists() and not window_store.is_dir():
+        raise _fail(f"{window_store}: not a folder (--window-store is where the windows are kept)")
     if not archive.exists():
         raise _fail(f"{archive}: no such file or folder")
     if ray_address and runner != Runner.ray:
@@ -606,7 +616,9 @@ def index(
             summary = _run_index(archive, db, model, reports, workers, prune, db_url, precision.value,
                                  retry_failed=retry_failed, report_text=report_text, timeout=timeout,
                                  backend=backend.value, runner=runner.value, ray_address=ray_address,
-                                 **({"reembed": True} if reembed else {}))
+                                 **({"reembed": True} if reembed else {}),
+                                 **({"window_store": window_store, "window_store_gb": window_store_gb}
+                                    if runner == Runner.local else {}))
     except (ElmsearchError, OSError) as err:
         raise _fail(str(err).splitlines()[0]) from None
     if as_json:

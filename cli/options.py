@@ -144,6 +144,11 @@ DbUrlOpt = Annotated[
     str | None, typer.Option("--db-url", help="SQLAlchemy URL for the metadata (default: SQLite in --db).")
 ]
 KOpt = Annotated[int, typer.Option("-k", min=1, help="Number of hits.")]
+WindowStoreOpt = Annotated[Path | None, typer.Option("--window-store", help=(
+    "Keep every recording's preprocessed windows in this folder (float16, by file content and preprocessing) "
+    "and read them from it: index --reembed, train and eval then read no EDF twice."), show_default=False)]
+WindowStoreGbOpt = Annotated[float | None, typer.Option("--window-store-gb", min=0.001, help=(
+    "Size limit of --window-store in GiB (default 200, or what the index recorded)."), show_default=False)]
 RecordingIdOpt = Annotated[int | None, typer.Option("--recording", help="An indexed recording id instead of a file.")]
 
 

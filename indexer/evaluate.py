@@ -31,12 +31,14 @@ from elmsearch.archive.discovery import archive_path
 from elmsearch.archive.labels import label_key, parse_binary
 from elmsearch.errors import RecordingError
 from elmsearch.io.recording import make_windows
+from elmsearch.io.window_store import WindowStore
 from elmsearch.io.windowed import read_recording
 from elmsearch.models.factory import load_model
 from elmsearch.models.zeroshot import zero_shot, zero_shot_windows
 from elmsearch.signal.bandpower import band_power
 from elmsearch.train.metrics import chance_recall, retrieval_metrics, same_patient_recall
 from elmsearch.train.probe import ProbeData, label_efficiency, score_binary
+from indexer.pipeline import recorded_window_store
 from indexer.private import output_dir, private_umask
 from indexer.search import Index
 
@@ -278,6 +280,13 @@ def _main_findings(labels: dict[str, np.ndarray], order: list[str]) -> np.ndarra
     return out.astype(str)
 
 
+def _stored_windows(store: WindowStore | None, digest: str | None, params, window_seconds: float
+                    ) -> np.ndarray | None:
+    """A recording's windows (float32) from the index's window store, or None when it lacks them."""
+    got = store.get(store.key(None, params.to_dict(), window_seconds, digest)) if store and digest else None
+    return None if got is None else np.asarray(got[0][0 : len(got[0])], np.float32)
+
+
 def _band_power_vectors(bp: list[np.ndarray]) -> np.ndarray:
     """Recording vectors of the band-power baseline: mean over windows, z-scored per feature, L2-normalised."""
     x = np.stack([f.mean(0) for f in bp]).astype(np.float64)
@@ -346,7 +355,8 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         for r, patient, rep_emb in s.execute(q):
             row = table.get(r.path) or table.get(r.key)
             if row is not None:
-                recs.append((r.id, r.path, patient or r.path, from_blob(r.emb), rep_emb, r.report_id, row))
+                recs.append((r.id, r.path, patient or r.path, from_blob(r.emb), rep_emb, r.report_id, row,
+                             r.content_hash))
                 profiles.append(from_blob(r.profile) if profiled and r.profile else None)
         if not recs:
             raise ValueError(f"{labels_csv}: no row matches an indexed recording (check --root)")
@@ -395,13 +405,16 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         pp = PreprocessingParams.from_dict(params or {})
         release = load_model(elm_weights) if elm_weights else None
         bp, rel = [], []
+        kept = recorded_window_store(index.manifest)  # windows an index run kept: no EDF read again
         for x in recs:
-            try:
-                rec = read_recording(x[1], pp, min_duration=index.model.window_seconds)
-            except RecordingError as err:
-                raise ValueError(f"baseline features: {err}") from None
-            w = make_windows(rec, index.model.window_seconds)
-            bp.append(band_power(w, rec.sfreq))
+            w = _stored_windows(kept, x[7], pp, index.model.window_seconds)
+            if w is None:
+                try:
+                    rec = read_recording(x[1], pp, min_duration=index.model.window_seconds)
+                except RecordingError as err:
+                    raise ValueError(f"baseline features: {err}") from None
+                w = make_windows(rec, index.model.window_seconds)
+            bp.append(band_power(w, pp.sfreq))
             if release is not None:
                 rel.append(release.encode_eeg(w, precision="fp32"))
         feats["band_power"] = bp

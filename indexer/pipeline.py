@@ -37,6 +37,7 @@ from elmsearch.archive.discovery import (
 from elmsearch.errors import RecordingError, ReportError
 from elmsearch.io.chunks import LONG_RECORDING_S
 from elmsearch.io.events import Event, read_events, sidecar_stamp
+from elmsearch.io.window_store import DEFAULT_MAX_BYTES, WindowStore, WindowStoreFull
 from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.models.backends import get_encoder
 from elmsearch.models.compiled import write_query_model
@@ -81,11 +82,12 @@ class Prepared:
     events: list[Event] | None = None  # None: not read (a file that could not be opened)
     warnings: list[str] = dataclasses.field(default_factory=list)
     events_stamp: str | None = None
+    stored: str | None = None  # its windows and the window store: "read", "written", or why they were not kept
 
 
 def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
             known_hash: str | None = None, spill_dir: Path | None = None,
-            known_stat: tuple[int, float] | None = None) -> Prepared:
+            known_stat: tuple[int, float] | None = None, window_store: WindowStore | None = None) -> Prepared:
     """Hash, read, preprocess and window one recording; read its report. Never raises.
 
     When the content hash equals ``known_hash`` the signal is not read (the caller only
@@ -94,7 +96,11 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
     (``elmsearch.io.events``) are read in both cases. Recordings longer than
     ``LONG_RECORDING_S`` are processed in chunks into a memory-mapped file in ``spill_dir``
     (``windows_file``), so that neither this worker nor the embedding process holds a 24 h
-    recording in memory. Any exception, expected or not, becomes ``error``.
+    recording in memory. With ``window_store`` (``elmsearch.io.window_store``) a recording
+    whose windows it holds (same bytes, same preprocessing) is not preprocessed: only its
+    header and events are read; others are written to it (float16; the embedding is then made
+    from those values, so a recording embeds the same from the store as from its file). Any
+    exception, expected or not, becomes ``error``.
     """
     t0 = time.perf_counter()
     special = special_file_reason(entry.path)  # stat only: a FIFO blocks whoever opens it
@@ -125,10 +131,16 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         out.report_error = failure_reason(err)
     try:
         rec = WindowedRecording(entry.path, params, window_s=window_seconds, chunk_s=SPILL_CHUNK_S)
-        if spill_dir is not None and rec.meta.duration > LONG_RECORDING_S:
+        key = window_store.key(None, params.to_dict(), window_seconds, digest) if window_store is not None else None
+        got = window_store.get(key) if window_store is not None else None
+        if got is not None:
+            (out.windows, out.keep), out.stored = got, "read"
+        elif spill_dir is not None and rec.meta.duration > LONG_RECORDING_S:
             out.windows_file, out.keep = rec.spill(spill_dir)
         else:
             out.windows, out.keep = rec.windows()
+        if got is None and window_store is not None:
+            _keep_windows(out, window_store, key)
         out.meta = rec.meta
         _read_events(out, rec.header, getattr(rec.source, "raw", None), rec.meta.duration)
     except RecordingError as err:
@@ -138,6 +150,22 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
         out.error = failure_reason(err)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _keep_windows(p: Prepared, store: WindowStore, key: str) -> None:
+    """Write ``p``'s windows to ``store`` and embed from what it holds; a full store only warns."""
+    try:
+        kept = store.put(key, WindowFile(p.windows_file) if p.windows_file is not None else p.windows, p.keep,
+                         str(p.entry.path))
+    except WindowStoreFull as err:
+        p.stored = str(err)
+        return
+    if p.windows_file is not None:
+        p.windows_file.unlink(missing_ok=True)
+        p.windows_file, p.windows = None, kept
+    else:  # in memory: the same float16 values as the store's, half the bytes
+        p.windows = p.windows.astype(np.float16)
+    p.stored = "written"
 
 
 def _read_events(p: Prepared, header=None, raw=None, duration: float | None = None) -> None:
@@ -315,6 +343,8 @@ class IndexSummary:
     failures: list = dataclasses.field(default_factory=list)
     skipped_files: list = dataclasses.field(default_factory=list)
     counts: dict = dataclasses.field(default_factory=dict)
+    # the window store's part: recordings read from it and written to it, its size at the end
+    window_store: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-serialisable."""
@@ -360,13 +390,19 @@ class Indexer:
         the run in one step; readers answer from the old generation until then. Besides
         ``root`` the run walks every archive root earlier runs indexed; recordings that are
         not found again are kept as failed, with the reason.
+    window_store : WindowStore | None
+        Keep every recording's preprocessed windows there, and take them from there instead of
+        reading the file again (``prepare``): a ``--reembed`` after a model change with the same
+        preprocessing, ``train`` and ``eval`` then read no EDF. Recorded in the manifest, so later
+        runs use it too.
     """
 
     def __init__(self, store: IndexStore, model: ELMModel, model_path: str | os.PathLike,
                  precision: str = "fp32", report_text: bool = True, timeout: float | None = DEFAULT_TIMEOUT_S,
-                 backend: str = "auto", reembed: bool = False):
+                 backend: str = "auto", reembed: bool = False, window_store: WindowStore | None = None):
         self.store = store
         self.reembed = reembed
+        self.window_store = window_store
         self.earlier_roots: list[str] = []
         self.report_text = report_text
         self.timeout = timeout
@@ -602,7 +638,7 @@ class Indexer:
         shutil.rmtree(spill, ignore_errors=True)  # left by a killed run
         spill.mkdir(mode=0o700)
         jobs = (((entry, ex), (entry, self.params, self.window_seconds, self.known_hash(ex), spill,
-                               (ex.size, ex.mtime) if ex is not None else None))
+                               (ex.size, ex.mtime) if ex is not None else None, self.window_store))
                 for entry, ex in todo)
         for (entry, ex), p, error in run_isolated(prepare, jobs, n_jobs, self.timeout):
             if p is None:  # the worker died or ran out of time: the file alone fails
@@ -735,6 +771,13 @@ class Indexer:
         self.timings["db_s"] += time.perf_counter() - t0 - embedding
         setattr(summary, outcome, getattr(summary, outcome) + 1)
         summary.hours += hours
+        if p.stored is not None:
+            store = summary.window_store
+            if p.stored in ("read", "written"):
+                store[p.stored] = store.get(p.stored, 0) + 1
+            elif not store.get("full"):  # said once: every later file would say the same
+                logger.warning("%s", p.stored)
+                store["full"] = p.stored
         if p.error:
             logger.warning("%s: %s", p.entry.path, p.error)
             summary.failures.append({"path": str(p.entry.path), "reason": p.error})
@@ -751,9 +794,15 @@ class Indexer:
         t0 = time.perf_counter()
         changed = summary.added + summary.updated + summary.removed + summary.failed > 0
         similar = similar_extra(self.store, self.model, self.model_hash, changed)
+        kept = {}
+        if self.window_store is not None:
+            ws = self.window_store
+            kept = {"window_store": {"path": str(ws.folder.resolve()), "max_gib": ws.max_bytes / 2**30}}
+            summary.window_store = {"read": 0, "written": 0, **summary.window_store, "folder": str(ws.folder),
+                                    "bytes": ws.size(), "max_gib": ws.max_bytes / 2**30}
         summary.counts = self.store.rebuild(self.model_hash, self.model_path, self.model.config,
                                             force=changed, run_id=run_id, fresh={"eeg_profile"} if changed else (),
-                                            extra={"report_text": self.report_text, **similar,
+                                            extra={"report_text": self.report_text, **similar, **kept,
                                                    **_text_model(self.model)})
         self.timings["faiss_s"] = time.perf_counter() - t0
         if summary.counts.get("eeg_recording"):
@@ -862,23 +911,38 @@ def index_archive(root: str | os.PathLike, db_dir: str | os.PathLike, model_path
                   reports: str | os.PathLike | None = None, n_jobs: int | str = "auto", prune: bool = False,
                   db_url: str | None = None, precision: str = "fp32", on_item=None, on_plan=None,
                   retry_failed: bool = False, report_text: bool | None = None,
-                  timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto", reembed: bool = False
+                  timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto", reembed: bool = False,
+                  window_store: str | os.PathLike | None = None, window_store_gb: float | None = None
                   ) -> IndexSummary:
     """Load a model and index an archive into ``db_dir`` (see ``Indexer.run``).
 
     ``report_text=None`` keeps the index's setting (text stored unless an earlier run was
-    told ``report_text=False``); ``reembed``: see ``make_indexer``.
+    told ``report_text=False``); ``reembed``, ``window_store``: see ``make_indexer``.
     """
-    indexer = make_indexer(db_dir, model_path, db_url, precision, report_text, timeout, backend, reembed)
+    indexer = make_indexer(db_dir, model_path, db_url, precision, report_text, timeout, backend, reembed,
+                           window_store, window_store_gb)
     return indexer.run(root, reports, n_jobs, prune, on_item, on_plan, retry_failed)
+
+
+def recorded_window_store(manifest: dict, max_gib: float | None = None) -> WindowStore | None:
+    """The window store an index's runs keep windows in (its manifest's ``window_store``), if still there."""
+    kept = manifest.get("window_store") or {}
+    if not kept.get("path") or not Path(kept["path"]).is_dir():
+        return None
+    gib = max_gib if max_gib is not None else kept.get("max_gib", DEFAULT_MAX_BYTES / 2**30)
+    return WindowStore(kept["path"], int(gib * 2**30))
 
 
 def make_indexer(db_dir: str | os.PathLike, model_path: str | os.PathLike, db_url: str | None = None,
                  precision: str = "fp32", report_text: bool | None = None,
-                 timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto", reembed: bool = False) -> Indexer:
+                 timeout: float | None = DEFAULT_TIMEOUT_S, backend: str = "auto", reembed: bool = False,
+                 window_store: str | os.PathLike | None = None, window_store_gb: float | None = None) -> Indexer:
     """Load a model, create or open the index in ``db_dir`` and check that it holds that model's embeddings.
 
-    ``report_text=None`` keeps the index's setting; the other parameters are ``Indexer``'s.
+    ``report_text=None`` keeps the index's setting. ``window_store`` (a folder) and
+    ``window_store_gb`` (its limit, default 200 GiB) make a ``WindowStore``; without them the
+    store an earlier run recorded in the manifest is used, when its folder is still there. The
+    other parameters are ``Indexer``'s.
 
     Raises
     ------
@@ -888,8 +952,13 @@ def make_indexer(db_dir: str | os.PathLike, model_path: str | os.PathLike, db_ur
     """
     model = load_model(model_path)
     store = IndexStore.create(db_dir, db_url)
+    manifest = store.read_manifest() or {}
     if report_text is None:
-        report_text = (store.read_manifest() or {}).get("report_text", True)
+        report_text = manifest.get("report_text", True)
+    windows = recorded_window_store(manifest, window_store_gb) if window_store is None else \
+        WindowStore(window_store, int((window_store_gb or DEFAULT_MAX_BYTES / 2**30) * 2**30))
+    if windows is not None and window_store is None:
+        logger.info("window store %s (recorded by an earlier run)", windows.folder)
     mh = config_hash(model)
     have = store.index_model()
     if not reembed or have is None or have[0] == mh:
@@ -900,7 +969,7 @@ def make_indexer(db_dir: str | os.PathLike, model_path: str | os.PathLike, db_ur
             f"{db_dir}: --reembed keeps the old model's index answering while it works, which needs the index "
             f"folder's own SQLite database; for {store.engine.url.render_as_string(hide_password=True)} index into "
             "a new --db folder and --db-url with the new model, then switch (docs: running at scale)")
-    return Indexer(store, model, model_path, precision, report_text, timeout, backend, reembed)
+    return Indexer(store, model, model_path, precision, report_text, timeout, backend, reembed, windows)
 
 
 def rebuild_faiss(db_dir: str | os.PathLike, db_url: str | None = None) -> dict:

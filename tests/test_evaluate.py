@@ -146,3 +146,22 @@ def test_eval_command(built, demo_archive, tmp_path):
     res = CliRunner().invoke(app, ["eval", "--db", str(built), "--labels", str(demo_archive.labels_path),
                                    "--root", str(tmp_path)])
     assert res.exit_code == 1 and "no row matches" in res.output
+
+
+def test_baselines_read_the_windows_an_index_run_kept(demo_archive, demo_model_dir, tmp_path, monkeypatch):
+    """With a window store recorded in the manifest the band-power baseline reads no EDF, and gives the same."""
+    import indexer.evaluate as evaluate
+
+    index_archive(demo_archive.root, tmp_path / "plain", demo_model_dir, n_jobs=0)
+    plain = evaluate_index(Index.open(tmp_path / "plain"), demo_archive.labels_path, demo_archive.root,
+                           columns=["abnormal"], fractions=(1.0,), seeds=(0,), cohort=False)
+    index_archive(demo_archive.root, tmp_path / "kept", demo_model_dir, n_jobs=0, window_store=tmp_path / "w")
+
+    def no_read(*_a, **_k):
+        raise AssertionError("an EDF was read again")
+
+    monkeypatch.setattr(evaluate, "read_recording", no_read)
+    kept = evaluate_index(Index.open(tmp_path / "kept"), demo_archive.labels_path, demo_archive.root,
+                          columns=["abnormal"], fractions=(1.0,), seeds=(0,), cohort=False)
+    assert kept["same_patient"]["band_power"]["R@5"] == pytest.approx(plain["same_patient"]["band_power"]["R@5"])
+    assert kept["n_recordings"] == plain["n_recordings"] == demo_archive.n_recordings

@@ -8,6 +8,7 @@
 - ``chunks``: preprocessing a long recording in overlapping chunks (numpy only).
 - ``recording``: ``PreprocessedRecording`` in memory and ``make_windows``.
 - ``windowed``: ``WindowedRecording``, the one path from a file to checked windows.
+- ``window_store``: ``WindowStore``, preprocessed windows kept on disk by content (index, train, eval).
 
 Nothing is imported here, so that importing one module does not import the others.
 """

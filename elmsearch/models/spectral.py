@@ -149,7 +149,7 @@ def spectral_features(windows: np.ndarray, arrays: dict[str, np.ndarray]) -> np.
 
 
 def spectral_profile(windows, arrays: dict[str, np.ndarray], dim: int, index: np.ndarray | None = None,
-                     batch_size: int = 256) -> np.ndarray:
+                     batch_size: int = 64) -> np.ndarray:
     """A recording's spectral profile for prior-case search, shape (dim,), float32, unit norm.
 
     The mean over windows of the standardised log band powers (channels x bands: the

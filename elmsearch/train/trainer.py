@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from elmsearch.archive.discovery import discover, load_report_text
 from elmsearch.errors import ElmsearchError, RecordingError, ReportError
 from elmsearch.io.events import event_windows, read_events
-from elmsearch.io.windowed import WindowedRecording
+from elmsearch.io.window_store import WindowStore
+from elmsearch.io.windowed import WindowedRecording, WindowFile
 from elmsearch.models.factory import save_model
 from elmsearch.models.identity import resolve_device
 from elmsearch.models.model import ELMModel
@@ -39,7 +40,6 @@ from elmsearch.signal.preprocessing import PreprocessingParams
 from elmsearch.text.report import parse_report
 from elmsearch.train.loss import clip_loss, mil_infonce
 from elmsearch.train.metrics import retrieval_metrics, same_patient_recall
-from elmsearch.train.window_store import WindowStore
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def load_items(root: str | os.PathLike, window_seconds: float, segment_mode: str
                     windows = rec.windows()[0].astype(np.float16)
                 else:
                     windows = store.windows(entry.path, (params or PreprocessingParams()).to_dict(), window_seconds,
-                                            lambda rec=rec: rec.windows()[0])
+                                            rec.windows)
                 subject = entry.info.subject or rec.meta.subject or entry.path.stem
                 marked = read_events(entry.path, rec.header, getattr(rec.source, "raw", None), rec.meta.duration)
                 pairs = [(i, e.text) for i, e in event_windows(marked.events, len(windows), window_seconds)]
@@ -305,17 +305,38 @@ def _set_trainable(model: ELMModel, freeze_eeg: bool) -> None:
         p.requires_grad_(not freeze_eeg or name.startswith("proj."))
 
 
+def trunk_key(model: ELMModel) -> str:
+    """A digest of everything the frozen trunk's features depend on (all EEG weights but the projection)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.eeg.state_dict().items()):
+        if not name.startswith("proj."):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 @torch.no_grad()
-def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int = 256) -> list[np.ndarray]:
+def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int = 256,
+                   store: WindowStore | None = None) -> list:
     """Pre-projection EEG features of every window, shape (n_windows, 96) per item (eval mode).
 
     Windows run in batches of exactly ``batch_size`` across recordings (the last one shorter):
     batches of one size let the allocator reuse the same memory, where a batch per recording
     (a different size each) grew the process by about 40 MB per hour of EEG.
+
+    With ``store``, the features of items whose windows are in it are written beside them
+    (``WindowStore.feature_path``) as each recording is done, and returned as ``WindowFile``s:
+    only the recordings of the current batch are in memory, and a later run with the same
+    trunk reads them back instead of running it.
     """
     was_training = model.training
     model.eval()
-    out = [np.empty((len(it.windows), model.eeg.feature_dim), np.float32) for it in items]
+    trunk = trunk_key(model) if store is not None else ""
+    paths = [store.feature_path(it.windows, trunk) if store is not None and isinstance(it.windows, WindowFile)
+             else None for it in items]
+    out: list = [WindowFile(p) if p is not None and p.is_file() else None for p in paths]
+    todo = [i for i, o in enumerate(out) if o is None]
+    filled = dict.fromkeys(todo, 0)
     pending: list[tuple[int, int, int]] = []  # (item, first row, rows) gathered into the next batch
 
     def run() -> None:
@@ -324,20 +345,27 @@ def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int = 25
             f = model.eeg.features(torch.from_numpy(x).to(model.device)).cpu().numpy()
         at = 0
         for i, a, n in pending:
+            if out[i] is None:
+                out[i] = np.empty((len(items[i].windows), model.eeg.feature_dim), np.float32)
             out[i][a : a + n] = f[at : at + n]
             at += n
+            filled[i] += n
+            if paths[i] is not None and filled[i] == len(items[i].windows):  # done: to disk, out of memory
+                out[i] = store.put_features(paths[i], out[i])
         pending.clear()
 
-    for i, it in enumerate(items):
+    for i in todo:
         start = 0
-        while start < len(it.windows):
-            n = min(batch_size - sum(p[2] for p in pending), len(it.windows) - start)
+        while start < len(items[i].windows):
+            n = min(batch_size - sum(p[2] for p in pending), len(items[i].windows) - start)
             pending.append((i, start, n))
             start += n
             if sum(p[2] for p in pending) == batch_size:
                 run()
     if pending:
         run()
+    if store is not None and len(todo) < len(items):
+        logger.info("frozen-trunk features of %d recordings read from %s", len(items) - len(todo), store.folder)
     model.train(was_training)
     return out
 
@@ -392,7 +420,7 @@ def _average_gradients(model: torch.nn.Module, world: int) -> None:
 
 def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
           cfg: TrainConfig | None = None, resume: bool = True,
-          on_step: Callable[[dict], None] | None = None) -> dict:
+          on_step: Callable[[dict], None] | None = None, store: WindowStore | None = None) -> dict:
     """Train ``model`` on ``items`` and write a MODEL_DIR.
 
     Parameters
@@ -411,6 +439,9 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         Continue from ``out_dir/checkpoint.pt`` when present.
     on_step : callable | None
         Called after every step with ``{"epoch", "step", "steps", "loss", "windows_per_s"}``.
+    store : WindowStore | None
+        The store the items' windows come from: a frozen trunk's features are kept beside them
+        (``trunk_features``) instead of in memory.
 
     Returns
     -------
@@ -459,8 +490,8 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
     train_trunk = val_trunk = None
     if cfg.freeze_eeg:
         _set_trainable(model, True)
-        train_trunk = trunk_features(model, train_items)
-        val_trunk = trunk_features(model, val_items) if val_items else None
+        train_trunk = trunk_features(model, train_items, store=store)
+        val_trunk = trunk_features(model, val_items, store=store) if val_items else None
 
     params = [p for p in model.parameters() if p.requires_grad or p is model.log_temperature]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
@@ -756,4 +787,4 @@ def train_archive(archive: str | os.PathLike, out_dir: str | os.PathLike, model_
     cfg = recipe_config(name, seed, device, **overrides)
     if on_plan is not None:
         on_plan(name, cfg, len(items))
-    return {**train(net, items, out_dir, cfg, resume=resume, on_step=on_step), "recipe": name}
+    return {**train(net, items, out_dir, cfg, resume=resume, on_step=on_step, store=store), "recipe": name}
