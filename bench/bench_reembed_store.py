@@ -1,12 +1,13 @@
 """Benchmark: `elmsearch index --reembed` after a model change, reading the EDF files vs the window store.
 
-Run: ``python bench/bench_reembed_store.py [--n 100] [--backend torch] [--out FILE.json]``.
+Run: ``python bench/bench_reembed_store.py [--n 100 | --archive DIR] [--backend torch] [--out FILE.json]``.
 
-A demo archive (seeded generator), indexed twice with model A, once plainly and once with
-``--window-store``; then each index is re-embedded with model B (another seed of the same
-architecture and preprocessing, so the stored windows apply). Reported per re-embedding: wall
-seconds of the process and the run's own ``read_preprocess_s`` (reading, filtering, resampling,
-windowing in the reader workers) and ``embed_eeg_s``. Same machine, same run, the same files.
+A demo archive (seeded generator) or ``--archive`` (e.g. ``../shared/data/eegmat``), indexed
+twice with model A, once plainly and once with ``--window-store``; then each index is
+re-embedded with model B (another seed of the same architecture and preprocessing, so the stored
+windows apply). Reported per re-embedding: wall seconds of the process and the run's own
+``read_preprocess_s`` (reading, filtering, resampling, windowing in the reader workers) and
+``embed_eeg_s``. Same machine, same run, the same files.
 """
 
 from __future__ import annotations
@@ -53,20 +54,22 @@ def save(seed: int, folder: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--archive", type=Path, default=None)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "reembed_store.json")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="elmsearch-reembed-"))
-    archive = generate_archive(work / "archive", n_recordings=args.n, seed=0)
+    root = args.archive or generate_archive(work / "archive", n_recordings=args.n, seed=0).root
     a, b = save(0, work / "model_a"), save(1, work / "model_b")
     result = {"date": dt.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores", "n_recordings": args.n, "backend": args.backend}
+              f"{os.cpu_count()} cores", "archive": str(args.archive or f"demo, {args.n} recordings"),
+              "backend": args.backend}
     common = ["--backend", args.backend]
     for name, extra in (("files", []), ("window_store", ["--window-store", str(work / "windows")])):
         db = str(work / f"index_{name}")
-        first = elmsearch(str(archive.root), "--db", db, "--model", str(a), *common, *extra)
-        again = elmsearch(str(archive.root), "--db", db, "--model", str(b), "--reembed", *common)
+        first = elmsearch(str(root), "--db", db, "--model", str(a), *common, *extra)
+        again = elmsearch(str(root), "--db", db, "--model", str(b), "--reembed", *common)
         result[name] = {"index": {k: first["timings"].get(k) for k in ("wall_s", "read_preprocess_s", "embed_eeg_s")}
                         | {"process_s": first["process_s"]},
                         "reembed": {k: again["timings"].get(k) for k in ("wall_s", "read_preprocess_s", "embed_eeg_s")}

@@ -236,3 +236,15 @@ def test_index_command_states_the_store(archive, demo_model_dir, tmp_path):
     (tmp_path / "file").write_text("x")
     bad = CliRunner().invoke(app, [*args, "--window-store", str(tmp_path / "file")])
     assert bad.exit_code == 1 and "not a folder" in bad.output
+
+
+def test_trunk_feature_batches_do_not_change_the_features(demo_archive):
+    """The frozen trunk's batch (256 on a CPU, sized to the free memory on a GPU) gives the same features."""
+    from elmsearch.train.trainer import build_model, load_items, trunk_features, window_batch
+
+    model = build_model("elm-5s", seed=0)
+    items = load_items(demo_archive.root, 5.0, "sentence")[:4]
+    assert window_batch(model) == 256  # this machine's CPU
+    a, b = trunk_features(model, items), trunk_features(model, items, batch_size=7)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)

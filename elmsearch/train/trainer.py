@@ -13,6 +13,7 @@ uses ``numpy.random.default_rng([seed, epoch])``, so a resumed run continues exa
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -22,6 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,8 @@ class TrainConfig:
     event_weight: float = EVENT_WEIGHT
     max_events: int = 8
     bf16: bool = True  # on CUDA: forward passes under bfloat16 autocast (never on a CPU)
+    loader_workers: int = 2  # threads that read the next batches' windows while this one trains
+    prefetch: int = 2  # batches read ahead
 
 
 RECIPES: dict[str, dict] = {
@@ -315,14 +319,37 @@ def trunk_key(model: ELMModel) -> str:
     return h.hexdigest()[:16]
 
 
+CPU_WINDOW_BATCH = 256
+
+
 @torch.no_grad()
-def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int = 256,
+def window_batch(model: ELMModel, cap: int = 16384) -> int:
+    """Windows per forward pass of the frozen trunk: 256 on a CPU; on a GPU, what half its free memory holds.
+
+    On CUDA one pass of 256 windows measures the peak memory a window takes, and the batch is
+    the multiple of 256 that fills half of the memory still free (at most ``cap``). The
+    contrastive batch (recordings per step) stays the recipe's: it is part of the objective.
+    """
+    if model.device.type != "cuda":
+        return CPU_WINDOW_BATCH
+    x = torch.zeros(CPU_WINDOW_BATCH, model.config.eeg.n_chans, model.n_times, device=model.device)
+    torch.cuda.reset_peak_memory_stats(model.device)
+    before = torch.cuda.memory_allocated(model.device)
+    model.eeg.features(x)
+    per_window = max(1, (torch.cuda.max_memory_allocated(model.device) - before) // CPU_WINDOW_BATCH)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    n = int(0.5 * free // per_window) // CPU_WINDOW_BATCH * CPU_WINDOW_BATCH
+    return int(min(cap, max(CPU_WINDOW_BATCH, n)))
+
+
+@torch.no_grad()
+def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int | None = None,
                    store: WindowStore | None = None) -> list:
     """Pre-projection EEG features of every window, shape (n_windows, 96) per item (eval mode).
 
-    Windows run in batches of exactly ``batch_size`` across recordings (the last one shorter):
-    batches of one size let the allocator reuse the same memory, where a batch per recording
-    (a different size each) grew the process by about 40 MB per hour of EEG.
+    Windows run in batches of exactly ``batch_size`` (default ``window_batch``) across recordings
+    (the last one shorter): batches of one size let the allocator reuse the same memory, where a
+    batch per recording (a different size each) grew the process by about 40 MB per hour of EEG.
 
     With ``store``, the features of items whose windows are in it are written beside them
     (``WindowStore.feature_path``) as each recording is done, and returned as ``WindowFile``s:
@@ -331,6 +358,7 @@ def trunk_features(model: ELMModel, items: list[TrainItem], batch_size: int = 25
     """
     was_training = model.training
     model.eval()
+    batch_size = batch_size or window_batch(model)
     trunk = trunk_key(model) if store is not None else ""
     paths = [store.feature_path(it.windows, trunk) if store is not None and isinstance(it.windows, WindowFile)
              else None for it in items]
@@ -496,7 +524,8 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
     params = [p for p in model.parameters() if p.requires_grad or p is model.log_temperature]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
+    steps_per_epoch = len(train_items) // cfg.batch_size  # a last batch of one recording is left out alone
+    steps_per_epoch += int(len(train_items) % cfg.batch_size >= (2 if world == 1 else 1))
     total_steps = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, steps_per_epoch)) *
@@ -517,6 +546,7 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
     if initial:
         log.write(json.dumps({"epoch": -1, "val": initial}) + "\n")
     temp = model.log_temperature
+    loader = ThreadPoolExecutor(max(1, cfg.loader_workers), thread_name_prefix="elmsearch-loader")
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
             break
@@ -531,19 +561,15 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         batches = [order[b0 : b0 + cfg.batch_size] for b0 in range(0, len(order), cfg.batch_size)]
         if world > 1:  # this process's share of every batch: the same steps everywhere, the batch split
             batches = [b[rank::world] for b in batches]
-        for step, batch in enumerate(batches):
-            if len(batch) < 2 and world == 1:
-                continue
+        batches = [b for b in batches if len(b) >= 2 or world > 1]
+        # which windows and segments each step uses, drawn up front (its own stream), so that the
+        # loader can read the next batches' windows from disk while this one trains
+        plans = _sample_batches(train_items, batches, max_eeg, max_text, np.random.default_rng([cfg.seed, epoch, 1]))
+        source = train_trunk if train_trunk is not None else [it.windows for it in train_items]
+        for step, (batch, plan, xs) in enumerate(_prefetched(source, batches, plans, loader, cfg.prefetch)):
             t0 = time.perf_counter()
-            xs, ts, eid, tid, sizes = [], [], [], [], []
-            for j, i in enumerate(batch):
-                it = train_items[i]
-                w = rng.choice(len(it.windows), min(max_eeg, len(it.windows)), replace=False)
-                s = rng.choice(len(it.segments), min(max_text, len(it.segments)), replace=False)
-                if train_trunk is not None:
-                    xs.append(torch.from_numpy(train_trunk[i][np.sort(w)]))
-                else:
-                    xs.append(torch.from_numpy(it.windows[np.sort(w)].astype(np.float32)))
+            ts, eid, tid, sizes = [], [], [], []
+            for j, (i, (w, s)) in enumerate(zip(batch, plan, strict=True)):
                 ts.append(train_feats[i][s])
                 eid += [j] * len(w)
                 tid += [j] * len(s)
@@ -606,6 +632,7 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
                         "best_epoch": best_epoch, "bad_epochs": bad_epochs}, tmp)
             os.replace(tmp, ckpt_path)
     log.close()
+    loader.shutdown()
     if world > 1:  # the same weights everywhere (the gradients were averaged): say so, for the logs
         digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in model.state_dict().values()))
         logger.info("process %d of %d: weights and buffers %s", rank, world, digest.hexdigest()[:16])
@@ -634,6 +661,37 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
     if lead:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _sample_batches(items: list[TrainItem], batches: list[np.ndarray], max_eeg: int, max_text: int, rng
+                    ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Per batch, per recording: the (sorted) windows and the report segments a step uses."""
+    plans = []
+    for batch in batches:
+        plan = []
+        for i in batch:
+            it = items[i]
+            w = np.sort(rng.choice(len(it.windows), min(max_eeg, len(it.windows)), replace=False))
+            plan.append((w, rng.choice(len(it.segments), min(max_text, len(it.segments)), replace=False)))
+        plans.append(plan)
+    return plans
+
+
+def _prefetched(source: list, batches: list[np.ndarray], plans: list, pool: ThreadPoolExecutor, ahead: int = 2):
+    """``(batch, plan, windows)`` per step; the next ``ahead`` batches' rows are read in ``pool`` meanwhile.
+
+    ``source[i][rows]`` gives recording ``i``'s rows (windows or frozen-trunk features, in memory
+    or a ``WindowFile`` on disk: reading a file and converting releases the GIL).
+    """
+    def read(batch, plan):
+        return [torch.from_numpy(np.asarray(source[i][w], np.float32)) for i, (w, _) in zip(batch, plan, strict=True)]
+
+    pending = collections.deque()
+    for k in range(len(batches)):
+        while len(pending) < ahead + 1 and k + len(pending) < len(batches):
+            n = k + len(pending)
+            pending.append(pool.submit(read, batches[n], plans[n]))
+        yield batches[k], plans[k], pending.popleft().result()
 
 
 def _event_loss(model: ELMModel, items: list[TrainItem], batch, trunk, event_feats: torch.Tensor,
