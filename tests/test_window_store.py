@@ -99,10 +99,14 @@ def test_two_processes_train_one_model_with_torchrun_on_cpu(demo_archive, tmp_pa
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "model"
     env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "cli", "-v", "train", str(demo_archive.root), "--out", str(out), "--recipe", "heads",
-                           "--epochs", "2", "--device", "cpu", "--window-store", str(tmp_path / "store")],
-                          cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+
+    def torchrun(epochs: int):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "cli", "-v", "train", str(demo_archive.root), "--out", str(out), "--recipe",
+                               "heads", "--epochs", str(epochs), "--device", "cpu", "--window-store",
+                               str(tmp_path / "store")], cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+
+    proc = torchrun(2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = dict(re.findall(r"process (\d) of 2: weights and buffers (\w+)", proc.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]  # gradients averaged, buffers shared
@@ -111,6 +115,13 @@ def test_two_processes_train_one_model_with_torchrun_on_cpu(demo_archive, tmp_pa
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [-1, 0, 1] and all(r.get("world_size") == 2 for r in log[1:])
     assert proc.stderr.count("best epoch") == 1  # one process reports
+    more = torchrun(3)  # both processes resume from rank 0's checkpoint and stay identical
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert more.stderr.count("resuming at epoch 2") == 2
+    digests = dict(re.findall(r"process (\d) of 2: weights and buffers (\w+)", more.stderr))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [-1, 0, 1, 2]
 
 
 def test_index_fills_the_store_and_reembed_train_read_it_without_preprocessing(archive, demo_model_dir, tmp_path,
