@@ -235,8 +235,8 @@ def similar_extra(store: IndexStore, model, model_hash: str, changed: bool) -> d
                 "similar_space": previous["similar_space"]}
     from indexer.similar_space import DEFAULT, refresh
 
-    trained = bool((model.config.similar or {}).get("measured"))  # `train` measured its choice: the default
-    space = refresh(store, model_hash, model.similar_representation if trained else DEFAULT)
+    trained = bool((model.config.similar or {}).get("measured"))  # `train` measured its choice: it stands
+    space = refresh(store, model_hash, model.similar_representation if trained else DEFAULT, measure=not trained)
     return {"similar_representation": space.kind if space is not None else "embedding",
             "similar_space": space.to_dict() if space is not None else None}
 

@@ -42,6 +42,35 @@ def test_without_patients_with_several_recordings_the_default_holds():
     assert fit(emb, bp, few).measured == {}
 
 
+def test_a_trained_models_choice_stands_whatever_the_archive_measures():
+    emb, bp, patients = _archive("bp")  # band power finds the patients, the embedding does not
+    assert fit(emb, bp, patients).kind in {"bandpower", "fusion"}
+    space = fit(emb, bp, patients, default="embedding", measure=False)
+    assert space.kind == "embedding" and space.measured == {}
+
+
+def test_an_index_keeps_the_choice_train_made(demo_archive, demo_model_dir, tmp_path, monkeypatch):
+    import json
+
+    import indexer.similar_space
+
+    monkeypatch.setattr(indexer.similar_space, "MIN_PATIENTS", 1)  # this small archive could measure
+
+    import shutil
+
+    from indexer.pipeline import index_archive
+
+    model = shutil.copytree(demo_model_dir, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    assert config["similar"]["measured"]  # train measured its choice on held-out patients
+    config["similar"]["representation"] = "embedding"  # what the archive would not choose: it stands
+    (model / "config.json").write_text(json.dumps(config))
+    index_archive(demo_archive.root, tmp_path / "idx", model, n_jobs=0)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["similar_representation"] == "embedding"
+    assert manifest["similar_space"]["kind"] == "embedding" and not manifest["similar_space"]["measured"]
+
+
 def test_transform_is_unit_padded_and_survives_the_manifest():
     emb, bp, patients = _archive("bp")
     space = fit(emb, bp, patients)

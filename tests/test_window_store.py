@@ -157,7 +157,8 @@ def test_index_fills_the_store_and_reembed_train_read_it_without_preprocessing(a
 
     def embeddings(folder):
         with IndexStore.open(folder).session() as s:
-            return {r.path: np.frombuffer(r.emb, np.float32) for r in s.query(Recording).filter(Recording.emb.isnot(None))}
+            rows = s.query(Recording).filter(Recording.emb.isnot(None))
+            return {r.path: np.frombuffer(r.emb, np.float32) for r in rows}
 
     from_store, same = embeddings(db), embeddings(tmp_path / "idx2")
     assert from_store.keys() == same.keys() and len(same) == n
@@ -203,7 +204,8 @@ def test_frozen_trunk_features_kept_beside_the_windows_and_reused(bigger_archive
         second = run(tmp_path / "b")
     import re
 
-    read = [int(m.group(1)) for r in caplog.records if (m := re.search(r"features of (\d+) recordings read", r.getMessage()))]
+    said = [re.search(r"features of (\d+) recordings read", r.getMessage()) for r in caplog.records]
+    read = [int(m.group(1)) for m in said if m]
     assert sum(read) == len(items)  # training and validation recordings: the trunk did not run again
     assert _flat(second["val"]) == pytest.approx(_flat(first["val"]), abs=1e-6)
     in_memory = _train(items, tmp_path / "c")  # features in memory: the same training
