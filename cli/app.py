@@ -514,8 +514,9 @@ def _print_index(summary) -> None:
     if d["window_store"]:
         ws = d["window_store"]
         size = f"{ws['bytes'] / 2**20:.1f} MiB" if ws["bytes"] < 2**30 else f"{ws['bytes'] / 2**30:.2f} GiB"
+        missed = " (some windows not kept: see the warning)" if ws.get("not_kept") else ""
         table.add_row("window store", f"{ws['folder']}: {ws['read']} read, {ws['written']} written, "
-                      f"{size} of {ws['max_gib']:g} GiB" + (" (full)" if ws.get("full") else ""))
+                      f"{size} of {ws['max_gib']:g} GiB{missed}")
     out.print(table)
     if summary.failures:
         from elmsearch.archive.discovery import display_path

@@ -160,6 +160,9 @@ def _keep_windows(p: Prepared, store: WindowStore, key: str) -> None:
     except WindowStoreFull as err:
         p.stored = str(err)
         return
+    except OSError as err:  # a store that cannot be written never fails the recording
+        p.stored = f"window store {store.folder}: cannot write ({err.strerror or err}); windows not kept"
+        return
     if p.windows_file is not None:
         p.windows_file.unlink(missing_ok=True)
         p.windows_file, p.windows = None, kept
@@ -775,9 +778,9 @@ class Indexer:
             store = summary.window_store
             if p.stored in ("read", "written"):
                 store[p.stored] = store.get(p.stored, 0) + 1
-            elif not store.get("full"):  # said once: every later file would say the same
+            elif not store.get("not_kept"):  # said once (full, not writable): later files would say the same
                 logger.warning("%s", p.stored)
-                store["full"] = p.stored
+                store["not_kept"] = p.stored
         if p.error:
             logger.warning("%s: %s", p.entry.path, p.error)
             summary.failures.append({"path": str(p.entry.path), "reason": p.error})

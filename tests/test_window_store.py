@@ -180,7 +180,7 @@ def test_a_full_store_warns_once_and_the_recordings_still_index(archive, demo_mo
                             window_store_gb=0.0005)  # 0.5 MiB: a few of its 12
     assert summary.added == n and summary.failed == 0
     ws = summary.window_store
-    assert 0 < ws["written"] < n and "limit" in ws["full"] and ws["bytes"] <= 0.0005 * 2**30
+    assert 0 < ws["written"] < n and "limit" in ws["not_kept"] and ws["bytes"] <= 0.0005 * 2**30
     assert sum("window store" in r.getMessage() and "limit" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -261,3 +261,18 @@ def test_trunk_feature_batches_do_not_change_the_features(demo_archive):
     a, b = trunk_features(model, items), trunk_features(model, items, batch_size=7)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_a_store_that_cannot_be_written_never_fails_a_recording(archive, demo_model_dir, tmp_path, monkeypatch):
+    import errno
+
+    from indexer.pipeline import index_archive
+
+    def broken(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(WindowStore, "put", broken)
+    n = len(list(archive.rglob("*.edf")))
+    summary = index_archive(archive, tmp_path / "idx", demo_model_dir, n_jobs=0, window_store=tmp_path / "w")
+    assert summary.added == n and summary.failed == 0 and summary.window_store.get("written", 0) == 0
+    assert "Read-only file system" in summary.window_store["not_kept"]
