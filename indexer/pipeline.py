@@ -83,6 +83,7 @@ class Prepared:
     warnings: list[str] = dataclasses.field(default_factory=list)
     events_stamp: str | None = None
     stored: str | None = None  # its windows and the window store: "read", "written", or why they were not kept
+    bandpower: np.ndarray | None = None  # the band-power map of the kept windows, made by the reader
 
 
 def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: float,
@@ -141,6 +142,9 @@ def prepare(entry: ArchiveEntry, params: PreprocessingParams, window_seconds: fl
             out.windows, out.keep = rec.windows()
         if got is None and window_store is not None:
             _keep_windows(out, window_store, key)
+        if out.keep.any():  # here, in the reader process, beside the encoder's work instead of after it
+            windows = WindowFile(out.windows_file) if out.windows_file is not None else out.windows
+            out.bandpower = bandpower_profile(windows, params.sfreq, np.flatnonzero(out.keep))
         out.meta = rec.meta
         _read_events(out, rec.header, getattr(rec.source, "raw", None), rec.meta.duration)
     except RecordingError as err:
@@ -243,8 +247,10 @@ def similar_extra(store: IndexStore, model, model_hash: str, changed: bool) -> d
     return {"similar_representation": space.kind if space is not None else "embedding",
             "similar_space": space.to_dict() if space is not None else None}
 
+
 def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os.PathLike, precision: str,
-              backend: str, pooling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+              backend: str, pooling: str, bandpower: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Window and recording embeddings of one prepared recording.
 
     Returns
@@ -255,7 +261,8 @@ def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os
     profile : array of float32, shape (256,) | None
         The spectral profile, when the model's prior-case search uses it.
     bandpower : array of float32, shape (200,)
-        The band-power map of the same windows (``bandpower_profile``; ``indexer.similar_space``).
+        The band-power map of the same windows (``bandpower_profile``; ``indexer.similar_space``);
+        the one given (made by the reader from ``keep``) or made here.
 
     Raises
     ------
@@ -269,7 +276,8 @@ def embed_eeg(model: ELMModel, windows, keep: np.ndarray | None, fname: str | os
     profile = model.spectral_profile(windows, index) if model.similar_representation == "spectral" else None
     if profile is not None and not np.isfinite(profile).all():
         raise RecordingError(fname, "the spectral profile is not finite")
-    bandpower = bandpower_profile(windows, model.config.eeg.sfreq, index)
+    if bandpower is None or keep is None:
+        bandpower = bandpower_profile(windows, model.config.eeg.sfreq, index)
     if not np.isfinite(bandpower).all():
         raise RecordingError(fname, "the band-power map is not finite")
     return window_emb, index, rec_emb, profile, bandpower
@@ -310,7 +318,7 @@ def embed_prepared(p: Prepared, model: ELMModel, precision: str, backend: str, p
             try:
                 t0 = time.perf_counter()
                 windows = WindowFile(p.windows_file) if p.windows_file is not None else p.windows
-                p.eeg = embed_eeg(model, windows, p.keep, p.entry.path, precision, backend, pooling)
+                p.eeg = embed_eeg(model, windows, p.keep, p.entry.path, precision, backend, pooling, p.bandpower)
                 timings["embed_eeg_s"] = timings.get("embed_eeg_s", 0.0) + time.perf_counter() - t0
                 report = clean_report_text(p.report_text)
                 if text and report:

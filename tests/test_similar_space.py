@@ -137,3 +137,24 @@ def test_release_weights_find_eegmat_subjects(shared_data, tmp_path):
     q = index.resolve(fname=copy)
     stored = index.resolve(recording_id=rows[0][0])
     assert q.recording_id is None and float(q.profile @ stored.profile) > 0.999
+
+
+def test_the_readers_band_power_map_is_the_one_of_the_embedded_windows(demo_archive, demo_model_dir, tmp_path):
+    """The reader process makes each recording's band-power map; it equals the map of the windows the encoder kept."""
+    from db import Recording, from_blob
+    from elmsearch.io.windowed import WindowedRecording
+    from elmsearch.models.embedding import model_params
+    from elmsearch.models.factory import load_model
+    from elmsearch.signal.bandpower import bandpower_profile
+    from indexer.pipeline import index_archive
+    from indexer.store import IndexStore
+
+    index_archive(demo_archive.root, tmp_path / "idx", demo_model_dir, n_jobs=1)
+    model = load_model(demo_model_dir)
+    with IndexStore.open(tmp_path / "idx").session() as s:
+        rows = [(r.path, from_blob(r.bandpower), r.n_windows) for r in s.query(Recording).limit(4)]
+    for path, stored, n_windows in rows:
+        windows, keep = WindowedRecording(path, model_params(model), window_s=model.window_seconds).windows()
+        assert keep.sum() == n_windows
+        np.testing.assert_allclose(stored, bandpower_profile(windows, model_params(model).sfreq, np.flatnonzero(keep)),
+                                   rtol=1e-5, atol=1e-5)
