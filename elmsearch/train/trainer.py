@@ -263,14 +263,18 @@ def evaluate(model: ELMModel, items: list[TrainItem], text_feats: list[torch.Ten
     return {"text_to_eeg": retrieval_metrics(sim), "eeg_to_text": retrieval_metrics(sim.T)}
 
 
-def choose_similar(model: ELMModel, items: list[TrainItem], max_windows: int = 64, seed: int = 0) -> dict:
+def choose_similar(model: ELMModel, items: list[TrainItem], max_windows: int = 64, seed: int = 0,
+                   trunk_feats: list | None = None) -> dict:
     """Choose what prior-case search compares, on held-out patients; sets ``model.config.similar``.
 
     Candidates: the shared-space recording embedding, and (with a spectral view) the spectral
     profile. The measure is how early another recording of the same patient ranks (mean
     reciprocal rank over the held-out recordings that have one; R@5 is reported too). The
     spectral profile is chosen only when it ranks them strictly earlier; without held-out
-    patients with two recordings the embedding stays.
+    patients with two recordings the embedding stays. ``trunk_feats``: a frozen trunk's features
+    of ``items`` (``trunk_features``), so that only the projection runs (as ``evaluate`` does);
+    running the whole encoder on each recording's windows grew training's memory with the
+    number of validation recordings (+210 MB at 80 of them).
 
     Returns
     -------
@@ -278,7 +282,7 @@ def choose_similar(model: ELMModel, items: list[TrainItem], max_windows: int = 6
         ``{"representation", "measured": {name: {"MRR", "R@5", "n"}}}``.
     """
     patients = np.array([it.patient for it in items])
-    candidates = {"embedding": recording_vectors(model, items, max_windows, seed)} if items else {}
+    candidates = {"embedding": recording_vectors(model, items, max_windows, seed, trunk_feats)} if items else {}
     if items and model.eeg.spectral is not None:
         candidates["spectral"] = np.stack([model.spectral_profile(it.windows) for it in items])
     measured = {name: same_patient_ranks(v, patients) for name, v in candidates.items()}
@@ -643,7 +647,8 @@ def train(model: ELMModel, items: list[TrainItem], out_dir: str | os.PathLike,
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(out / "model.safetensors"), device=str(device)), strict=True)
-    similar = choose_similar(model, val_items, cfg.val_max_windows, cfg.seed)
+    similar = choose_similar(model, val_items, cfg.val_max_windows, cfg.seed,
+                             val_trunk if cfg.freeze_eeg else None)  # a frozen trunk's features still hold
     logger.info("prior cases compare the %s (held-out same-patient MRR: %s)", similar["representation"],
                 ", ".join(f"{k} {v['MRR']:.3f}" for k, v in similar["measured"].items()) or "not measurable")
     if lead:
