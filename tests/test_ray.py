@@ -156,7 +156,9 @@ def _assert_same_dump(dump_a: tuple[dict, dict], dump_b: tuple[dict, dict]) -> N
 @needs_ray
 def test_ray_and_local_runners_store_the_same_index(local_index, ray_index, hostile_archive):
     (local_db, local), (ray_db, ray_summary, runner) = local_index, ray_index
-    assert runner.stats["partitions"] > 2 and runner.stats["computed"] == runner.stats["partitions"]
+    # boundaries hash the absolute paths (a new temporary folder each run); the size cap alone
+    # guarantees several partitions: 17 files, at most MAX_PARTITION_FACTOR * PARTITION = 12 in one
+    assert runner.stats["partitions"] >= 2 and runner.stats["computed"] == runner.stats["partitions"]
     for k in ("added", "updated", "skipped", "failed", "removed"):
         assert getattr(ray_summary, k) == getattr(local, k), k
     assert local.failed == 5 and local.added == len(_edfs(hostile_archive)) - 5
