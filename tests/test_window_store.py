@@ -276,3 +276,17 @@ def test_a_store_that_cannot_be_written_never_fails_a_recording(archive, demo_mo
     summary = index_archive(archive, tmp_path / "idx", demo_model_dir, n_jobs=0, window_store=tmp_path / "w")
     assert summary.added == n and summary.failed == 0 and summary.window_store.get("written", 0) == 0
     assert "Read-only file system" in summary.window_store["not_kept"]
+
+
+def test_the_store_counts_its_writes_instead_of_listing_the_folder_for_each(tmp_path, monkeypatch):
+    store = WindowStore(tmp_path / "s", max_bytes=6 * (4 * 20 * 500 * 2) + 6 * 512)
+    listed = []
+    real = WindowStore.size
+    monkeypatch.setattr(WindowStore, "size", lambda self: listed.append(1) or real(self))
+    w = np.zeros((4, 20, 500), np.float32)
+    for i in range(6):
+        store.put(f"{i:032x}", w, np.ones(4, bool))
+    assert len(listed) == 1  # one count of the folder, then its own writes added
+    with pytest.raises(WindowStoreFull):  # and the limit still holds
+        store.put("f" * 32, w, np.ones(4, bool))
+    assert real(store) <= store.max_bytes

@@ -14,7 +14,10 @@ The frozen trunk's features of the ``heads`` recipe are kept beside the windows
 (``features/KEY-TRUNK.npy``), so training's memory does not grow with the archive either.
 
 The store is bounded (``max_bytes``): a recording that would pass the limit is refused with one
-line naming the store, its size and the limit, and the files already there stay. Files appear
+line naming the store, its size and the limit, and the files already there stay. The check counts
+the folder's files at most every ``RESCAN_S`` seconds and adds this process's own writes in between
+(listing a folder of 100 000 recordings for every write would make filling it quadratic), so
+several writers at once may pass the limit by what the others wrote in that time. Files appear
 whole or not at all (written under a temporary name, then renamed), also when two runs write
 the same recording.
 """
@@ -26,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 200 * 2**30
 _CHUNK_ROWS = 256  # windows converted to float16 at a time when a store file is written
+RESCAN_S = 30.0  # seconds the counted size of the folder is trusted (plus this process's writes)
 
 
 class WindowStoreFull(ElmsearchError):
@@ -75,6 +80,7 @@ class WindowStore:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.max_bytes = int(max_bytes)
         self.hits = self.writes = 0
+        self._counted: tuple[float, int] | None = None  # (when, bytes) of the last count, own writes added
 
     def size(self) -> int:
         """Bytes the store's files take now (windows, masks, features; also those another run is writing)."""
@@ -112,8 +118,14 @@ class WindowStore:
         self.hits += 1
         return WindowFile(path), keep
 
+    def __getstate__(self) -> dict:  # a worker process counts for itself
+        return {**self.__dict__, "_counted": None}
+
     def _check_room(self, need: int, what: str) -> None:
-        have = self.size()
+        now = time.monotonic()
+        if self._counted is None or now - self._counted[0] > RESCAN_S:
+            self._counted = (now, self.size())
+        have = self._counted[1]
         if have + need > self.max_bytes:
             raise WindowStoreFull(f"window store {self.folder}: {what} needs {need / 2**20:.1f} MiB more, the "
                                   f"store holds {have / 2**30:.2f} GiB of its {self.max_bytes / 2**30:g} GiB limit; "
@@ -133,6 +145,7 @@ class WindowStore:
         _write_npy(self.folder, keep_path, (len(keep),), np.bool_, [np.asarray(keep, bool)])
         _write_npy(self.folder, path, (n, *shape), np.float16,
                    (windows[i : i + _CHUNK_ROWS] for i in range(0, n, _CHUNK_ROWS)))
+        self._added(path.stat().st_size + keep_path.stat().st_size)
         self.writes += 1
         return WindowFile(path)
 
@@ -164,4 +177,9 @@ class WindowStore:
         self._check_room(feats.nbytes + 128, f"trunk features {path.name}")
         path.parent.mkdir(exist_ok=True, mode=0o700)
         _write_npy(path.parent, path, feats.shape, np.float32, [feats])
+        self._added(path.stat().st_size)
         return WindowFile(path)
+
+    def _added(self, nbytes: int) -> None:
+        if self._counted is not None:
+            self._counted = (self._counted[0], self._counted[1] + nbytes)
