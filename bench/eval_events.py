@@ -10,7 +10,8 @@ training seed, a demo model is trained, the held-out archive indexed with it, an
 - window-level localisation (``indexer.evaluate.event_localisation``): precision@10 of the
   windows a text query for each event kind returns, ``eeg`` (the embedding alone) and
   ``hybrid`` (which also reads the events the index holds);
-- recording-level zero-shot AUROC per finding (``indexer.evaluate.evaluate_index``);
+- recording-level zero-shot AUROC per finding (``indexer.evaluate.evaluate_index``), pooled and
+  from the minutes (``zero_shot_windows``);
 - the existing retrieval (text→EEG R@10 of the recordings' own reports).
 
 Writes ``bench/results/eval_events.json`` (mean and sd over the seeds per weight).
@@ -48,6 +49,7 @@ def run(work: Path, n_recordings: int, seed: int, weight: float) -> dict:
     res = evaluate_index(Index.open(db), held.labels_path, held.root, fractions=(1.0,), seeds=(0,),
                          baselines=False, cohort=False, events_csv=held.root / "events.csv")
     return {"events": res["events"], "zero_shot": {c: m["auroc"] for c, m in res["zero_shot"].items()},
+            "zero_shot_minutes": {c: m["auroc"] for c, m in res["zero_shot_windows"].items()},
             "text_to_eeg_R@10": res["retrieval"]["text_to_eeg"]["R@10"]}
 
 
@@ -68,7 +70,7 @@ def main() -> None:
             runs.setdefault(f"{w:g}", {})[seed] = r
             print(f"weight {w:g} seed {seed}: eeg P@10 {r['events']['eeg']['P@10']:.3f} "
                   f"{r['events']['eeg']['by']}, hybrid P@10 {r['events']['hybrid']['P@10']:.3f}, "
-                  f"zero-shot {r['zero_shot']}, R@10 {r['text_to_eeg_R@10']:.3f}", flush=True)
+                  f"zero-shot {r['zero_shot']}, from the minutes {r['zero_shot_minutes']}, R@10 {r['text_to_eeg_R@10']:.3f}", flush=True)
     summary = {}
     for w, by_seed in runs.items():
         rs = list(by_seed.values())
@@ -80,6 +82,9 @@ def main() -> None:
             "eeg_by": {k: float(np.mean([r["events"]["eeg"]["by"][k] for r in rs])) for k in kinds},
             "hybrid_by": {k: float(np.mean([r["events"]["hybrid"]["by"][k] for r in rs])) for k in kinds},
             "zero_shot": {c: float(np.mean([r["zero_shot"][c] for r in rs])) for c in rs[0]["zero_shot"]},
+            "zero_shot_minutes": {c: [float(np.mean([r["zero_shot_minutes"][c] for r in rs])),
+                                      float(np.std([r["zero_shot_minutes"][c] for r in rs]))]
+                                  for c in rs[0]["zero_shot_minutes"]},
             "text_to_eeg_R@10": float(np.mean([r["text_to_eeg_R@10"] for r in rs])),
         }
     write_results(args.out, {"n_recordings": args.n_recordings, "summary": summary, "runs": runs}, t0)

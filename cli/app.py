@@ -395,11 +395,18 @@ def classify(
                                             "(default ./elmsearch-index when no --model).")] = None,
     backend: BackendOpt = Backend.auto,
     windows: Annotated[float | None, typer.Option("--windows", min=0, max=100, help=(
-        "Score each prompt from this percentile of its similarities to the recording's windows (100: its best "
-        "window), mixed with the pooled recording's: for intermittent findings."))] = None,
+        "The 'minutes' column: how much of the recording a finding must hold in, as a percentile of its "
+        "windows (100, the default: one window; 50: half the recording)."))] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Zero-shot: the probability of each prompt for a recording (prompt-template ensemble)."""
+    """Zero-shot: each prompt's probability for a recording, pooled and from its minutes.
+
+    Give the background first ("normal EEG"), then the findings. 'recording' is the softmax of
+    the pooled recording: read it for what holds throughout (a state, diffuse slowing).
+    'minutes' classifies each window and keeps the most convincing ones: read it for
+    intermittent findings (spike-and-wave, sharp waves, sleep); the background must hold in
+    every window there.
+    """
     from elmsearch.errors import ElmsearchError
 
     if model is None:
@@ -416,9 +423,9 @@ def classify(
     if as_json:
         out.print_json(json.dumps(doc))
         return
-    table = Table("prompt", "probability", title=str(fname))
+    table = Table("prompt", "recording", "minutes", title=str(fname))
     for s in doc["scores"]:
-        table.add_row(s["prompt"], f"{s['probability']:.3f}")
+        table.add_row(s["prompt"], f"{s['probability']:.3f}", f"{s['minutes']:.3f}")
     out.print(table)
 
 
@@ -972,7 +979,7 @@ def evaluate(
         t.add_row("mean", "", *(f"{ev[x][key]:.3f}" for x in sources))
         out.print(t)
     if result.get("zero_shot"):
-        t = Table("column", "AUROC", "AUROC from the windows", "balanced acc.", "n", title="zero-shot")
+        t = Table("column", "AUROC", "AUROC from the minutes", "balanced acc.", "n", title="zero-shot")
         for c, m in result["zero_shot"].items():
             w = result.get("zero_shot_windows", {}).get(c)
             t.add_row(c, f"{m['auroc']:.3f}", f"{w['auroc']:.3f}" if w else "", f"{m['balanced_accuracy']:.3f}",

@@ -385,11 +385,11 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
             ok = y >= 0
             p = zero_shot(index.model, emb[ok], list(prompts[c]))[:, 1]
             result["zero_shot"][c] = {**score_binary(y[ok], p), "prompts": list(prompts[c]), "n": int(ok.sum())}
-        # from the minutes (``zero_shot_windows``): each prompt's best window beside the pooled recording
+        # from the minutes (``zero_shot_windows``): each window classified, the finding's best kept
         result["zero_shot_windows"] = {}
         for c, y in labels.items():
             ok = np.flatnonzero(y >= 0)
-            p = np.array([zero_shot_windows(index.model, np.stack(windows[recs[i][0]]), list(prompts[c]), emb[i])[1]
+            p = np.array([zero_shot_windows(index.model, np.stack(windows[recs[i][0]]), list(prompts[c]))[1]
                           for i in ok])
             result["zero_shot_windows"][c] = {**score_binary(y[ok], p), "n": int(len(ok))}
 

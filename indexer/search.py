@@ -636,24 +636,26 @@ class Index:
             return hits
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
-                 recording_id: int | None = None, windows: float | None = None) -> np.ndarray:
-        """Zero-shot probabilities of each prompt for a recording (prompt order).
+                 recording_id: int | None = None, windows: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-shot scores of each prompt for a recording (prompt order): pooled and from its minutes.
 
-        ``windows``: score each prompt from this percentile of its similarities to the
-        recording's windows, mixed with the pooled embedding's (``zero_shot_windows``).
+        Returns ``(probabilities, minutes)``: the softmax over the prompts of the pooled
+        recording (``zero_shot``), and each prompt's evidence from the recording's windows at the
+        ``windows``-th percentile (``zero_shot_windows``; None: its ``WINDOW_PERCENTILE``; the
+        first prompt is the background).
         """
-        from elmsearch.models.zeroshot import zero_shot, zero_shot_windows
+        from elmsearch.models.zeroshot import WINDOW_PERCENTILE, zero_shot, zero_shot_windows
 
         self._require_text()  # before a file is read
         query = self.resolve(fname, recording_id)
-        if windows is None:
-            return zero_shot(self.query_model, query.emb, prompts)
         w = query.window_emb
         if w is None:
             with self.store.session() as s:
                 w = np.stack([from_blob(e) for e in s.scalars(select(Window.emb).where(
                     Window.recording_id == query.recording_id).order_by(Window.ordinal))])
-        return zero_shot_windows(self.query_model, w, prompts, query.emb, float(windows))
+        return zero_shot(self.query_model, query.emb, prompts), \
+            zero_shot_windows(self.query_model, w, prompts, WINDOW_PERCENTILE if windows is None else float(windows))
 
     def match_sentence(self, recording_id: int, text: str) -> dict | None:
         """The sentence of a recording's report nearest to a text query, or None (no report).

@@ -147,28 +147,32 @@ def hits_document(query: str, hits: list[Hit], source: str | None = None) -> dic
     return doc
 
 
-def classify_document(recording: str, prompts: list[str], probabilities, windows: float | None = None) -> dict:
+def classify_document(recording: str, prompts: list[str], probabilities, minutes, windows: float | None = None
+                      ) -> dict:
     """The document of a zero-shot classification, prompts in the order given.
 
-    ``windows``: the window percentile the scores came from, None for the pooled recording.
+    Each prompt has ``probability`` (the softmax of the pooled recording: what holds throughout)
+    and ``minutes`` (``zero_shot_windows``: what its most convincing windows show; the first
+    prompt is the background). ``windows``: the window percentile ``minutes`` came from.
     """
-    return {"recording": recording, "windows": windows,
-            "scores": [{"prompt": p, "probability": round(float(q), 6)}
-                       for p, q in zip(prompts, probabilities, strict=True)]}
+    from elmsearch.models.zeroshot import WINDOW_PERCENTILE
+
+    return {"recording": recording, "windows": WINDOW_PERCENTILE if windows is None else float(windows),
+            "scores": [{"prompt": p, "probability": round(float(q), 6), "minutes": round(float(m), 6)}
+                       for p, q, m in zip(prompts, probabilities, minutes, strict=True)]}
 
 
 def classify_file(model, fname: str | os.PathLike, prompts: list[str], backend: str = "auto",
                   windows: float | None = None) -> dict:
     """Zero-shot classification of one file with a model (no index), as a document."""
     from elmsearch.models.embedding import embed_recording
-    from elmsearch.models.zeroshot import zero_shot, zero_shot_windows
+    from elmsearch.models.zeroshot import WINDOW_PERCENTILE, zero_shot, zero_shot_windows
 
     if Path(fname).is_file():  # a missing file is named by the reader; a readable one is not read in vain
         model.require_text()
     emb = embed_recording(model, fname, pooling="attention" if model.has_text else "mean", backend=backend)
-    probs = zero_shot(model, emb.recording_emb, prompts) if windows is None else \
-        zero_shot_windows(model, emb.window_emb, prompts, emb.recording_emb, float(windows))
-    return classify_document(str(fname), prompts, probs, windows)
+    minutes = zero_shot_windows(model, emb.window_emb, prompts, WINDOW_PERCENTILE if windows is None else windows)
+    return classify_document(str(fname), prompts, zero_shot(model, emb.recording_emb, prompts), minutes, windows)
 
 
 def _check_k(k: int) -> int:
@@ -286,13 +290,13 @@ class SearchService:
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
                  recording_id: int | None = None, label: str | None = None, windows: float | None = None) -> dict:
-        """Zero-shot probabilities of each prompt (``elmsearch classify --json``; ``windows``: ``Index.classify``)."""
+        """Zero-shot scores of each prompt, pooled and from the minutes (``elmsearch classify --json``; ``Index.classify``)."""
         recording_id = None if recording_id is None else check_id(recording_id)
         prompts = [str(p) for p in prompts if str(p).strip()]
         if len(prompts) < 2:
             raise ValueError("prompts: give at least two (one per class)")
-        probs = self.index.classify(prompts, fname, recording_id, windows)
-        return classify_document(label or _label(fname, recording_id), prompts, probs, windows)
+        probs, minutes = self.index.classify(prompts, fname, recording_id, windows)
+        return classify_document(label or _label(fname, recording_id), prompts, probs, minutes, windows)
 
     def _document(self, query: str, hits: list[Hit], kind: str, source: str | None = None,
                   nearest: bool = False) -> dict:

@@ -257,7 +257,7 @@ def test_mean_pool_fallback_for_eeg_only_models():
 
 
 def test_zero_shot_from_the_windows_finds_what_pooling_dilutes(demo_model_dir):
-    """One window like prompt B among many like prompt A: the windows see B, the pooled recording less so."""
+    """One window like a finding among many like the background: the minutes see it, pooling does not."""
     from elmsearch.models import load_model
     from elmsearch.models.zeroshot import prompt_embeddings, zero_shot, zero_shot_windows
 
@@ -267,14 +267,26 @@ def test_zero_shot_from_the_windows_finds_what_pooling_dilutes(demo_model_dir):
     windows = np.stack([p[0]] * 19 + [p[1]])
     pooled = windows.mean(0) / np.linalg.norm(windows.mean(0))
     from_pool = zero_shot(model, pooled, prompts)
-    from_windows = zero_shot_windows(model, windows, prompts, pooled)
-    assert from_windows.shape == (3,) and from_windows.sum() == pytest.approx(1.0)
-    assert from_windows[1] > from_pool[1] + 0.05
-    only = zero_shot_windows(model, windows, prompts, percentile=100, weight=1.0)  # the best window alone
-    logits = (windows @ p.T).max(0) / model.temperature
-    np.testing.assert_allclose(only, np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(), rtol=1e-5)
-    median = zero_shot_windows(model, windows, prompts, percentile=50, weight=1.0)
-    assert median[0] > median[1]  # half the windows are not enough for an intermittent finding
+    from_windows = zero_shot_windows(model, windows, prompts)
+    assert from_windows.shape == (3,) and np.all((from_windows >= 0) & (from_windows <= 1))
+    # each window classified (the softmax over the prompts), then each finding's best window, the
+    # background's worst: it must hold throughout
+    logits = windows @ p.T / model.temperature
+    per_window = np.exp(logits - logits.max(1, keepdims=True))
+    per_window /= per_window.sum(1, keepdims=True)
+    np.testing.assert_allclose(from_windows[1:], per_window[:, 1:].max(0), rtol=1e-5)
+    assert from_windows[0] == pytest.approx(per_window[:, 0].min(), rel=1e-5)
+    assert from_windows[1] > from_pool[1] + 0.05 and from_windows[1] > from_windows[2]
+    # two prompts: the scores are exclusive and sum to 1, at any percentile
+    for q in (100, 90, 50):
+        two = zero_shot_windows(model, windows, prompts[:2], percentile=q)
+        assert two.sum() == pytest.approx(1.0, abs=1e-6)
+    # a recording of background alone: the finding stays low
+    calm = zero_shot_windows(model, np.stack([p[0]] * 20), prompts[:2])
+    assert calm[1] < from_windows[1] and calm[0] > calm[1]
+    # half the windows are not enough for an intermittent finding
+    median = zero_shot_windows(model, windows, prompts[:2], percentile=50)
+    assert median[0] > median[1]
     with pytest.raises(ValueError, match="percentile"):
         zero_shot_windows(model, windows, prompts, percentile=101)
     with pytest.raises(ValueError, match="two prompts"):

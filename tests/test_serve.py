@@ -83,11 +83,13 @@ def test_classify_and_stats(served, demo_archive):
     assert r.status_code == 200, r.text
     doc = r.json()
     assert [s["prompt"] for s in doc["scores"]] == prompts
-    assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5) and doc["windows"] is None
+    assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5) and doc["windows"] == 100
+    assert sum(s["minutes"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5)  # two prompts: exclusive
     three = [*prompts, "sleep with spindles"]  # from the minutes, any number of prompts
     win = client.post("/api/classify", json={"recording_id": 1, "prompts": three, "windows": 95}).json()
     assert win["windows"] == 95 and len(win["scores"]) == 3
     assert sum(s["probability"] for s in win["scores"]) == pytest.approx(1, abs=1e-5)
+    assert all(0 <= s["minutes"] <= 1 for s in win["scores"])
     edf = sorted(demo_archive.root.rglob("*.edf"))[0]
     assert _cli("classify", str(edf), "-p", three[0], "-p", three[1], "-p", three[2], "--db", str(db),
                 "--windows", "95")["windows"] == 95

@@ -55,8 +55,8 @@ class ClassifyRequest(BaseModel):
     recording_id: int
     prompts: list[str] = Field(min_length=2, description="Class descriptions, two or more, in order.")
     windows: float | None = Field(None, ge=0, le=100, description=(
-        "Score each prompt from this percentile of its similarities to the recording's windows (100: its "
-        "best window), mixed with the pooled recording's: intermittent findings. None: the pooled recording."))
+        "Each score's 'minutes': how much of the recording a finding must hold in, as a percentile of its "
+        "windows (None: 100, one window; 50: half the recording). The first prompt is the background."))
 
 
 UploadId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="An upload's upload_id.")]
