@@ -70,7 +70,8 @@ def main() -> None:
             runs.setdefault(f"{w:g}", {})[seed] = r
             print(f"weight {w:g} seed {seed}: eeg P@10 {r['events']['eeg']['P@10']:.3f} "
                   f"{r['events']['eeg']['by']}, hybrid P@10 {r['events']['hybrid']['P@10']:.3f}, "
-                  f"zero-shot {r['zero_shot']}, from the minutes {r['zero_shot_minutes']}, R@10 {r['text_to_eeg_R@10']:.3f}", flush=True)
+                  f"zero-shot {r['zero_shot']}, from the minutes {r['zero_shot_minutes']}, "
+                  f"R@10 {r['text_to_eeg_R@10']:.3f}", flush=True)
     summary = {}
     for w, by_seed in runs.items():
         rs = list(by_seed.values())

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,6 +28,13 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from elmsearch._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
 
 # SQLite keys are 64-bit; BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")

@@ -25,10 +25,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import Select, or_, select
 
 from db import Patient, Recording, RecordingEvent, Report, Segment, Status, Visit, Window, from_blob
+from elmsearch._lazy import lazy_module
 from elmsearch.archive.discovery import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
 from elmsearch.text.report import parse_report
@@ -36,7 +36,11 @@ from indexer.store import IndexStateError, IndexStore
 from indexer.vectors.tables import VECTOR_TABLES
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from elmsearch.models.model import ELMModel
+else:
+    np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
 
 # torch, the model and FAISS are imported where first needed: `elmsearch show` needs none of
 # them, and a query by recording id needs FAISS but no model (tests/test_cold_imports.py).

@@ -24,8 +24,7 @@ import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from elmsearch.errors import ElmsearchError, InputFileError
 from elmsearch.io.display import DISPLAY_RATE
@@ -33,6 +32,9 @@ from indexer.filters import FilterError
 from indexer.search import Filters, Hit, Index, NotFoundError, QueryError
 from indexer.store import INDEX_NAMES
 from indexer.uploads import KeptUploads
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +292,7 @@ class SearchService:
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
                  recording_id: int | None = None, label: str | None = None, windows: float | None = None) -> dict:
-        """Zero-shot scores of each prompt, pooled and from the minutes (``elmsearch classify --json``; ``Index.classify``)."""
+        """Zero-shot scores of each prompt, pooled and from the minutes (``classify --json``; ``Index.classify``)."""
         recording_id = None if recording_id is None else check_id(recording_id)
         prompts = [str(p) for p in prompts if str(p).strip()]
         if len(prompts) < 2:

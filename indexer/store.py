@@ -37,12 +37,13 @@ import os
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import case, delete, exists, func, select
 
 from db import IndexRun, Patient, Recording, Report, Segment, Status, Visit, Window
 from db.engine import DB_FILE, make_engine, make_sessionmaker, sqlite_url
+from elmsearch._lazy import lazy_module
 from elmsearch.errors import ElmsearchError
 from elmsearch.models.config import ModelCfg
 from indexer import integrity
@@ -52,6 +53,11 @@ from indexer.private import FILE_MODE, private_dir, private_umask
 from indexer.vectors.index_info import DIM, KIND_EXACT, IndexInfo
 from indexer.vectors.policy import FaissPolicy
 from indexer.vectors.tables import INDEX_NAMES, VECTOR_TABLES
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
 
 logger = logging.getLogger(__name__)
 

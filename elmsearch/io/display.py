@@ -22,10 +22,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from elmsearch._lazy import lazy_module
 from elmsearch.signal.channels import STANDARD_1020, normalize_channel_name
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
 
 DISPLAY_RATE = 256.0  # Hz at most, unless the native rate is asked for
 MAX_DISPLAY_SPAN_S = 600.0

@@ -24,8 +24,15 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from elmsearch._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
+
 
 logger = logging.getLogger(__name__)
 
