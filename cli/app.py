@@ -405,7 +405,7 @@ def classify(
     the pooled recording: read it for what holds throughout (a state, diffuse slowing).
     'minutes' classifies each window and keeps the most convincing ones: read it for
     intermittent findings (spike-and-wave, sharp waves, sleep); the background must hold in
-    every window there.
+    every window there. 'window' is the window behind each 'minutes' score.
     """
     from elmsearch.errors import ElmsearchError
 
@@ -423,9 +423,10 @@ def classify(
     if as_json:
         out.print_json(json.dumps(doc))
         return
-    table = Table("prompt", "recording", "minutes", title=str(fname))
+    table = Table("prompt", "recording", "minutes", "window", title=str(fname))
     for s in doc["scores"]:
-        table.add_row(s["prompt"], f"{s['probability']:.3f}", f"{s['minutes']:.3f}")
+        a, b = s["window"]
+        table.add_row(s["prompt"], f"{s['probability']:.3f}", f"{s['minutes']:.3f}", f"{a:g}–{b:g} s")
     out.print(table)
 
 

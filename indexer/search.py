@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from elmsearch.models.model import ELMModel
+    from elmsearch.models.zeroshot import Classification
 else:
     np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
 
@@ -154,6 +155,7 @@ class Query:
     path: str | None
     window_emb: np.ndarray | None = None
     profile: np.ndarray | None = None  # the prior-case vector, for indices whose prior cases use eeg_profile
+    window_spans: list[tuple[float, float]] | None = None  # (start_s, end_s) of each row of window_emb
 
 
 def _check_filters(s, filters: Filters) -> None:
@@ -527,7 +529,8 @@ class Index:
         profile = emb.profile
         if self.similar_representation in {"bandpower", "fusion"}:  # the archive's space, as its own rows
             profile = self.similar_space.transform(emb.recording_emb, emb.bandpower)[0]
-        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb, profile)
+        return Query(emb.recording_emb, None, patient, archive_path(path), emb.window_emb, profile,
+                     emb.window_spans)
 
     @property
     def similar_representation(self) -> str:
@@ -640,26 +643,23 @@ class Index:
             return hits
 
     def classify(self, prompts: list[str], fname: str | os.PathLike | None = None,
-                 recording_id: int | None = None, windows: float | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Zero-shot scores of each prompt for a recording (prompt order): pooled and from its minutes.
+                 recording_id: int | None = None, windows: float | None = None) -> Classification:
+        """Zero-shot of a recording (prompt order): pooled, and from its minutes with the window behind each.
 
-        Returns ``(probabilities, minutes)``: the softmax over the prompts of the pooled
-        recording (``zero_shot``), and each prompt's evidence from the recording's windows at the
-        ``windows``-th percentile (``zero_shot_windows``; None: its ``WINDOW_PERCENTILE``; the
-        first prompt is the background).
+        ``windows``: the window percentile of the minutes' scores (None: ``WINDOW_PERCENTILE``;
+        ``elmsearch.models.zeroshot.classify_recording``; the first prompt is the background).
         """
-        from elmsearch.models.zeroshot import WINDOW_PERCENTILE, zero_shot, zero_shot_windows
+        from elmsearch.models.zeroshot import classify_recording
 
         self._require_text()  # before a file is read
         query = self.resolve(fname, recording_id)
-        w = query.window_emb
+        w, spans = query.window_emb, query.window_spans
         if w is None:
             with self.store.session() as s:
-                w = np.stack([from_blob(e) for e in s.scalars(select(Window.emb).where(
-                    Window.recording_id == query.recording_id).order_by(Window.ordinal))])
-        return zero_shot(self.query_model, query.emb, prompts), \
-            zero_shot_windows(self.query_model, w, prompts, WINDOW_PERCENTILE if windows is None else float(windows))
+                rows = s.execute(select(Window.emb, Window.start_s, Window.end_s).where(
+                    Window.recording_id == query.recording_id).order_by(Window.ordinal)).all()
+            w, spans = np.stack([from_blob(e) for e, *_ in rows]), [(a, b) for _, a, b in rows]
+        return classify_recording(self.query_model, query.emb, w, spans, prompts, windows)
 
     def match_sentence(self, recording_id: int, text: str) -> dict | None:
         """The sentence of a recording's report nearest to a text query, or None (no report).

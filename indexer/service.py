@@ -36,6 +36,8 @@ from indexer.uploads import KeptUploads
 if TYPE_CHECKING:
     import numpy as np
 
+    from elmsearch.models.zeroshot import Classification
+
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # an upload larger than this is refused (a 24 h EDF is ~1 GB)
@@ -149,32 +151,32 @@ def hits_document(query: str, hits: list[Hit], source: str | None = None) -> dic
     return doc
 
 
-def classify_document(recording: str, prompts: list[str], probabilities, minutes, windows: float | None = None
-                      ) -> dict:
+def classify_document(recording: str, prompts: list[str], result: Classification) -> dict:
     """The document of a zero-shot classification, prompts in the order given.
 
-    Each prompt has ``probability`` (the softmax of the pooled recording: what holds throughout)
-    and ``minutes`` (``zero_shot_windows``: what its most convincing windows show; the first
-    prompt is the background). ``windows``: the window percentile ``minutes`` came from.
+    Each prompt has ``probability`` (the softmax of the pooled recording: what holds throughout),
+    ``minutes`` (``zero_shot_windows``: what its most convincing windows show; the first prompt
+    is the background) and ``window`` (``[start_s, end_s]`` of the window behind ``minutes``).
+    ``windows``: the window percentile ``minutes`` came from.
     """
-    from elmsearch.models.zeroshot import WINDOW_PERCENTILE
-
-    return {"recording": recording, "windows": WINDOW_PERCENTILE if windows is None else float(windows),
-            "scores": [{"prompt": p, "probability": round(float(q), 6), "minutes": round(float(m), 6)}
-                       for p, q, m in zip(prompts, probabilities, minutes, strict=True)]}
+    return {"recording": recording, "windows": result.percentile,
+            "scores": [{"prompt": p, "probability": round(float(q), 6), "minutes": round(float(m), 6),
+                        "window": [round(a, 3), round(b, 3)]}
+                       for p, q, m, (a, b) in zip(prompts, result.probabilities, result.minutes, result.spans,
+                                                  strict=True)]}
 
 
 def classify_file(model, fname: str | os.PathLike, prompts: list[str], backend: str = "auto",
                   windows: float | None = None) -> dict:
     """Zero-shot classification of one file with a model (no index), as a document."""
     from elmsearch.models.embedding import embed_recording
-    from elmsearch.models.zeroshot import WINDOW_PERCENTILE, zero_shot, zero_shot_windows
+    from elmsearch.models.zeroshot import classify_recording
 
     if Path(fname).is_file():  # a missing file is named by the reader; a readable one is not read in vain
         model.require_text()
     emb = embed_recording(model, fname, pooling="attention" if model.has_text else "mean", backend=backend)
-    minutes = zero_shot_windows(model, emb.window_emb, prompts, WINDOW_PERCENTILE if windows is None else windows)
-    return classify_document(str(fname), prompts, zero_shot(model, emb.recording_emb, prompts), minutes, windows)
+    return classify_document(str(fname), prompts, classify_recording(
+        model, emb.recording_emb, emb.window_emb, emb.window_spans, prompts, windows))
 
 
 def _check_k(k: int) -> int:
@@ -297,8 +299,8 @@ class SearchService:
         prompts = [str(p) for p in prompts if str(p).strip()]
         if len(prompts) < 2:
             raise ValueError("prompts: give at least two (one per class)")
-        probs, minutes = self.index.classify(prompts, fname, recording_id, windows)
-        return classify_document(label or _label(fname, recording_id), prompts, probs, minutes, windows)
+        return classify_document(label or _label(fname, recording_id), prompts,
+                                 self.index.classify(prompts, fname, recording_id, windows))
 
     def _document(self, query: str, hits: list[Hit], kind: str, source: str | None = None,
                   nearest: bool = False) -> dict:

@@ -128,4 +128,5 @@ def test_index_queries_use_it_and_rank_like_torch(demo_archive, demo_model_dir, 
     assert qa.recording_id is None and row_cosine(qa.emb[None], qb.emb[None])[0] >= 0.9999
     pa = fast.classify(["normal EEG", "abnormal EEG with slowing"], recording_id=1)
     pb = slow.classify(["normal EEG", "abnormal EEG with slowing"], recording_id=1)
-    np.testing.assert_allclose(pa, pb, atol=1e-4)
+    np.testing.assert_allclose(pa.probabilities, pb.probabilities, atol=1e-4)
+    np.testing.assert_allclose(pa.minutes, pb.minutes, atol=1e-4)

@@ -291,3 +291,25 @@ def test_zero_shot_from_the_windows_finds_what_pooling_dilutes(demo_model_dir):
         zero_shot_windows(model, windows, prompts, percentile=101)
     with pytest.raises(ValueError, match="two prompts"):
         zero_shot_windows(model, windows, prompts[:1])
+
+
+def test_classify_recording_names_the_window_behind_each_score(demo_model_dir):
+    """The spike-and-wave window is the one behind the finding's score, wherever it lies."""
+    from elmsearch.models import load_model
+    from elmsearch.models.zeroshot import classify_recording, prompt_embeddings, zero_shot, zero_shot_windows
+
+    model = load_model(demo_model_dir)
+    prompts = ["normal EEG", "generalized 3 Hz spike and wave discharges"]
+    p = prompt_embeddings(model, prompts)
+    for at in (0, 7, 19):
+        windows = np.stack([p[0]] * 20)
+        windows[at] = p[1]
+        pooled = windows.mean(0) / np.linalg.norm(windows.mean(0))
+        spans = [(5.0 * i, 5.0 * i + 5) for i in range(20)]
+        res = classify_recording(model, pooled, windows, spans, prompts)
+        assert res.spans[1] == (5.0 * at, 5.0 * at + 5) and res.spans[0] == res.spans[1]
+        np.testing.assert_allclose(res.probabilities, zero_shot(model, pooled, prompts), rtol=1e-5)
+        np.testing.assert_allclose(res.minutes, zero_shot_windows(model, windows, prompts), rtol=1e-5)
+        assert res.percentile == 100
+    with pytest.raises(ValueError, match="spans"):
+        classify_recording(model, pooled, windows, spans[:3], prompts)

@@ -85,6 +85,8 @@ def test_classify_and_stats(served, demo_archive):
     assert [s["prompt"] for s in doc["scores"]] == prompts
     assert sum(s["probability"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5) and doc["windows"] == 100
     assert sum(s["minutes"] for s in doc["scores"]) == pytest.approx(1, abs=1e-5)  # two prompts: exclusive
+    shown = _cli("show", "1", "--db", str(db))["windows"]  # the window behind a score is one of the recording's
+    assert all([s["window"][0], s["window"][1]] in [[w["start_s"], w["end_s"]] for w in shown] for s in doc["scores"])
     three = [*prompts, "sleep with spindles"]  # from the minutes, any number of prompts
     win = client.post("/api/classify", json={"recording_id": 1, "prompts": three, "windows": 95}).json()
     assert win["windows"] == 95 and len(win["scores"]) == 3

@@ -49,6 +49,13 @@ class EmbeddedRecording:
     profile: np.ndarray | None = None
     bandpower: np.ndarray | None = None
 
+    @property
+    def window_spans(self) -> list[tuple[float, float]]:
+        """``(start_s, end_s)`` of each row of ``window_emb``."""
+        step = float(self.recording.window_s)
+        index = range(len(self.window_emb)) if self.window_index is None else self.window_index.tolist()
+        return [(i * step, (i + 1) * step) for i in index]
+
 
 def model_params(model: ELMModel) -> PreprocessingParams:
     """The preprocessing a model was trained with (ELM's recipe when unrecorded)."""

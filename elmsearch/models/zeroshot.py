@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from elmsearch.models.protocol import EmbeddingModel
@@ -46,18 +48,57 @@ def zero_shot(model: EmbeddingModel, recording_emb: np.ndarray, prompts: list[st
     """
     if len(prompts) < 2:
         raise ValueError("zero-shot classification needs at least two prompts")
-    single = np.ndim(recording_emb) == 1
-    rec = np.atleast_2d(recording_emb)
-    logits = rec @ prompt_embeddings(model, prompts, templates).T / model.temperature
+    p = _softmax(recording_emb, prompt_embeddings(model, prompts, templates), model.temperature)
+    return p[0] if np.ndim(recording_emb) == 1 else p
+
+
+def _softmax(emb: np.ndarray, prompt_emb: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of ``emb`` classified: the softmax over the prompts' similarities at ``temperature``."""
+    logits = np.atleast_2d(np.asarray(emb, np.float32)) @ prompt_emb.T / temperature
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    return p[0] if single else p
+    return p / p.sum(axis=1, keepdims=True)
 
 
 # The percentile of ``zero_shot_windows``, chosen on the demo's training patients (3 trained
 # models; mean AUROC over six findings: 0.965 at 90, 0.967 at 95, 0.968 at 98, 0.969 at 100).
 WINDOW_PERCENTILE = 100.0
+
+
+def window_probabilities(model: EmbeddingModel, window_emb: np.ndarray, prompts: list[str],
+                         templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
+    """Each window classified: the softmax over the prompts at the model's temperature, shape (n_windows, n_prompts)."""
+    if len(prompts) < 2:
+        raise ValueError("zero-shot classification needs at least two prompts")
+    if len(np.atleast_2d(window_emb)) == 0:
+        raise ValueError("zero-shot from the windows needs at least one window")
+    return _softmax(window_emb, prompt_embeddings(model, prompts, templates), model.temperature)
+
+
+def minutes_scores(p: np.ndarray, percentile: float = WINDOW_PERCENTILE) -> tuple[np.ndarray, np.ndarray]:
+    """The scores of ``zero_shot_windows`` from window probabilities, and the window behind each.
+
+    Parameters
+    ----------
+    p : array, shape (n_windows, n_prompts)
+        ``window_probabilities``; the first prompt is the background.
+    percentile : float
+        0-100: how much of the recording a finding must hold in (100: one window).
+
+    Returns
+    -------
+    scores : array, shape (n_prompts,)
+        Each finding's ``percentile``-th percentile of its window probabilities, the
+        background's ``100 - percentile``-th.
+    window : array of int, shape (n_prompts,)
+        For each prompt, the window whose probability is nearest its score: the recording's most
+        convincing minute for a finding, its least "background" minute for the background.
+    """
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be within 0-100, got {percentile}")
+    score = np.percentile(p, percentile, axis=0)
+    score[0] = np.percentile(p[:, 0], 100 - percentile)
+    return score, np.abs(p - score).argmin(axis=0)
 
 
 def zero_shot_windows(model: EmbeddingModel, window_emb: np.ndarray, prompts: list[str],
@@ -99,17 +140,49 @@ def zero_shot_windows(model: EmbeddingModel, window_emb: np.ndarray, prompts: li
     array, shape (n_prompts,)
         Scores in prompt order, each 0-1.
     """
+    if not 0 <= percentile <= 100:  # before the text encoder runs
+        raise ValueError(f"percentile must be within 0-100, got {percentile}")
+    return minutes_scores(window_probabilities(model, window_emb, prompts, templates), percentile)[0]
+
+
+@dataclasses.dataclass
+class Classification:
+    """A recording classified zero-shot (``classify_recording``), prompts in the order given.
+
+    Attributes
+    ----------
+    probabilities : array, shape (n_prompts,)
+        The pooled recording's softmax over the prompts (``zero_shot``): what holds throughout.
+    minutes : array, shape (n_prompts,)
+        ``zero_shot_windows``: what the recording's most convincing windows show.
+    spans : list of (float, float)
+        For each prompt, the window behind its ``minutes`` score (``minutes_scores``), seconds.
+    percentile : float
+        The window percentile of ``minutes``.
+    """
+
+    probabilities: np.ndarray
+    minutes: np.ndarray
+    spans: list[tuple[float, float]]
+    percentile: float
+
+
+def classify_recording(model: EmbeddingModel, recording_emb: np.ndarray, window_emb: np.ndarray,
+                       spans: list[tuple[float, float]], prompts: list[str], percentile: float | None = None,
+                       templates: tuple[str, ...] = TEMPLATES) -> Classification:
+    """Zero-shot of one recording, pooled and from its minutes, with the window behind each prompt.
+
+    ``spans``: ``(start_s, end_s)`` of each row of ``window_emb``. ``percentile`` None:
+    ``WINDOW_PERCENTILE``. The prompts are embedded once for both scores.
+    """
+    q = WINDOW_PERCENTILE if percentile is None else float(percentile)
     if len(prompts) < 2:
         raise ValueError("zero-shot classification needs at least two prompts")
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be within 0-100, got {percentile}")
-    w = np.atleast_2d(np.asarray(window_emb, np.float32))
-    if len(w) == 0:
-        raise ValueError("zero-shot from the windows needs at least one window")
-    logits = w @ prompt_embeddings(model, prompts, templates).T / model.temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    score = np.percentile(p, percentile, axis=0)
-    score[0] = np.percentile(p[:, 0], 100 - percentile)
-    return score
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0-100, got {q}")
+    if len(spans) != len(np.atleast_2d(window_emb)) or not len(spans):
+        raise ValueError(f"{len(spans)} window spans for {len(np.atleast_2d(window_emb))} windows")
+    prompt_emb = prompt_embeddings(model, prompts, templates)
+    minutes, rows = minutes_scores(_softmax(window_emb, prompt_emb, model.temperature), q)
+    return Classification(_softmax(recording_emb, prompt_emb, model.temperature)[0], minutes,
+                          [(float(spans[i][0]), float(spans[i][1])) for i in rows], q)
