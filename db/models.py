@@ -29,12 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from elmsearch._lazy import lazy_module
-
 if TYPE_CHECKING:
     import numpy as np
-else:
-    np = lazy_module("numpy", globals(), "np")  # on first use: `elmsearch show` never computes
 
 # SQLite keys are 64-bit; BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -66,13 +62,18 @@ class Status(enum.StrEnum):
     FAILED = "failed"
 
 
+# numpy is imported where used: `elmsearch show` reads no embedding (tests/test_cold_imports.py)
 def to_blob(vec: np.ndarray) -> bytes:
     """Store an embedding as float32 bytes."""
+    import numpy as np
+
     return np.ascontiguousarray(vec, dtype=np.float32).tobytes()
 
 
 def from_blob(blob: bytes) -> np.ndarray:
     """Read an embedding stored with ``to_blob``."""
+    import numpy as np
+
     return np.frombuffer(blob, dtype=np.float32)
 
 

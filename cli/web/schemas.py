@@ -39,18 +39,21 @@ class HitsDocument(Document):
 
 
 class Score(Document):
-    """One prompt's probability."""
+    """One prompt's zero-shot scores."""
 
     prompt: str
-    probability: float
+    probability: float = Field(description="From the pooled recording (softmax over the prompts).")
+    minutes: float = Field(description=(
+        "From the windows: the finding's score at the document's window percentile; the first prompt, the "
+        "background, must hold in every window."))
+    window: tuple[float, float] = Field(description="[start_s, end_s] of the window behind 'minutes'.")
 
 
 class ClassifyDocument(Document):
-    """Zero-shot probabilities in prompt order."""
+    """Zero-shot scores in prompt order, pooled and from the minutes."""
 
     recording: str
-    windows: float | None = Field(None, description=(
-        "The window percentile each prompt was scored from (with the pooled recording), None: the pooled one."))
+    windows: float = Field(description="The window percentile of each score's 'minutes' (100: the best window).")
     scores: list[Score]
 
 

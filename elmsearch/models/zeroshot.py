@@ -46,10 +46,16 @@ def zero_shot(model: EmbeddingModel, recording_emb: np.ndarray, prompts: list[st
     array, shape (n_recordings, n_prompts) (or (n_prompts,) for one recording)
         Softmax over prompt similarities at the model's temperature, in prompt order.
     """
-    if len(prompts) < 2:
-        raise ValueError("zero-shot classification needs at least two prompts")
+    _check(prompts)
     p = _softmax(recording_emb, prompt_embeddings(model, prompts, templates), model.temperature)
     return p[0] if np.ndim(recording_emb) == 1 else p
+
+
+def _check(prompts: list[str] | None = None, percentile: float = 100.0) -> None:
+    if prompts is not None and len(prompts) < 2:
+        raise ValueError("zero-shot classification needs at least two prompts")
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be within 0-100, got {percentile}")
 
 
 def _softmax(emb: np.ndarray, prompt_emb: np.ndarray, temperature: float) -> np.ndarray:
@@ -68,8 +74,7 @@ WINDOW_PERCENTILE = 100.0
 def window_probabilities(model: EmbeddingModel, window_emb: np.ndarray, prompts: list[str],
                          templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
     """Each window classified: the softmax over the prompts at the model's temperature, shape (n_windows, n_prompts)."""
-    if len(prompts) < 2:
-        raise ValueError("zero-shot classification needs at least two prompts")
+    _check(prompts)
     if len(np.atleast_2d(window_emb)) == 0:
         raise ValueError("zero-shot from the windows needs at least one window")
     return _softmax(window_emb, prompt_embeddings(model, prompts, templates), model.temperature)
@@ -94,8 +99,7 @@ def minutes_scores(p: np.ndarray, percentile: float = WINDOW_PERCENTILE) -> tupl
         For each prompt, the window whose probability is nearest its score: the recording's most
         convincing minute for a finding, its least "background" minute for the background.
     """
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be within 0-100, got {percentile}")
+    _check(percentile=percentile)
     score = np.percentile(p, percentile, axis=0)
     score[0] = np.percentile(p[:, 0], 100 - percentile)
     return score, np.abs(p - score).argmin(axis=0)
@@ -140,8 +144,7 @@ def zero_shot_windows(model: EmbeddingModel, window_emb: np.ndarray, prompts: li
     array, shape (n_prompts,)
         Scores in prompt order, each 0-1.
     """
-    if not 0 <= percentile <= 100:  # before the text encoder runs
-        raise ValueError(f"percentile must be within 0-100, got {percentile}")
+    _check(prompts, percentile)  # before the text encoder runs
     return minutes_scores(window_probabilities(model, window_emb, prompts, templates), percentile)[0]
 
 
@@ -176,10 +179,7 @@ def classify_recording(model: EmbeddingModel, recording_emb: np.ndarray, window_
     ``WINDOW_PERCENTILE``. The prompts are embedded once for both scores.
     """
     q = WINDOW_PERCENTILE if percentile is None else float(percentile)
-    if len(prompts) < 2:
-        raise ValueError("zero-shot classification needs at least two prompts")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0-100, got {q}")
+    _check(prompts, q)
     if len(spans) != len(np.atleast_2d(window_emb)) or not len(spans):
         raise ValueError(f"{len(spans)} window spans for {len(np.atleast_2d(window_emb))} windows")
     prompt_emb = prompt_embeddings(model, prompts, templates)
