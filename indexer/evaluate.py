@@ -34,7 +34,7 @@ from elmsearch.io.recording import make_windows
 from elmsearch.io.window_store import WindowStore
 from elmsearch.io.windowed import read_recording
 from elmsearch.models.factory import load_model
-from elmsearch.models.zeroshot import zero_shot, zero_shot_windows
+from elmsearch.models.zeroshot import minutes_scores, prompt_embeddings, prompt_softmax, zero_shot
 from elmsearch.signal.bandpower import band_power
 from elmsearch.train.metrics import chance_recall, retrieval_metrics, same_patient_recall
 from elmsearch.train.probe import ProbeData, label_efficiency, score_binary
@@ -389,8 +389,9 @@ def evaluate_index(index: Index, labels_csv: str | os.PathLike, root: str | os.P
         result["zero_shot_windows"] = {}
         for c, y in labels.items():
             ok = np.flatnonzero(y >= 0)
-            p = np.array([zero_shot_windows(index.model, np.stack(windows[recs[i][0]]), list(prompts[c]))[1]
-                          for i in ok])
+            prompt_emb = prompt_embeddings(index.model, list(prompts[c]))  # once for every recording
+            p = np.array([minutes_scores(prompt_softmax(np.stack(windows[recs[i][0]]), prompt_emb,
+                                                        index.model.temperature))[0][1] for i in ok])
             result["zero_shot_windows"][c] = {**score_binary(y[ok], p), "n": int(len(ok))}
 
     feats = {"ours": [np.stack(windows[x[0]]) for x in recs]}

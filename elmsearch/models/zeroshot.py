@@ -47,7 +47,7 @@ def zero_shot(model: EmbeddingModel, recording_emb: np.ndarray, prompts: list[st
         Softmax over prompt similarities at the model's temperature, in prompt order.
     """
     _check(prompts)
-    p = _softmax(recording_emb, prompt_embeddings(model, prompts, templates), model.temperature)
+    p = prompt_softmax(recording_emb, prompt_embeddings(model, prompts, templates), model.temperature)
     return p[0] if np.ndim(recording_emb) == 1 else p
 
 
@@ -58,8 +58,11 @@ def _check(prompts: list[str] | None = None, percentile: float = 100.0) -> None:
         raise ValueError(f"percentile must be within 0-100, got {percentile}")
 
 
-def _softmax(emb: np.ndarray, prompt_emb: np.ndarray, temperature: float) -> np.ndarray:
-    """Rows of ``emb`` classified: the softmax over the prompts' similarities at ``temperature``."""
+def prompt_softmax(emb: np.ndarray, prompt_emb: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of ``emb`` classified: the softmax over the prompts' similarities at ``temperature``.
+
+    ``prompt_emb``: ``prompt_embeddings``, embedded once for many recordings.
+    """
     logits = np.atleast_2d(np.asarray(emb, np.float32)) @ prompt_emb.T / temperature
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
@@ -77,7 +80,7 @@ def window_probabilities(model: EmbeddingModel, window_emb: np.ndarray, prompts:
     _check(prompts)
     if len(np.atleast_2d(window_emb)) == 0:
         raise ValueError("zero-shot from the windows needs at least one window")
-    return _softmax(window_emb, prompt_embeddings(model, prompts, templates), model.temperature)
+    return prompt_softmax(window_emb, prompt_embeddings(model, prompts, templates), model.temperature)
 
 
 def minutes_scores(p: np.ndarray, percentile: float = WINDOW_PERCENTILE) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +147,7 @@ def zero_shot_windows(model: EmbeddingModel, window_emb: np.ndarray, prompts: li
     array, shape (n_prompts,)
         Scores in prompt order, each 0-1.
     """
-    _check(prompts, percentile)  # before the text encoder runs
+    _check(percentile=percentile)  # before the text encoder runs
     return minutes_scores(window_probabilities(model, window_emb, prompts, templates), percentile)[0]
 
 
@@ -183,6 +186,6 @@ def classify_recording(model: EmbeddingModel, recording_emb: np.ndarray, window_
     if len(spans) != len(np.atleast_2d(window_emb)) or not len(spans):
         raise ValueError(f"{len(spans)} window spans for {len(np.atleast_2d(window_emb))} windows")
     prompt_emb = prompt_embeddings(model, prompts, templates)
-    minutes, rows = minutes_scores(_softmax(window_emb, prompt_emb, model.temperature), q)
-    return Classification(_softmax(recording_emb, prompt_emb, model.temperature)[0], minutes,
+    minutes, rows = minutes_scores(prompt_softmax(window_emb, prompt_emb, model.temperature), q)
+    return Classification(prompt_softmax(recording_emb, prompt_emb, model.temperature)[0], minutes,
                           [(float(spans[i][0]), float(spans[i][1])) for i in rows], q)
