@@ -17,7 +17,8 @@ then the median and minimum of ``--runs`` runs. Commands:
   when ``../shared`` is there): read, preprocess, embed, search.
 
 Each command is also run once under a probe that lists the heavy modules it imported.
-``--baseline DIR`` runs every command a second time from another checkout (e.g. the commit
+``--baseline DIR [--baseline-python PY]`` runs every command a second time, its runs alternating
+with the current checkout's, from another checkout (e.g. the commit
 before the imports were made lazy: ``git worktree add DIR COMMIT``) on the same index folders.
 
 Targets: ``show`` ≤ 0.5 s, ``search`` ≤ 1.0 s, ``similar FILE.edf`` ≤ 1.5 s at 1e5 recordings.
@@ -55,17 +56,21 @@ main()
 """
 
 
-def _wall(args: list[str], repo: Path) -> float:
+# A cold start of an installed program finds its modules compiled: never time the compiler
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def _wall(args: list[str], repo: Path, python: str) -> float:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "cli", *args], cwd=repo, capture_output=True, text=True)
+    r = subprocess.run([python, "-m", "cli", *args], cwd=repo, capture_output=True, text=True, env=ENV)
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(f"elmsearch {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
     return wall
 
 
-def _imports(args: list[str], repo: Path) -> list[str]:
-    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=repo, capture_output=True, text=True)
+def _imports(args: list[str], repo: Path, python: str) -> list[str]:
+    r = subprocess.run([python, "-c", PROBE, json.dumps(args)], cwd=repo, capture_output=True, text=True, env=ENV)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("cold-imports: ")]
     return json.loads(lines[-1].split(": ", 1)[1]) if lines else ["? " + r.stderr.strip()[-200:]]
 
@@ -80,21 +85,29 @@ def commands(folder: Path, rec_id: int, edf: Path) -> dict[str, list[str]]:
             "similar FILE.edf": ["-q", "similar", str(edf), *db, "--json"]}
 
 
-def measure(folder: Path, rec_id: int, repo: Path, runs: int, seed: int, edf: Path) -> dict:
-    """Median and minimum wall time and the heavy imports of every command, from checkout ``repo``.
+def measure(folder: Path, rec_id: int, arms: dict[str, tuple[Path, str]], runs: int, seed: int,
+            edf: Path) -> dict:
+    """Median and minimum wall time and the heavy imports of every command, for each arm.
 
-    ``seed`` picks the new query texts: give each call its own.
+    ``arms`` maps a name to (checkout, Python interpreter). The arms' runs alternate, so a
+    change in the machine's load falls on all of them alike. ``seed`` picks the new query texts.
     """
-    out = {}
-    new_texts = iter(query_texts(runs + 2, seed))
+    out: dict = {arm: {} for arm in arms}
+    new_texts = iter(query_texts((runs + 2) * len(arms), seed))
     for name, args in commands(folder, rec_id, edf).items():
         def argv(args=args):
             return [next(new_texts) if a == "{new}" else a for a in args]
 
-        _wall(argv(), repo)  # warm-up: page cache (and, for the same text, the text-embedding cache)
-        times = [_wall(argv(), repo) for _ in range(runs)]
-        out[name] = {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-                     "runs_s": [round(x, 3) for x in times], "imports": _imports(argv(), repo)}
+        times: dict = {arm: [] for arm in arms}
+        for repo, python in arms.values():  # warm-up: page cache (and, for the same text, the text cache)
+            _wall(argv(), repo, python)
+        for _ in range(runs):
+            for arm, (repo, python) in arms.items():
+                times[arm].append(_wall(argv(), repo, python))
+        for arm, (repo, python) in arms.items():
+            t = times[arm]
+            out[arm][name] = {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3),
+                              "runs_s": [round(x, 3) for x in t], "imports": _imports(argv(), repo, python)}
     return out
 
 
@@ -125,6 +138,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="MODEL_DIR with a text side (default: train one)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to time the same commands from")
+    ap.add_argument("--baseline-python", default=sys.executable,
+                    help="the baseline's interpreter, e.g. a venv with the earlier dependencies")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--edf", type=Path, default=None,
                     help="a recording not in the index for `similar FILE` (default: EEGMAT Subject00_1 or a demo EDF)")
@@ -142,7 +157,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="elmsearch-bench-cold-", dir=args.tmp))
     res: dict = {"date": dt.date.today().isoformat(), "machine": machine(), "runs": args.runs,
-                 "baseline": str(args.baseline) if args.baseline else None, "results": []}
+                 "baseline": str(args.baseline) if args.baseline else None,
+                 "baseline_python": args.baseline_python if args.baseline else None, "results": []}
     try:
         model_dir = args.model.resolve() if args.model else train_quick_model(tmp / "train", args.seed)
         edf = args.edf or (SHARED_EDF if SHARED_EDF.is_file() else None)
@@ -160,10 +176,11 @@ def main() -> None:
             build = build_folder(folder, n, model, model_dir, model_hash, args.seed)
             with IndexStore.open(folder).session() as s:
                 rec_id = s.scalar(select(Recording.id).order_by(Recording.id).offset(n // 2).limit(1))
-            row = {"n": n, "build": {k: v for k, v in build.items() if k.endswith("_s")},
-                   "current": measure(folder, rec_id, REPO, args.runs, args.seed + 1000 + n, edf)}
+            arms = {"current": (REPO, sys.executable)}
             if args.baseline:
-                row["baseline"] = measure(folder, rec_id, args.baseline.resolve(), args.runs, args.seed + 2000 + n, edf)
+                arms["baseline"] = (args.baseline.resolve(), args.baseline_python)
+            row = {"n": n, "build": {k: v for k, v in build.items() if k.endswith("_s")},
+                   **measure(folder, rec_id, arms, args.runs, args.seed + 1000 + n, edf)}
             res["results"].append(row)
             shutil.rmtree(folder)
     finally:

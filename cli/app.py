@@ -9,13 +9,11 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cli.options import (
@@ -51,6 +49,9 @@ from cli.options import (
 )
 from indexer.filters import parse_filters
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 PROG = "elmsearch"
 # Errors are ours to print (see `main`): no Rich panels, no pretty tracebacks.
 app = typer.Typer(help="elmsearch: search clinical EEG archives by report text and by EEG.",
@@ -70,6 +71,8 @@ def _root(
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     _debug["traceback"] = verbose
     if console.is_terminal:
+        from rich.logging import RichHandler
+
         handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:  # logs read by programs: one line per message
@@ -96,11 +99,17 @@ def _error_line(message: str) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _progress(total: int, what: str) -> Progress:
-    return Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-                    disable=not console.is_terminal or logging.getLogger().level > logging.INFO,
-                    transient=False)
+def _progress(title: str, fields: str, time_left: bool = True) -> Progress:
+    """A progress bar: bold ``title``, the bar, done/total, ``fields`` (a task-field template), time left.
+
+    Hidden when stderr is not a terminal or the log level is above INFO. Rich's progress module
+    is imported here, not by the commands that draw no bar.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn(fields)]
+    return Progress(*columns, *([TimeRemainingColumn()] if time_left else []), console=console,
+                    disable=not console.is_terminal or logging.getLogger().level > logging.INFO)
 
 
 def _run_scan(root: Path, reports: Path | None, window: float, workers: int):
@@ -110,7 +119,7 @@ def _run_scan(root: Path, reports: Path | None, window: float, workers: int):
     walk = Walk()
     entries = discover(root, reports, walk)
     total = len(entries)
-    with _progress(total, "scan") as progress:
+    with _progress("scan", "{task.fields[rate]}") as progress:
         task = progress.add_task("scan", total=total, rate="")
         hours = [0.0]
 
@@ -259,9 +268,7 @@ def demo(
                   f"ground truth in {made.labels_path}")
     model_dir, db = directory / "model", directory / "index"
     console.print(f"[bold]2/4 training[/bold] the EEG-language model into {model_dir} (CPU: heads on a frozen trunk)")
-    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.3f}"), console=console,
-                  disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
+    with _progress("epoch {task.fields[epoch]}", "loss {task.fields[loss]:.3f}", time_left=False) as progress:
         task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
         metrics = demo_model(made, model_dir, seed, on_step=lambda s: progress.update(
             task, completed=s["step"], total=s["steps"], epoch=s["epoch"], loss=s["loss"]))
@@ -354,10 +361,8 @@ def train(
                       highlight=False, soft_wrap=True)
 
     # steps over the whole run (every planned epoch), so the time left is the run's, not the epoch's
-    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-                  MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s"),
-                  TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
+    with _progress("epoch {task.fields[epoch]}/{task.fields[epochs]}",
+                   "loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} windows/s") as progress:
         task = progress.add_task("train", total=None, epoch=0, epochs="?", loss=float("nan"), rate=0.0)
 
         def tick(s: dict) -> None:
@@ -478,10 +483,7 @@ def _run_index(archive: Path, db: Path, model: Path, reports: Path | None, worke
     else:
         from indexer.pipeline import index_archive
 
-    columns = (TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console,
-                  disable=not console.is_terminal or logging.getLogger().level > logging.INFO) as progress:
+    with _progress("index", "{task.fields[rate]}") as progress:
         task = progress.add_task("index", total=None, rate="")
         hours = [0.0, 0]
 

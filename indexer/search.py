@@ -29,7 +29,6 @@ from sqlalchemy import Select, or_, select
 
 from db import Patient, Recording, RecordingEvent, Report, Segment, Status, Visit, Window, from_blob
 from elmsearch._lazy import lazy_module
-from elmsearch.archive.discovery import archive_path, file_hash
 from elmsearch.errors import ElmsearchError
 from elmsearch.text.report import parse_report
 from indexer.store import IndexStateError, IndexStore
@@ -511,6 +510,8 @@ class Index:
                 return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
             if fname is None:
                 raise QueryError("give a file or a recording id")
+            from elmsearch.archive.discovery import archive_path, file_hash  # a file's queries only
+
             path = Path(fname)
             if not path.is_file():
                 raise QueryError(f"{fname}: no such file")
@@ -571,6 +572,8 @@ class Index:
             if query.recording_id is not None:
                 query_hash = s.scalar(select(Recording.content_hash).where(Recording.id == query.recording_id))
             elif fname is not None:
+                from elmsearch.archive.discovery import file_hash
+
                 try:
                     query_hash = file_hash(fname)  # the indexer's content hash of a new file
                 except OSError:
