@@ -510,11 +510,11 @@ class Index:
                 return Query(from_blob(r.emb), r.id, patient, r.path, profile=self._profile(r))
             if fname is None:
                 raise QueryError("give a file or a recording id")
-            from elmsearch.archive.discovery import archive_path, file_hash  # a file's queries only
+            from elmsearch.archive.discovery import archive_path, file_hash, special_file_reason  # files only
 
             path = Path(fname)
             if not path.is_file():
-                raise QueryError(f"{fname}: no such file")
+                raise QueryError(f"{fname}: {special_file_reason(path) or 'no such file'}")
             r = s.scalar(select(Recording).where(Recording.path == archive_path(path)))
             if r is not None and r.status == Status.INDEXED and r.model_hash == self.manifest["model_hash"]:
                 st = path.stat()

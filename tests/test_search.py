@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import shutil
 
 import numpy as np
@@ -220,6 +221,14 @@ def test_show_and_errors(index, built):
         index.similar(recording_id=10**9)
     with pytest.raises(QueryError, match="no such file"):
         index.similar(built / "missing.edf")
+    with pytest.raises(QueryError, match="a folder, not a recording file"):
+        index.similar(built)
+    os.mkfifo(built.parent / "pipe.edf")
+    try:  # never opened: opening a FIFO blocks until a writer comes
+        with pytest.raises(QueryError, match=r"pipe\.edf: a named pipe \(FIFO\), not a recording file"):
+            index.similar(built.parent / "pipe.edf")
+    finally:
+        (built.parent / "pipe.edf").unlink()
 
 
 def test_text_query_against_an_eeg_only_index(demo_archive, shared_data, tmp_path):
