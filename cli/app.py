@@ -9,7 +9,7 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -643,7 +643,7 @@ def _open_store(db: Path, db_url: str | None):
 
     folder, hint = locate_index(db)
     try:
-        return IndexStore.open(folder, db_url)
+        return _opened(IndexStore.open(folder, db_url))
     except IndexStateError as err:
         raise _fail(f"{err}{hint}") from None
 
@@ -679,7 +679,7 @@ def verify(db: DbOpt = Path("elmsearch-index"), db_url: DbUrlOpt = None, as_json
     from indexer.store import IndexStateError, IndexStore
 
     try:
-        doc = IndexStore.open(db, db_url, tolerate_damage=True).audit()
+        doc = _opened(IndexStore.open(db, db_url, tolerate_damage=True)).audit()
     except IndexStateError as err:
         raise _fail(str(err)) from None
     if as_json:
@@ -723,9 +723,18 @@ def _open_service(db: Path, db_url: str | None = None, backend: Backend = Backen
 
     folder, hint = locate_index(db)
     try:
-        return SearchService.open(folder, db_url, backend.value)
+        return _opened(SearchService.open(folder, db_url, backend.value))
     except IndexStateError as err:
         raise _fail(f"{err}{hint}") from None
+
+
+_OPEN: list = []  # the stores and services this process opened, closed by `_leave`
+
+
+def _opened(thing):
+    """``thing`` (anything with ``close()``), remembered to be closed when the process leaves."""
+    _OPEN.append(thing)
+    return thing
 
 
 def _query(run):
@@ -1095,6 +1104,7 @@ def main(args: list[str] | None = None) -> None:
     with the root ``--verbose``).
     """
     command = typer.main.get_command(app)
+    leave = _leave if args is None and _command_name(sys.argv[1:]) in READ_ONLY else sys.exit
     try:
         # standalone_mode=False: Click's exceptions reach us, typer.Exit comes back as its exit code
         rv = command.main(args=args, prog_name=PROG, standalone_mode=False)
@@ -1106,11 +1116,40 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(1)
     except Exception as err:
         if hasattr(err, "exit_code") and hasattr(err, "format_message"):
-            sys.exit(_usage_line(err))
+            leave(_usage_line(err))
         if _debug["traceback"]:
             traceback.print_exc()
         else:
             lines = str(err).strip().splitlines()
             _error_line(f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__)
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        leave(1)
+    leave(rv if isinstance(rv, int) else 0)
+
+
+# Commands that only read (an index, a file, a model): the process may skip collecting its garbage
+READ_ONLY = frozenset({"show", "stats", "search", "reports", "similar", "verify"})
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The command of an ``elmsearch`` command line (the root takes only flags before it)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _leave(code) -> NoReturn:
+    """``sys.exit(code)`` for a process that ran a read-only command, without its last garbage collections.
+
+    The imports of a query leave about 66,000 objects tracked by the garbage collector, and the
+    interpreter's exit collects them once more: 0.1 s of a cold `show` (0.49 -> 0.40 s). Frozen
+    (``gc.freeze``), they are left to the operating system; atexit handlers, stream flushes and
+    reference-count cleanup still run, and a read-only command has nothing of its own to write.
+    What the collection would have closed, the stores' database connections, is closed first.
+    """
+    import gc
+
+    for thing in _OPEN:
+        try:
+            thing.close()
+        except Exception as err:  # noqa: BLE001 - the command's answer is out; this costs nothing
+            logging.getLogger(__name__).debug("closing %r: %s", thing, err)
+    gc.freeze()
+    sys.exit(code)

@@ -202,6 +202,11 @@ class SearchService:
         self.max_upload_bytes = int(max_upload_bytes)
         self.uploads = KeptUploads()  # uploads whose page the page shows (``upload_file(keep=True)``)
 
+    def close(self) -> None:
+        """Close the index's database connections and delete the kept uploads."""
+        self._index.store.close()
+        self.uploads.close()
+
     @property
     def index(self) -> Index:
         """The open index; re-opened when its manifest changed (a run finished, a new generation).

@@ -279,6 +279,13 @@ class IndexStore:
         with self._sessions() as s:
             yield s
 
+    def close(self) -> None:
+        """Close the database connections now (SQLite then removes its ``-wal``/``-shm`` files).
+
+        A later session opens new ones. Without it they close when the store is collected.
+        """
+        self.engine.dispose()
+
     # ---- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict | None:
         """The manifest, or None before the first run finished.

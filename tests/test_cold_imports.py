@@ -116,3 +116,63 @@ def test_similar_to_a_new_file_reads_and_embeds_it_without_torch(built, demo_arc
     assert len(hits) == 3 and max(h["score"] for h in hits) < 0.999
     assert "onnxruntime" in imported
     assert not imported & {"torch", "transformers", "scipy.signal"}, imported
+
+
+# Runs `elmsearch ARGS` as the console script does, then says whether the exit skipped collecting.
+FREEZE_PROBE = """
+import atexit, gc, json, sys
+atexit.register(lambda: print("frozen objects: %d" % gc.get_freeze_count(), file=sys.stderr))
+sys.argv = ["elmsearch", *json.loads(sys.argv[1])]
+from cli.app import main
+main()
+"""
+
+
+@pytest.mark.parametrize("case", ["show", "show --json", "missing id", "bad id", "stats", "--help", "index"])
+def test_read_only_commands_leave_without_collecting_and_lose_no_output(built, tmp_path, case):
+    db, rec_id = built
+    args, code, fast = {
+        "show": (["show", str(rec_id), "--db", str(db)], 0, True),
+        "show --json": (["-q", "show", str(rec_id), "--db", str(db), "--json"], 0, True),
+        "missing id": (["show", "999999", "--db", str(db)], 1, True),
+        "bad id": (["show", "abc", "--db", str(db)], 2, True),
+        "stats": (["stats", "--db", str(db), "--json"], 0, True),
+        "--help": (["--help"], 0, False),
+        "index": (["index", str(tmp_path / "none"), "--db", str(tmp_path / "idx")], 1, False),  # writes: never
+    }[case]
+    proc = subprocess.run([sys.executable, "-c", FREEZE_PROBE, json.dumps(args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    frozen = int(proc.stderr.rsplit("frozen objects: ", 1)[1].split()[0])  # atexit handlers still ran
+    assert (frozen > 10_000) == fast, frozen
+    if case == "show --json":  # the whole document reached the pipe
+        assert json.loads(proc.stdout)["recording_id"] == rec_id
+    if case == "stats":
+        assert json.loads(proc.stdout)
+    if case == "show":
+        assert f"recording {rec_id}" in proc.stdout and "windows" in proc.stdout
+    if code:
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("error: ") == 1, proc.stderr
+
+
+def test_the_command_name_follows_the_root_flags():
+    from cli.app import READ_ONLY, _command_name
+
+    assert _command_name(["-q", "--verbose", "show", "3", "--db", "x"]) == "show"
+    assert _command_name(["--help"]) is None and _command_name([]) is None
+    assert READ_ONLY >= {"show", "search", "similar", "reports", "stats"}
+    assert not READ_ONLY & {"index", "train", "demo", "export", "serve", "eval"}
+
+
+def test_a_read_only_command_closes_the_database_before_it_leaves(built, tmp_path):
+    import shutil
+
+    db, rec_id = built
+    copy = tmp_path / "idx"  # a copy no other process has open (this one holds the original)
+    shutil.copytree(db, copy)
+    for args in (["show", str(rec_id)], ["stats"], ["verify"]):
+        proc = subprocess.run([sys.executable, "-c", FREEZE_PROBE, json.dumps([*args, "--db", str(copy)])],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        # SQLite removes its write-ahead log and shared-memory files when the last connection closes
+        assert not sorted(copy.rglob("*-wal")) + sorted(copy.rglob("*-shm")), args
