@@ -728,12 +728,15 @@ def _open_service(db: Path, db_url: str | None = None, backend: Backend = Backen
         raise _fail(f"{err}{hint}") from None
 
 
-_OPEN: list = []  # the stores and services this process opened, closed by `_leave`
+# The stores and services a process that leaves through `_leave` opened (None: nothing is kept,
+# e.g. in a test process that runs many commands)
+_OPEN: dict[str, list | None] = {"things": None}
 
 
 def _opened(thing):
     """``thing`` (anything with ``close()``), remembered to be closed when the process leaves."""
-    _OPEN.append(thing)
+    if _OPEN["things"] is not None:
+        _OPEN["things"].append(thing)
     return thing
 
 
@@ -1105,6 +1108,8 @@ def main(args: list[str] | None = None) -> None:
     """
     command = typer.main.get_command(app)
     leave = _leave if args is None and _command_name(sys.argv[1:]) in READ_ONLY else sys.exit
+    if leave is _leave:
+        _OPEN["things"] = []
     try:
         # standalone_mode=False: Click's exceptions reach us, typer.Exit comes back as its exit code
         rv = command.main(args=args, prog_name=PROG, standalone_mode=False)
@@ -1135,7 +1140,7 @@ def _command_name(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _leave(code) -> NoReturn:
+def _leave(code: int | str | None) -> NoReturn:
     """``sys.exit(code)`` for a process that ran a read-only command, without its last garbage collections.
 
     The imports of a query leave about 66,000 objects tracked by the garbage collector, and the
@@ -1146,7 +1151,7 @@ def _leave(code) -> NoReturn:
     """
     import gc
 
-    for thing in _OPEN:
+    for thing in _OPEN["things"] or []:
         try:
             thing.close()
         except Exception as err:  # noqa: BLE001 - the command's answer is out; this costs nothing

@@ -155,6 +155,17 @@ def test_read_only_commands_leave_without_collecting_and_lose_no_output(built, t
         assert proc.stderr.startswith("error: ") and proc.stderr.count("error: ") == 1, proc.stderr
 
 
+def test_in_process_commands_keep_nothing_open(built):
+    from typer.testing import CliRunner
+
+    from cli.app import _OPEN, app
+
+    db, rec_id = built
+    for _ in range(3):  # a test process or a notebook runs many: none of their stores is kept
+        assert CliRunner().invoke(app, ["show", str(rec_id), "--db", str(db)]).exit_code == 0
+    assert _OPEN["things"] is None
+
+
 def test_the_command_name_follows_the_root_flags():
     from cli.app import READ_ONLY, _command_name
 
