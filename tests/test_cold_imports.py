@@ -21,11 +21,13 @@ HEAVY = ("torch", "transformers", "mne", "scipy", "scipy.signal", "faiss", "pyar
          "numpy", "pydantic", "rich.progress")
 MARK = "cold-imports: "
 
-# Runs `elmsearch ARGS` as the console script does, then prints the heavy modules imported.
+# Runs `elmsearch ARGS` as the console script does, then prints the heavy modules imported and how
+# many objects the exit left out of its garbage collections (`_leave`).
 PROBE = f"""
-import atexit, json, sys
+import atexit, gc, json, sys
 atexit.register(lambda: print({MARK!r} + json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)),
                               file=sys.stderr))
+atexit.register(lambda: print("frozen objects: %d" % gc.get_freeze_count(), file=sys.stderr))
 sys.argv = ["elmsearch", *json.loads(sys.argv[1])]
 from cli.app import main
 main()
@@ -118,16 +120,6 @@ def test_similar_to_a_new_file_reads_and_embeds_it_without_torch(built, demo_arc
     assert not imported & {"torch", "transformers", "scipy.signal"}, imported
 
 
-# Runs `elmsearch ARGS` as the console script does, then says whether the exit skipped collecting.
-FREEZE_PROBE = """
-import atexit, gc, json, sys
-atexit.register(lambda: print("frozen objects: %d" % gc.get_freeze_count(), file=sys.stderr))
-sys.argv = ["elmsearch", *json.loads(sys.argv[1])]
-from cli.app import main
-main()
-"""
-
-
 @pytest.mark.parametrize("case", ["show", "show --json", "missing id", "bad id", "stats", "--help", "index"])
 def test_read_only_commands_leave_without_collecting_and_lose_no_output(built, tmp_path, case):
     db, rec_id = built
@@ -140,7 +132,7 @@ def test_read_only_commands_leave_without_collecting_and_lose_no_output(built, t
         "--help": (["--help"], 0, False),
         "index": (["index", str(tmp_path / "none"), "--db", str(tmp_path / "idx")], 1, False),  # writes: never
     }[case]
-    proc = subprocess.run([sys.executable, "-c", FREEZE_PROBE, json.dumps(args)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == code, proc.stderr
     frozen = int(proc.stderr.rsplit("frozen objects: ", 1)[1].split()[0])  # atexit handlers still ran
@@ -182,7 +174,7 @@ def test_a_read_only_command_closes_the_database_before_it_leaves(built, tmp_pat
     copy = tmp_path / "idx"  # a copy no other process has open (this one holds the original)
     shutil.copytree(db, copy)
     for args in (["show", str(rec_id)], ["stats"], ["verify"]):
-        proc = subprocess.run([sys.executable, "-c", FREEZE_PROBE, json.dumps([*args, "--db", str(copy)])],
+        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps([*args, "--db", str(copy)])],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         # SQLite removes its write-ahead log and shared-memory files when the last connection closes
